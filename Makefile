@@ -1,0 +1,36 @@
+# tokstream: every target bootstraps what it needs into project-local, git-ignored dirs.
+#   make test       the whole suite, live CPU vLLM included (installs vLLM on first run)
+#   make test-fast  everything that does not need a live server
+#   make lint       ruff + mypy --strict on tokstream/
+#   make demo       stream a forced agent reply from a tiny CPU vLLM, live
+#   make bench      speed and memory, as ratios against peers measured in the same run
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-fast lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | { grep -v 'is ignored' || true; }
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v 'is ignored' || true; }
+	@touch $@
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not vllm"
+
+lint: venv
+	$(BIN)/ruff check tokstream tests examples
+	$(BIN)/ruff format --check tokstream tests examples
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,168 @@
+"""Stream events: what a token stream yields, in order.
+
+A stream yields zero or more :class:`Token` events, then exactly one terminal
+event: :class:`Done` on success, :class:`Error` on failure. Nothing follows the
+terminal event.
+
+Events are frozen, slotted dataclasses (nouns, no ``Event`` suffix), in the
+style of h11's ``_events.py``. This module holds data only: no I/O, no parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ._exceptions import TokstreamError
+
+__all__ = ["Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
+
+_EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+_EMPTY_IDS.flags.writeable = False
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One sampled token ID, exactly as the server streamed it.
+
+    Attributes:
+        id: The token ID.
+        text: The text the server released with this token. vLLM sends text per
+            chunk, not per token; tokstream puts a chunk's whole text on the
+            **last** token of that chunk and ``""`` on the others. The text can be
+            empty while IDs arrive (UTF-8 hold-back, the stop token, text held
+            back for a stop string), so the concatenation of every ``text`` equals
+            the concatenation of the chunks' texts, exactly, but a single token's
+            text need not be its decode. Use a tokenizer on the IDs for that.
+        logprob: The sampled token's log-probability when ``logprobs`` was
+            requested, else ``None``.
+    """
+
+    id: int
+    text: str = ""
+    logprob: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts the server reported in its usage chunk."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    """A frozen snapshot of one stream's counters (see ``statistics()``).
+
+    Attributes:
+        bytes_received: HTTP body bytes received.
+        chunks: Network reads that delivered body bytes.
+        sse_lines: SSE lines parsed (data, comments, fields and blank lines).
+        sse_events: SSE events dispatched.
+        parse_errors: ``data:`` payloads that were not valid JSON (skipped).
+        parse_error_previews: The first few of those payloads, truncated.
+        tokens: Token IDs delivered.
+        time_to_first_token: Seconds from sending the request to the first
+            token ID, or ``None`` if none arrived.
+        elapsed: Seconds since the request was sent (to the end, once ended).
+        buffer_preview: The tail of undecoded bytes, for diagnostics.
+    """
+
+    bytes_received: int = 0
+    chunks: int = 0
+    sse_lines: int = 0
+    sse_events: int = 0
+    parse_errors: int = 0
+    parse_error_previews: tuple[str, ...] = ()
+    tokens: int = 0
+    time_to_first_token: float | None = None
+    elapsed: float = 0.0
+    buffer_preview: str = ""
+
+    def describe(self) -> str:
+        """Return a one-line human summary, as used in error messages."""
+        ttft = "none" if self.time_to_first_token is None else f"{self.time_to_first_token:.3f}s"
+        parts = [
+            f"chunks={self.chunks}",
+            f"bytes={self.bytes_received}",
+            f"sse_lines={self.sse_lines}",
+            f"events={self.sse_events}",
+            f"tokens={self.tokens}",
+            f"parse_errors={self.parse_errors}",
+            f"ttft={ttft}",
+            f"elapsed={self.elapsed:.3f}s",
+        ]
+        if self.parse_error_previews:
+            parts.append(f"first_bad_payloads={list(self.parse_error_previews)!r}")
+        parts.append(f"buffer={self.buffer_preview!r}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The stream finished normally. Always the last event.
+
+    Attributes:
+        finish_reason: ``"stop"`` or ``"length"`` (or whatever the server sent).
+        stop_reason: ``None`` for the model's EOS, the ``int`` token ID for a stop
+            token ID (or an EOS that only ``generation_config`` declares), or the
+            ``str`` for a stop string.
+        token_ids: Every streamed completion ID, in order, including the final
+            stop token the server returned (int32, read-only).
+        text: The concatenation of every chunk's text.
+        prompt_token_ids: The prompt IDs the server echoed in its first chunk
+            (int32, read-only), or ``None`` if it sent none. Compare it with what
+            you sent to prove the server saw exactly that.
+        usage: The server's token counts, or ``None`` without a usage chunk.
+        logprobs: Per-token log-probabilities aligned with ``token_ids`` (float32)
+            when requested, else ``None``.
+        request_id: The server's completion ID (``cmpl-...``), if any.
+        diagnostics: The stream's counters at the end.
+    """
+
+    finish_reason: str | None
+    stop_reason: int | str | None = None
+    token_ids: npt.NDArray[np.int32] = field(default_factory=lambda: _EMPTY_IDS)
+    text: str = ""
+    prompt_token_ids: npt.NDArray[np.int32] | None = None
+    usage: Usage | None = None
+    logprobs: npt.NDArray[np.float32] | None = None
+    request_id: str | None = None
+    diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The stream failed. Always the last event.
+
+    Attributes:
+        error: The exception describing what failed (a :class:`TokstreamError`
+            subclass; see ``tokstream._exceptions`` for the tree). Its message
+            names the URL, the request ID and the diagnostics.
+        token_ids: The IDs that did arrive before the failure (int32, read-only).
+        text: Their text, as streamed.
+        diagnostics: The stream's counters at the failure.
+    """
+
+    error: TokstreamError
+    token_ids: npt.NDArray[np.int32] = field(default_factory=lambda: _EMPTY_IDS)
+    text: str = ""
+    diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+
+    @property
+    def message(self) -> str:
+        """The error's message."""
+        return str(self.error)
+
+    def reraise(self) -> None:
+        """Raise :attr:`error` (for callers who prefer exceptions)."""
+        raise self.error
+
+
+Event: TypeAlias = Token | Done | Error

@@ -1,0 +1,266 @@
+"""The exception tree: every failure tokstream reports is one of these.
+
+A stream reports runtime failures as an :class:`~tokstream.Error` event whose
+``error`` is one of these classes; methods that are not streams raise them. Local
+validation raises :class:`InvalidRequest` before any I/O. httpx exceptions never
+reach the caller: they are translated at the boundary.
+
+Hierarchy::
+
+    TokstreamError
+    ├── InvalidRequest            bad input, found locally; nothing was sent (also ValueError)
+    ├── TransportError            the request never got going; safe to retry by policy
+    │   ├── ConnectError          connection refused / DNS / TLS, naming the URL
+    │   └── ConnectTimeout        no connection within the connect timeout (also TimeoutError)
+    ├── StreamError               the stream broke after the server accepted the request;
+    │   │                         tokens may have arrived (they are on the Error event)
+    │   ├── RemoteDisconnected    the connection dropped mid-stream
+    │   ├── ProtocolError         bytes that are not a valid SSE / vLLM stream
+    │   │                         (oversized event, truncated stream, bad framing)
+    │   ├── StallTimeout          no bytes for ``timeouts.stall`` seconds (also TimeoutError)
+    │   └── FirstTokenTimeout     no token within ``timeouts.first_token`` (also TimeoutError)
+    ├── APIError                  the server answered with an error
+    │   ├── HTTPStatusError       HTTP status >= 400 before the stream started
+    │   │   ├── BadRequestError           400 (prompt too long, bad sampling value, ...)
+    │   │   ├── AuthenticationError       401
+    │   │   ├── PermissionDeniedError     403
+    │   │   ├── NotFoundError             404 (unknown model)
+    │   │   ├── UnprocessableEntityError  422
+    │   │   ├── RateLimitError            429
+    │   │   └── InternalServerError       >= 500
+    │   └── InBandError           an error event inside an HTTP 200 stream
+    └── OutputError               the model emitted malformed structure (response parser)
+
+``ConnectTimeout``, ``StallTimeout`` and ``FirstTokenTimeout`` also derive from
+the builtin :class:`TimeoutError`, so ``except TimeoutError`` catches every
+timeout. Every message says what happened, to which URL and request ID, and
+what to do about it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._events import StreamStatistics
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConnectError",
+    "ConnectTimeout",
+    "FirstTokenTimeout",
+    "HTTPStatusError",
+    "InBandError",
+    "InternalServerError",
+    "InvalidRequest",
+    "NotFoundError",
+    "OutputError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "RemoteDisconnected",
+    "StallTimeout",
+    "StreamError",
+    "TokstreamError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "status_error_class",
+]
+
+
+class TokstreamError(Exception):
+    """Base class of every tokstream error.
+
+    Attributes:
+        url: The URL the request went to, if any.
+        request_id: The request ID (``X-Request-Id`` sent, or the server's), if any.
+        diagnostics: The stream's counters when it failed, if a stream was running.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        request_id: str | None = None,
+        diagnostics: StreamStatistics | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+        self.request_id = request_id
+        self.diagnostics = diagnostics
+
+
+class InvalidRequest(TokstreamError, ValueError):
+    """A request failed local validation; nothing was sent.
+
+    Attributes:
+        field: The offending field's name.
+        value: The offending value (or a short description of it).
+    """
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"invalid {field}={shown}: {problem}")
+        self.field = field
+        self.value = value
+
+
+class TransportError(TokstreamError):
+    """The request never got going (no connection). Retrying is safe."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened (refused, DNS, TLS)."""
+
+
+class ConnectTimeout(TransportError, builtins.TimeoutError):
+    """No connection within the connect timeout."""
+
+
+class StreamError(TokstreamError):
+    """The stream broke after the server accepted the request."""
+
+
+class RemoteDisconnected(StreamError):
+    """The server closed the connection before the stream ended."""
+
+
+class ProtocolError(StreamError):
+    """The server sent bytes that are not a valid SSE / vLLM completion stream."""
+
+
+class StallTimeout(StreamError, builtins.TimeoutError):
+    """No bytes arrived for longer than the stall (chunk) timeout."""
+
+
+class FirstTokenTimeout(StreamError, builtins.TimeoutError):
+    """No token arrived within the time-to-first-token timeout."""
+
+
+class APIError(TokstreamError):
+    """The server answered with an error.
+
+    Attributes:
+        server_message: The server's own error message.
+        type: The server's error type (e.g. ``"BadRequestError"``), if given.
+        param: The offending parameter the server named, if any.
+        code: The server's error code (vLLM repeats the HTTP status), if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server_message: str,
+        type: str | None = None,
+        param: str | None = None,
+        code: int | str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+        diagnostics: StreamStatistics | None = None,
+    ) -> None:
+        super().__init__(message, url=url, request_id=request_id, diagnostics=diagnostics)
+        self.server_message = server_message
+        self.type = type
+        self.param = param
+        self.code = code
+
+
+class HTTPStatusError(APIError):
+    """The server answered with HTTP status >= 400 before streaming.
+
+    Attributes:
+        status_code: The HTTP status.
+        body_preview: The start of the response body, decoded leniently.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body_preview: str,
+        server_message: str,
+        type: str | None = None,
+        param: str | None = None,
+        code: int | str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+        diagnostics: StreamStatistics | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            server_message=server_message,
+            type=type,
+            param=param,
+            code=code,
+            url=url,
+            request_id=request_id,
+            diagnostics=diagnostics,
+        )
+        self.status_code = status_code
+        self.body_preview = body_preview
+
+
+class BadRequestError(HTTPStatusError):
+    """HTTP 400: the server rejected the request (e.g. prompt over max-model-len)."""
+
+
+class AuthenticationError(HTTPStatusError):
+    """HTTP 401: missing or wrong API key."""
+
+
+class PermissionDeniedError(HTTPStatusError):
+    """HTTP 403."""
+
+
+class NotFoundError(HTTPStatusError):
+    """HTTP 404: e.g. an unknown model name."""
+
+
+class UnprocessableEntityError(HTTPStatusError):
+    """HTTP 422."""
+
+
+class RateLimitError(HTTPStatusError):
+    """HTTP 429."""
+
+
+class InternalServerError(HTTPStatusError):
+    """HTTP >= 500."""
+
+
+class InBandError(APIError):
+    """The server sent an error event inside an HTTP 200 stream.
+
+    vLLM does this for checks that run after the response started, e.g. an
+    out-of-vocabulary prompt token or a bad structured-output grammar.
+    """
+
+
+class OutputError(TokstreamError):
+    """The model emitted malformed structure (e.g. an unparsable tool call)."""
+
+
+_STATUS_CLASSES: dict[int, type[HTTPStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[HTTPStatusError]:
+    """Return the :class:`HTTPStatusError` subclass for an HTTP status code."""
+    if status_code >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status_code, HTTPStatusError)
