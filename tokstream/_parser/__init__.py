@@ -1,0 +1,38 @@
+"""The response parser: a reply's tokens -> reasoning, content and tool calls.
+
+Sans-IO (see ``_core`` for the theory of operation). ``_hermes`` and
+``_qwen3_coder`` parse one complete call body each; ``_whole`` is the
+convenience form for a finished output.
+"""
+
+from __future__ import annotations
+
+from ._core import Detokenizer, ParserTokenizer, ResponseParser, ThinkingMode, ToolFormat
+from ._events import (
+    ParseEvent,
+    Reply,
+    ReplySegment,
+    SegmentKind,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallStarted,
+    ToolCallStatus,
+)
+
+__all__ = [
+    "Detokenizer",
+    "ParseEvent",
+    "ParserTokenizer",
+    "Reply",
+    "ReplySegment",
+    "ResponseParser",
+    "SegmentKind",
+    "TextDelta",
+    "ThinkingDelta",
+    "ThinkingMode",
+    "ToolCall",
+    "ToolCallStarted",
+    "ToolCallStatus",
+    "ToolFormat",
+]

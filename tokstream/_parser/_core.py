@@ -1,0 +1,598 @@
+"""The sans-IO response parser: a reply's token IDs in, parse events out.
+
+:class:`ResponseParser` never awaits and does no I/O: push tokens with
+:meth:`~ResponseParser.feed` (or :meth:`~ResponseParser.feed_ids`), get events
+back, and call :meth:`~ResponseParser.finish` when the stream ends. The trio
+shell that drives it from a live stream is ``tokstream._runner``.
+
+Theory of operation
+===================
+
+Text. The parser never trusts per-token text from the server (vLLM sends text
+per chunk, lags it behind stop strings and holds back partial UTF-8). It
+derives each token's text, its *piece*, from the ID with the tokenizer's
+incremental detokenizer, so ``"".join(pieces) == tokenizer.decode(ids)``.
+
+States. Three: ``TEXT`` (content), ``THINK`` (inside ``<think>``) and ``TOOL``
+(inside ``<tool_call>``). Each state recognises a few tags::
+
+    TEXT  --<think>------> THINK      (unless thinking="off")
+    TEXT  --<tool_call>--> TOOL
+    THINK --</think>-----> TEXT
+    THINK --<tool_call>--> TOOL       (a call ends thinking implicitly)
+    TOOL  --</tool_call>-> TEXT       (the call is parsed and reported)
+    TOOL  --<tool_call>--> TOOL       (the open call is reported unterminated)
+
+A stop ID (``<|im_end|>``, ``<|endoftext|>``) closes whatever is open (an open
+call is reported unterminated, open thinking is flagged) and becomes a
+``stop`` segment. Any other tag-like text is ordinary text of its state.
+
+Recognising tags. Two ways, both always on unless ``match_text=False``:
+
+* By ID: when the tokenizer has a tag as one added token (real Qwen models
+  emit ``<tool_call>`` as 151657), a dict lookup on the ID dispatches it. This
+  is the hot path's only structural check.
+* By text: for tags spelled by several ordinary tokens (a constrained decoder
+  may pick ``"<" "tool" "_call" ">"``). A piece with no ``<`` and no pending
+  hold-back is appended as is. Otherwise the slow path scans for ``<``: a
+  complete tag switches state; a proper prefix of a tag valid in the current
+  state (``"<tool"``) is *held back*, neither emitted nor assigned, until the
+  next pieces prove it a tag or plain text. Held text is therefore never
+  emitted and then retracted.
+
+Segments and the token-boundary rule. Every token is assigned to exactly one
+segment (leaf), in stream order, so the segments' IDs concatenate to exactly
+the fed IDs. Thinking and tool-call segments include their tags. When a tag's
+characters share a token with other text, **a token that carries any
+character of a tag belongs to that tag's segment** (an opening tag's segment
+is the one it opens; a closing tag's is the one it closes); a token carrying
+characters of two tags belongs to the first. Every other token belongs to the
+segment that is open when its text is consumed (tokens with empty text, e.g.
+UTF-8 hold-back, go with the position they occupy). So a piece ``"\\n<"`` that
+starts ``<tool_call>`` goes to the call's segment while its ``"\\n"`` is still
+reported as content: segment text is the exact decode of the segment's IDs,
+while deltas, ``content`` and ``reasoning`` are the semantic text between tags.
+With single-ID tags (real models) the two always agree.
+
+Tool-call bodies are collected as text and parsed once, at the closing tag, by
+the format module (``_hermes``, ``_qwen3_coder``): no per-token regex, no
+incremental JSON.
+
+Deltas are coalesced per ``feed()`` call: one call yields at most one delta per
+run of same-kind text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Protocol, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from .._events import Token
+from ._events import (
+    ParseEvent,
+    Reply,
+    ReplySegment,
+    SegmentKind,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallStarted,
+    ToolCallStatus,
+)
+from ._hermes import parse_hermes
+from ._qwen3_coder import parse_qwen3_coder
+from ._tools import ToolSchemas, ToolSpecs, normalise_tools
+
+__all__ = [
+    "Detokenizer",
+    "ParserTokenizer",
+    "ResponseParser",
+    "ThinkingMode",
+    "ToolFormat",
+]
+
+ToolFormat: TypeAlias = Literal["hermes", "qwen3_coder"]
+ThinkingMode: TypeAlias = Literal["auto", "open", "off"]
+
+
+class Detokenizer(Protocol):
+    """An incremental detokenizer: one stream's IDs in, text deltas out."""
+
+    def feed(self, ids: int) -> str:
+        """Push one ID; return the text it completes (``""`` while held back)."""
+        ...
+
+
+class ParserTokenizer(Protocol):
+    """What the parser needs from a tokenizer (``tokstream.Tokenizer`` has it)."""
+
+    @property
+    def added_tokens(self) -> dict[str, int]:
+        """Added tokens (specials and tags such as ``<tool_call>``): name -> ID."""
+        ...
+
+    def detokenizer(self) -> Detokenizer:
+        """A fresh incremental detokenizer for one stream."""
+        ...
+
+    def encode(self, text: str) -> npt.NDArray[np.int32]:
+        """Encode text to IDs, adding no special tokens of its own."""
+        ...
+
+
+_TEXT, _THINK, _TOOL = 0, 1, 2
+_KIND: tuple[SegmentKind, SegmentKind, SegmentKind] = ("text", "thinking", "tool_call")
+
+# Tag codes.
+_THINK_OPEN, _THINK_CLOSE, _CALL_OPEN, _CALL_CLOSE, _STOP = range(5)
+_TAG_TEXT = {
+    _THINK_OPEN: "<think>",
+    _THINK_CLOSE: "</think>",
+    _CALL_OPEN: "<tool_call>",
+    _CALL_CLOSE: "</tool_call>",
+}
+_STOP_NAMES = ("<|im_end|>", "<|endoftext|>")
+
+# (id, logprob, piece, start offset of the piece in the scanned string)
+_Pending: TypeAlias = tuple[int, float | None, str, int]
+
+_FORMATS: dict[str, Callable[[str, ToolSchemas | None], Any]] = {
+    "hermes": parse_hermes,
+    "qwen3_coder": parse_qwen3_coder,
+}
+
+
+class _Open:
+    """The segment being built: its tokens so far."""
+
+    __slots__ = ("ids", "kind", "lps", "pieces", "start")
+
+    def __init__(self, kind: SegmentKind, start: int) -> None:
+        self.kind = kind
+        self.start = start
+        self.ids: list[int] = []
+        self.lps: list[float | None] = []
+        self.pieces: list[str] = []
+
+
+def _freeze_ids(ids: list[int]) -> npt.NDArray[np.int32]:
+    arr = np.array(ids, dtype=np.int32)
+    arr.flags.writeable = False
+    return arr
+
+
+def _freeze_lps(lps: list[float | None]) -> npt.NDArray[np.float32] | None:
+    if not lps or any(lp is None for lp in lps):
+        return None
+    arr = np.array(lps, dtype=np.float32)
+    arr.flags.writeable = False
+    return arr
+
+
+class ResponseParser:
+    """Parse one assistant reply, token by token, into events and segments.
+
+    Sans-IO: :meth:`feed` returns events at once; nothing is awaited. Feeding
+    the same IDs whole, one at a time, or in any grouping gives the same
+    segments and calls (and the same concatenated deltas).
+
+    Args:
+        tokenizer: The model's tokenizer (``tokstream.Tokenizer`` or anything
+            with ``added_tokens``, ``detokenizer()`` and ``encode()``). Tag IDs
+            and stop IDs are looked up in it, and token text is derived from
+            IDs with its incremental detokenizer.
+        tool_format: ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls) or
+            ``"qwen3_coder"`` (``<function=...>`` markup).
+        tools: Tool definitions (OpenAI-style list, bare function objects, or
+            ``{name: parameters_schema}``). When given, an unknown name gives
+            :attr:`ToolCallStatus.UNKNOWN_TOOL`, and Qwen3-Coder values convert
+            to their schema types. When ``None``, any name is accepted and
+            Qwen3-Coder values stay strings.
+        thinking: ``"auto"``: ``<think>...</think>`` in the reply is reasoning.
+            ``"open"``: the prompt already opened a thinking block, so the
+            reply starts inside it. ``"off"``: ``<think>`` is ordinary text.
+        match_text: Also recognise tags spelled by several ordinary tokens.
+            With ``False``, a tag the tokenizer has as one token is recognised
+            only by its ID (tags it lacks are always matched as text).
+        stop_ids: IDs that end the reply as a ``stop`` segment. Default: the
+            tokenizer's ``<|im_end|>`` and ``<|endoftext|>``.
+        on_segment: Called with each :class:`ReplySegment` the moment it is
+            complete (e.g. to grow a context tree leaf by leaf).
+
+    Raises:
+        ValueError: Unknown ``tool_format`` or ``thinking``, or a tool
+            definition without a name.
+    """
+
+    __slots__ = (
+        "_assigned",
+        "_body",
+        "_calls",
+        "_content",
+        "_cur",
+        "_events",
+        "_feed_piece",
+        "_finished",
+        "_format",
+        "_hold",
+        "_hold_toks",
+        "_ids",
+        "_mark",
+        "_on_segment",
+        "_prefixes",
+        "_reasoning",
+        "_segments",
+        "_sem",
+        "_state",
+        "_state_codes",
+        "_tag_ids",
+        "_text_tags",
+        "_thinking_unterminated",
+        "_tools",
+    )
+
+    def __init__(
+        self,
+        tokenizer: ParserTokenizer,
+        *,
+        tool_format: ToolFormat = "hermes",
+        tools: ToolSpecs | None = None,
+        thinking: ThinkingMode = "auto",
+        match_text: bool = True,
+        stop_ids: Iterable[int] | None = None,
+        on_segment: Callable[[ReplySegment], None] | None = None,
+    ) -> None:
+        if tool_format not in _FORMATS:
+            raise ValueError(f"tool_format must be 'hermes' or 'qwen3_coder', not {tool_format!r}")
+        if thinking not in ("auto", "open", "off"):
+            raise ValueError(f"thinking must be 'auto', 'open' or 'off', not {thinking!r}")
+        self._format = _FORMATS[tool_format]
+        self._tools = normalise_tools(tools)
+        self._on_segment = on_segment
+        added = tokenizer.added_tokens
+        codes = dict(_TAG_TEXT)
+        if thinking == "off":
+            del codes[_THINK_OPEN], codes[_THINK_CLOSE]
+        self._tag_ids: dict[int, int] = {
+            added[text]: code for code, text in codes.items() if text in added
+        }
+        stops = (
+            [added[n] for n in _STOP_NAMES if n in added] if stop_ids is None else list(stop_ids)
+        )
+        for sid in stops:
+            self._tag_ids[int(sid)] = _STOP
+        by_state = {
+            _TEXT: (_THINK_OPEN, _CALL_OPEN),
+            _THINK: (_THINK_CLOSE, _CALL_OPEN),
+            _TOOL: (_CALL_CLOSE, _CALL_OPEN),
+        }
+        self._text_tags: dict[int, tuple[tuple[str, int], ...]] = {}
+        self._prefixes: dict[int, frozenset[str]] = {}
+        self._state_codes: dict[int, frozenset[int]] = {}
+        for state, state_codes in by_state.items():
+            self._state_codes[state] = frozenset(c for c in state_codes if c in codes)
+            tags = tuple(
+                (codes[c], c)
+                for c in state_codes
+                if c in codes and (match_text or codes[c] not in added)
+            )
+            self._text_tags[state] = tags
+            self._prefixes[state] = frozenset(t[:k] for t, _ in tags for k in range(1, len(t)))
+        self._feed_piece: Callable[[int], str] = tokenizer.detokenizer().feed
+        self._ids: list[int] = []
+        self._segments: list[ReplySegment] = []
+        self._calls: list[ToolCall] = []
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._body: list[str] = []
+        self._events: list[ParseEvent] = []
+        self._hold = ""
+        self._hold_toks: list[_Pending] = []
+        self._assigned = 0
+        self._finished = False
+        self._thinking_unterminated = False
+        self._state = _THINK if thinking == "open" else _TEXT
+        self._sem = self._reasoning if thinking == "open" else self._content
+        self._mark = 0
+        self._cur = _Open(_KIND[self._state], 0)
+
+    # -- public API ------------------------------------------------------------------
+
+    @property
+    def token_ids(self) -> npt.NDArray[np.int32]:
+        """Every ID fed so far (a fresh int32 array)."""
+        return np.array(self._ids, dtype=np.int32)
+
+    @property
+    def segments(self) -> tuple[ReplySegment, ...]:
+        """The segments completed so far (the open one is not included)."""
+        return tuple(self._segments)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls completed so far."""
+        return tuple(self._calls)
+
+    def feed(self, tokens: Iterable[Token]) -> list[ParseEvent]:
+        """Push stream tokens; return the events they complete.
+
+        Only ``id`` and ``logprob`` are used: text comes from the tokenizer.
+
+        Args:
+            tokens: :class:`~tokstream.Token` events, in stream order.
+
+        Returns:
+            The new events, in order (often empty or one delta).
+
+        Raises:
+            RuntimeError: :meth:`finish` was already called.
+        """
+        toks = tokens if isinstance(tokens, Sequence) else list(tokens)
+        return self._run([t.id for t in toks], [t.logprob for t in toks])
+
+    def feed_ids(
+        self,
+        ids: Iterable[int] | npt.NDArray[np.integer],
+        logprobs: Iterable[float | None] | None = None,
+    ) -> list[ParseEvent]:
+        """Push token IDs (and optionally their logprobs); return the events.
+
+        Args:
+            ids: Token IDs, in stream order (ints or an integer array).
+            logprobs: Their log-probabilities, aligned with ``ids``, or ``None``.
+
+        Returns:
+            The new events, in order.
+
+        Raises:
+            RuntimeError: :meth:`finish` was already called.
+            ValueError: ``logprobs`` is not the same length as ``ids``.
+        """
+        id_list = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
+        if logprobs is None:
+            return self._run(id_list, None)
+        lp_list = list(logprobs)
+        if len(lp_list) != len(id_list):
+            raise ValueError(f"{len(lp_list)} logprobs for {len(id_list)} token IDs")
+        return self._run(id_list, lp_list)
+
+    def finish(self) -> list[ParseEvent]:
+        """End the reply: report what is unterminated, then the :class:`Reply`.
+
+        Held-back text that never became a tag is released as text. An open
+        tool call is reported with :attr:`ToolCallStatus.UNTERMINATED`; open
+        thinking sets ``Reply.thinking_unterminated``. Incomplete UTF-8 bytes
+        at the very end yield no text (as vLLM streams them).
+
+        Returns:
+            The final events; the last is the :class:`Reply`.
+
+        Raises:
+            RuntimeError: Called twice.
+        """
+        if self._finished:
+            raise RuntimeError("ResponseParser.finish() was already called")
+        self._events = []
+        self._close_all()
+        self._finished = True
+        reply = Reply(
+            reasoning="".join(self._reasoning),
+            content="".join(self._content),
+            tool_calls=tuple(self._calls),
+            segments=tuple(self._segments),
+            token_ids=_freeze_ids(self._ids),
+            thinking_unterminated=self._thinking_unterminated,
+        )
+        self._events.append(reply)
+        return self._events
+
+    # -- the per-token path --------------------------------------------------------------
+
+    def _run(self, ids: list[int], lps: list[float | None] | None) -> list[ParseEvent]:
+        if self._finished:
+            raise RuntimeError("ResponseParser.feed() after finish()")
+        self._events = []
+        tag_get = self._tag_ids.get
+        piece_of = self._feed_piece
+        all_ids = self._ids
+        all_ids.extend(ids)
+        base = len(all_ids) - len(ids)
+        cur = self._cur
+        sem = self._sem
+        for k, tid in enumerate(ids):
+            lp = None if lps is None else lps[k]
+            piece = piece_of(tid)
+            code = tag_get(tid)
+            if code is not None:
+                self._special(tid, lp, piece, code, base + k)
+                cur, sem = self._cur, self._sem
+            elif self._hold or "<" in piece:
+                self._scan(tid, lp, piece, base + k)
+                cur, sem = self._cur, self._sem
+            else:
+                cur.ids.append(tid)
+                cur.lps.append(lp)
+                cur.pieces.append(piece)
+                if piece:
+                    sem.append(piece)
+        self._flush_delta()
+        return self._events
+
+    # -- the slow path: tags, hold-back, transitions ----------------------------------------
+
+    def _special(self, tid: int, lp: float | None, piece: str, code: int, index: int) -> None:
+        if code == _STOP:
+            self._release_hold()
+            self._close_all()
+            self._open_segment("stop").ids.append(tid)
+            cur = self._cur
+            cur.lps.append(lp)
+            cur.pieces.append(piece)
+            self._close_segment()
+            self._switch(_TEXT)
+            return
+        valid = code in self._state_codes[self._state]
+        if not valid:
+            # A tag ID where that tag means nothing (e.g. </think> in content): text.
+            self._scan(tid, lp, piece, index)
+            return
+        self._release_hold()
+        self._transition(code, [], [(tid, lp, piece, 0)], index)
+
+    def _scan(self, tid: int, lp: float | None, piece: str, index: int) -> None:
+        hold = self._hold
+        s = hold + piece
+        toks = self._hold_toks
+        toks.append((tid, lp, piece, len(hold)))
+        pos = scan = 0
+        while True:
+            i = s.find("<", scan)
+            if i < 0:
+                self._emit(s[pos:])
+                self._assign(toks)
+                self._hold, self._hold_toks = "", []
+                return
+            found = self._match(s, i)
+            if found is None:
+                if s[i:] in self._prefixes[self._state]:
+                    self._emit(s[pos:i])
+                    before = [t for t in toks if t[3] + len(t[2]) <= i]
+                    self._assign(before)
+                    self._hold = s[i:]
+                    self._hold_toks = [(t[0], t[1], t[2], t[3] - i) for t in toks[len(before) :]]
+                    return
+                scan = i + 1
+                continue
+            tag, code = found
+            self._emit(s[pos:i])
+            before = [t for t in toks if t[3] + len(t[2]) <= i]
+            self._transition(code, before, toks[len(before) :], index)
+            toks = []
+            pos = scan = i + len(tag)
+
+    def _match(self, s: str, i: int) -> tuple[str, int] | None:
+        for tag, code in self._text_tags[self._state]:
+            if s.startswith(tag, i):
+                return tag, code
+        return None
+
+    def _release_hold(self) -> None:
+        if self._hold or self._hold_toks:
+            self._emit(self._hold)
+            self._assign(self._hold_toks)
+            self._hold, self._hold_toks = "", []
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self._sem.append(text)
+
+    def _assign(self, toks: Iterable[_Pending]) -> None:
+        cur = self._cur
+        for tid, lp, piece, _ in toks:
+            cur.ids.append(tid)
+            cur.lps.append(lp)
+            cur.pieces.append(piece)
+
+    def _transition(
+        self, code: int, before: list[_Pending], tag_toks: list[_Pending], index: int
+    ) -> None:
+        self._assign(before)
+        state = self._state
+        if (code == _THINK_CLOSE and state == _THINK) or (code == _CALL_CLOSE and state == _TOOL):
+            self._assign(tag_toks)
+            self._close_current(terminated=True)
+            self._switch(_TEXT)
+            return
+        self._close_current(terminated=False, cut_by="the next <tool_call>")
+        if code == _THINK_OPEN:
+            self._switch(_THINK)
+        else:
+            self._switch(_TOOL)
+            self._events.append(ToolCallStarted(len(self._calls), index))
+        self._assign(tag_toks)
+
+    def _switch(self, state: int) -> None:
+        self._flush_delta()
+        self._state = state
+        if state == _TOOL:
+            self._body = []
+            self._sem = self._body
+        else:
+            self._sem = self._content if state == _TEXT else self._reasoning
+        self._mark = len(self._sem)
+        self._cur = _Open(_KIND[state], self._assigned)
+
+    def _flush_delta(self) -> None:
+        sem = self._sem
+        if len(sem) > self._mark and self._state != _TOOL:
+            text = "".join(sem[self._mark :])
+            self._events.append(TextDelta(text) if self._state == _TEXT else ThinkingDelta(text))
+        self._mark = len(sem)
+
+    def _close_current(self, *, terminated: bool, cut_by: str = "the end of the reply") -> None:
+        """Close the open segment; a call is parsed, thinking may be unterminated."""
+        state = self._state
+        if state == _TOOL:
+            self._flush_delta()
+            cur = self._cur
+            body = "".join(self._body)
+            seg = self._close_segment()
+            name, args, status, error = self._format(body, self._tools)
+            if not terminated:
+                status = ToolCallStatus.UNTERMINATED
+                error = f"no </tool_call> before {cut_by}"
+            start = cur.start
+            call = ToolCall(
+                index=len(self._calls),
+                name=name,
+                arguments=args,
+                status=status,
+                raw=body,
+                ids=seg.ids if seg is not None else _freeze_ids([]),
+                error=error,
+                start_token=start,
+                end_token=start + len(cur.ids),
+            )
+            self._calls.append(call)
+            self._events.append(call)
+        else:
+            self._close_segment()
+
+    def _close_all(self) -> None:
+        self._release_hold()
+        if self._state == _TOOL:
+            self._close_current(terminated=False)
+            self._switch(_TEXT)
+        elif self._state == _THINK:
+            self._thinking_unterminated = True
+            self._close_current(terminated=False)
+            self._switch(_TEXT)
+        else:
+            self._flush_delta()
+            self._close_segment()
+
+    def _open_segment(self, kind: SegmentKind) -> _Open:
+        self._close_segment()
+        self._cur = _Open(kind, self._assigned)
+        return self._cur
+
+    def _close_segment(self) -> ReplySegment | None:
+        cur = self._cur
+        if not cur.ids:
+            return None
+        seg = ReplySegment(
+            kind=cur.kind,
+            text="".join(cur.pieces),
+            ids=_freeze_ids(cur.ids),
+            logprobs=_freeze_lps(cur.lps),
+            tool_call=len(self._calls) if cur.kind == "tool_call" else None,
+        )
+        self._segments.append(seg)
+        self._assigned += len(cur.ids)
+        self._cur = _Open(cur.kind, self._assigned)
+        if self._on_segment is not None:
+            self._on_segment(seg)
+        return seg
