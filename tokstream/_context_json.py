@@ -1,0 +1,99 @@
+"""Save and restore the context tree as plain JSON data, exactly.
+
+The format (version 1)::
+
+    {"version": 1, "chat_format": "qwen",
+     "messages": [{"role": "user", "name": null,
+                   "leaves": [{"kind": "framing", "text": "...", "ids": [...],
+                               "sampled": false, "logprobs": null | [float | null, ...]}]}]}
+
+IDs are stored, never re-encoded on load. Logprobs round-trip exactly (float32
+values survive a trip through JSON doubles); unknown ones are ``null``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._context_nodes import _NAN, ContextError, Leaf, Message, _as_ids, _as_lp
+from .chat._base import LEAF_KINDS, ROLES
+
+if TYPE_CHECKING:
+    from ._context_nodes import _Tape
+    from ._tokenizer import Tokenizer
+
+VERSION = 1
+
+
+def _leaf(x: Leaf) -> dict[str, Any]:
+    lp = x.logprobs
+    return {
+        "kind": x.kind,
+        "text": x.text,
+        "ids": x.ids.tolist(),
+        "sampled": x.sampled,
+        "logprobs": None if lp is None else [None if v != v else v for v in lp.tolist()],
+    }
+
+
+def dump(messages: Iterable[Message], chat_format: str) -> dict[str, Any]:
+    """Return the JSON-ready dict for these messages."""
+    return {
+        "version": VERSION,
+        "chat_format": chat_format,
+        "messages": [
+            {"role": m.role, "name": m.name, "leaves": [_leaf(x) for x in m._leaves]}
+            for m in messages
+        ],
+    }
+
+
+def format_name(data: object) -> str:
+    """Return the saved chat-format name, checking the version."""
+    if not isinstance(data, Mapping) or data.get("version") != VERSION:
+        raise ContextError(f"not a saved context (a dict with version {VERSION} expected)")
+    name = data.get("chat_format")
+    if not isinstance(name, str):
+        raise ContextError("not a saved context: no chat_format name")
+    return name
+
+
+def load(data: Mapping[str, Any], tape: _Tape, tokenizer: Tokenizer) -> list[Message]:
+    """Append the saved leaves to ``tape`` and return the rebuilt messages."""
+    out: list[Message] = []
+    try:
+        for m in data["messages"]:
+            if m["role"] not in ROLES:
+                raise ContextError(f"unknown role {m['role']!r}")
+            message = Message(m["role"], tape, m.get("name"))
+            for x in m["leaves"]:
+                if x["kind"] not in LEAF_KINDS:
+                    raise ContextError(f"unknown leaf kind {x['kind']!r}")
+                ids = _as_ids(x["ids"]) if x["ids"] else np.zeros(0, dtype=np.int32)
+                raw = x.get("logprobs")
+                lp = None if raw is None else [_NAN if v is None else v for v in raw]
+                lps = _as_lp(lp, len(ids))
+                sampled = x["sampled"]
+                if not isinstance(sampled, bool) or not isinstance(x["text"], str):
+                    raise ContextError(f"bad leaf {x!r}: sampled must be bool, text str")
+                start = tape.n
+                tape.append(ids, sampled, lps)
+                message._leaves.append(
+                    Leaf(
+                        tape,
+                        tokenizer,
+                        x["kind"],
+                        sampled,
+                        start,
+                        tape.n,
+                        x["text"],
+                        lps is not None,
+                    )
+                )
+            out.append(message)
+    except (KeyError, TypeError) as exc:
+        raise ContextError(f"not a saved context: missing or bad field ({exc!r})") from exc
+    return out

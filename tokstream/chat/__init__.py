@@ -1,0 +1,84 @@
+"""Chat framing: render messages as the model's chat template does, one message at a time.
+
+Each family is one small class implementing :class:`ChatFormat` (see
+``_qwen.py`` for ChatML / Qwen). :func:`chat_format` picks one by name or by the
+tokenizer's special tokens. The context tree (:class:`tokstream.Context`) uses a
+format to tokenize each message once, when it is added.
+
+Deliberately not here: a jinja interpreter. Formats are hand-written and tested
+token-for-token against the model's own template; a family whose template is
+not append-only documents where and what tokstream does instead (it always keeps
+the sampled IDs).
+
+To add a family: write a class with the :class:`ChatFormat` methods whose
+constructor takes a :class:`~tokstream.Tokenizer`, and register it with
+:func:`register_chat_format`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
+from ._qwen import QwenFormat
+
+if TYPE_CHECKING:
+    from .._tokenizer import Tokenizer
+
+__all__ = [
+    "ChatFormat",
+    "LeafKind",
+    "QwenFormat",
+    "Rendering",
+    "Role",
+    "Segment",
+    "chat_format",
+    "register_chat_format",
+]
+
+_FORMATS: dict[str, tuple[FormatFactory, str]] = {"qwen": (QwenFormat, "<|im_start|>")}
+
+
+def register_chat_format(name: str, factory: FormatFactory, *, marker: str) -> None:
+    """Register a family so :func:`chat_format` can find it.
+
+    Args:
+        name: The format's :attr:`ChatFormat.name`.
+        factory: Builds the format from a tokenizer (usually the class).
+        marker: An added-token name that identifies the family in a tokenizer
+            (e.g. ``"<|start_header_id|>"`` for Llama 3), used for detection.
+    """
+    _FORMATS[name] = (factory, marker)
+
+
+def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
+    """Return the chat format for a tokenizer.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        name: A registered format name (``"qwen"``...). ``None`` detects it from
+            the tokenizer's added tokens.
+
+    Returns:
+        The format, bound to the tokenizer.
+
+    Raises:
+        ValueError: ``name`` is not registered, or no registered family matches
+            the tokenizer.
+    """
+    if name is not None:
+        entry = _FORMATS.get(name)
+        if entry is None:
+            raise ValueError(
+                f"unknown chat format {name!r}; registered: {sorted(_FORMATS)} "
+                "(add one with tokstream.chat.register_chat_format)"
+            )
+        return entry[0](tokenizer)
+    added = tokenizer.added_tokens
+    for factory, marker in _FORMATS.values():
+        if marker in added:
+            return factory(tokenizer)
+    raise ValueError(
+        f"cannot detect the chat format of {tokenizer!r}: none of the markers "
+        f"{[m for _, m in _FORMATS.values()]} is an added token; pass name= explicitly"
+    )

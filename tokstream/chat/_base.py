@@ -1,0 +1,127 @@
+"""The chat-format protocol: how one model family frames messages as text segments.
+
+A :class:`ChatFormat` turns one message at a time into a :class:`Rendering`: a
+short list of :class:`Segment` (a leaf kind plus its exact text). The context
+tree (``tokstream._context``) tokenizes a message's segments **once**, as one
+string, and splits the IDs back into leaves where token boundaries allow, so
+the IDs equal what the model's chat template gives when it renders the whole
+conversation (for families whose messages start and end at special tokens).
+
+A format never sees the whole conversation. Where a template is not
+append-only (it rewrites earlier text when a later message arrives), the format
+says so in its docstring. The only rewrite the protocol supports is
+:attr:`Rendering.retract`: dropping trailing *framing* segments of the previous
+message (e.g. Qwen closes a run of tool results only after the last one). Model
+output is never rewritten.
+
+Adding a family means writing one small class with these methods (see
+``_qwen.py``); nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from .._tokenizer import Tokenizer
+
+__all__ = ["ChatFormat", "LeafKind", "Rendering", "Role", "Segment"]
+
+LeafKind: TypeAlias = Literal[
+    "framing", "system", "tools", "user", "tool", "thinking", "text", "tool_call", "stop"
+]
+"""What a leaf holds.
+
+``framing`` is template markup (``<|im_start|>user\\n``, ``<|im_end|>\\n``);
+``system``, ``tools`` (tool definitions), ``user`` and ``tool`` (a tool result)
+are prompt text; ``thinking``, ``text`` and ``tool_call`` are assistant output,
+tags included; ``stop`` is the end-of-turn token the model sampled.
+"""
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+LEAF_KINDS: frozenset[str] = frozenset(
+    ("framing", "system", "tools", "user", "tool", "thinking", "text", "tool_call", "stop")
+)
+ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of one message's text and the leaf kind it becomes."""
+
+    kind: LeafKind
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """One message as segments.
+
+    Attributes:
+        segments: The message's text, in order.
+        retract: Trailing segments of the previous message to remove first
+            (only framing; the context checks they match exactly).
+    """
+
+    segments: tuple[Segment, ...]
+    retract: tuple[Segment, ...] = ()
+
+
+class ChatFormat(Protocol):
+    """A chat-template family (ChatML/Qwen, Llama 3 headers, ...), bound to a tokenizer.
+
+    Implementations are small, immutable and know nothing about the context
+    tree beyond this protocol.
+    """
+
+    @property
+    def name(self) -> str:
+        """A short identifier stored in saved contexts, e.g. ``"qwen"``."""
+        ...
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """End-of-turn IDs to send as ``stop_token_ids``."""
+        ...
+
+    def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
+        """Render the first system message, with tool definitions if given."""
+        ...
+
+    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
+        """Render a user, tool-result or later system message."""
+        ...
+
+    def assistant(
+        self,
+        content: str,
+        *,
+        reasoning: str | None,
+        tool_calls: Sequence[Mapping[str, Any]] | None,
+    ) -> Rendering:
+        """Render an assistant message given as text (history, not sampled)."""
+        ...
+
+    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+        """Render the assistant generation prompt (``thinking=False`` disables it)."""
+        ...
+
+    def close_reply(self, last_id: int | None) -> Rendering:
+        """Render what follows a sampled reply whose last ID is ``last_id``."""
+        ...
+
+    def split_reply(self, ids: npt.NDArray[np.int32]) -> list[tuple[LeafKind, int, int]]:
+        """Split a sampled reply into ``(kind, start, end)`` leaves covering all IDs."""
+        ...
+
+
+class FormatFactory(Protocol):
+    """Builds a :class:`ChatFormat` for a tokenizer (a format class's constructor)."""
+
+    def __call__(self, tokenizer: Tokenizer) -> ChatFormat: ...
