@@ -64,7 +64,7 @@ run of same-kind text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
@@ -158,6 +158,13 @@ class _Open:
         self.pieces: list[str] = []
 
 
+# Deltas are built without the frozen-dataclass __init__ (object.__setattr__ per
+# field): the per-token path creates one per feed() call, so it must be cheap.
+_new = object.__new__
+_set_text = TextDelta.text.__set__  # type: ignore[attr-defined]
+_set_think = ThinkingDelta.text.__set__  # type: ignore[attr-defined]
+
+
 def _freeze_ids(ids: list[int]) -> npt.NDArray[np.int32]:
     arr = np.array(ids, dtype=np.int32)
     arr.flags.writeable = False
@@ -213,19 +220,17 @@ class ResponseParser:
         "_calls",
         "_content",
         "_cur",
+        "_delta",
         "_events",
         "_feed_piece",
         "_finished",
         "_format",
         "_hold",
         "_hold_toks",
-        "_ids",
-        "_mark",
         "_on_segment",
         "_prefixes",
         "_reasoning",
         "_segments",
-        "_sem",
         "_state",
         "_state_codes",
         "_tag_ids",
@@ -282,21 +287,19 @@ class ResponseParser:
             self._text_tags[state] = tags
             self._prefixes[state] = frozenset(t[:k] for t, _ in tags for k in range(1, len(t)))
         self._feed_piece: Callable[[int], str] = tokenizer.detokenizer().feed
-        self._ids: list[int] = []
         self._segments: list[ReplySegment] = []
         self._calls: list[ToolCall] = []
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._body: list[str] = []
         self._events: list[ParseEvent] = []
+        self._delta: list[str] = []
         self._hold = ""
         self._hold_toks: list[_Pending] = []
         self._assigned = 0
         self._finished = False
         self._thinking_unterminated = False
         self._state = _THINK if thinking == "open" else _TEXT
-        self._sem = self._reasoning if thinking == "open" else self._content
-        self._mark = 0
         self._cur = _Open(_KIND[self._state], 0)
 
     # -- public API ------------------------------------------------------------------
@@ -304,7 +307,10 @@ class ResponseParser:
     @property
     def token_ids(self) -> npt.NDArray[np.int32]:
         """Every ID fed so far (a fresh int32 array)."""
-        return np.array(self._ids, dtype=np.int32)
+        ids = [int(i) for seg in self._segments for i in seg.ids]
+        ids += self._cur.ids
+        ids += [t[0] for t in self._hold_toks]
+        return np.array(ids, dtype=np.int32)
 
     @property
     def segments(self) -> tuple[ReplySegment, ...]:
@@ -330,8 +336,39 @@ class ResponseParser:
         Raises:
             RuntimeError: :meth:`finish` was already called.
         """
-        toks = tokens if isinstance(tokens, Sequence) else list(tokens)
-        return self._run([t.id for t in toks], [t.logprob for t in toks])
+        if self._finished:
+            raise RuntimeError("ResponseParser.feed() after finish()")
+        self._events = events = []
+        tag_get = self._tag_ids.get
+        piece_of = self._feed_piece
+        delta = self._delta
+        cur = self._cur
+        hold = self._hold
+        # The hot path: a plain token (no tag ID, no "<", nothing held back) costs
+        # one detokenizer step, one dict lookup and four list appends.
+        for t in tokens:
+            tid = t.id
+            piece = piece_of(tid)
+            code = tag_get(tid)
+            if code is None and not hold and "<" not in piece:
+                cur.ids.append(tid)
+                cur.lps.append(t.logprob)
+                cur.pieces.append(piece)
+                delta.append(piece)
+            else:
+                self._slow(tid, t.logprob, piece, code)
+                cur, hold = self._cur, self._hold
+        if delta:
+            if len(delta) == 1 and self._state == _TEXT and delta[0]:
+                # _flush_delta() inlined for the streaming case: one content token.
+                text = delta.pop()
+                self._content.append(text)
+                ev: ParseEvent = _new(TextDelta)
+                _set_text(ev, text)
+                events.append(ev)
+            else:
+                self._flush_delta()
+        return events
 
     def feed_ids(
         self,
@@ -353,11 +390,33 @@ class ResponseParser:
         """
         id_list = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
         if logprobs is None:
-            return self._run(id_list, None)
-        lp_list = list(logprobs)
-        if len(lp_list) != len(id_list):
-            raise ValueError(f"{len(lp_list)} logprobs for {len(id_list)} token IDs")
-        return self._run(id_list, lp_list)
+            lp_list: list[float | None] = [None] * len(id_list)
+        else:
+            lp_list = list(logprobs)
+            if len(lp_list) != len(id_list):
+                raise ValueError(f"{len(lp_list)} logprobs for {len(id_list)} token IDs")
+        if self._finished:
+            raise RuntimeError("ResponseParser.feed_ids() after finish()")
+        self._events = events = []
+        tag_get = self._tag_ids.get
+        piece_of = self._feed_piece
+        delta = self._delta
+        cur = self._cur
+        hold = self._hold
+        for tid, lp in zip(id_list, lp_list, strict=True):  # same as feed()'s loop
+            piece = piece_of(tid)
+            code = tag_get(tid)
+            if code is None and not hold and "<" not in piece:
+                cur.ids.append(tid)
+                cur.lps.append(lp)
+                cur.pieces.append(piece)
+                delta.append(piece)
+            else:
+                self._slow(tid, lp, piece, code)
+                cur, hold = self._cur, self._hold
+        if delta:
+            self._flush_delta()
+        return events
 
     def finish(self) -> list[ParseEvent]:
         """End the reply: report what is unterminated, then the :class:`Reply`.
@@ -383,7 +442,7 @@ class ResponseParser:
             content="".join(self._content),
             tool_calls=tuple(self._calls),
             segments=tuple(self._segments),
-            token_ids=_freeze_ids(self._ids),
+            token_ids=_freeze_ids([int(i) for seg in self._segments for i in seg.ids]),
             thinking_unterminated=self._thinking_unterminated,
         )
         self._events.append(reply)
@@ -391,39 +450,14 @@ class ResponseParser:
 
     # -- the per-token path --------------------------------------------------------------
 
-    def _run(self, ids: list[int], lps: list[float | None] | None) -> list[ParseEvent]:
-        if self._finished:
-            raise RuntimeError("ResponseParser.feed() after finish()")
-        self._events = []
-        tag_get = self._tag_ids.get
-        piece_of = self._feed_piece
-        all_ids = self._ids
-        all_ids.extend(ids)
-        base = len(all_ids) - len(ids)
-        cur = self._cur
-        sem = self._sem
-        for k, tid in enumerate(ids):
-            lp = None if lps is None else lps[k]
-            piece = piece_of(tid)
-            code = tag_get(tid)
-            if code is not None:
-                self._special(tid, lp, piece, code, base + k)
-                cur, sem = self._cur, self._sem
-            elif self._hold or "<" in piece:
-                self._scan(tid, lp, piece, base + k)
-                cur, sem = self._cur, self._sem
-            else:
-                cur.ids.append(tid)
-                cur.lps.append(lp)
-                cur.pieces.append(piece)
-                if piece:
-                    sem.append(piece)
-        self._flush_delta()
-        return self._events
-
     # -- the slow path: tags, hold-back, transitions ----------------------------------------
 
-    def _special(self, tid: int, lp: float | None, piece: str, code: int, index: int) -> None:
+    def _slow(self, tid: int, lp: float | None, piece: str, code: int | None) -> None:
+        # Tokens consumed before this one: closed segments, the open one, held ones.
+        index = self._assigned + len(self._cur.ids) + len(self._hold_toks)
+        if code is None:
+            self._scan(tid, lp, piece, index)
+            return
         if code == _STOP:
             self._release_hold()
             self._close_all()
@@ -487,7 +521,7 @@ class ResponseParser:
 
     def _emit(self, text: str) -> None:
         if text:
-            self._sem.append(text)
+            self._delta.append(text)
 
     def _assign(self, toks: Iterable[_Pending]) -> None:
         cur = self._cur
@@ -519,18 +553,27 @@ class ResponseParser:
         self._state = state
         if state == _TOOL:
             self._body = []
-            self._sem = self._body
-        else:
-            self._sem = self._content if state == _TEXT else self._reasoning
-        self._mark = len(self._sem)
         self._cur = _Open(_KIND[state], self._assigned)
 
     def _flush_delta(self) -> None:
-        sem = self._sem
-        if len(sem) > self._mark and self._state != _TOOL:
-            text = "".join(sem[self._mark :])
-            self._events.append(TextDelta(text) if self._state == _TEXT else ThinkingDelta(text))
-        self._mark = len(sem)
+        delta = self._delta
+        text = delta[0] if len(delta) == 1 else "".join(delta)
+        delta.clear()
+        if not text:
+            return
+        state = self._state
+        if state == _TOOL:
+            self._body.append(text)
+            return
+        if state == _TEXT:
+            self._content.append(text)
+            ev: ParseEvent = _new(TextDelta)
+            _set_text(ev, text)
+        else:
+            self._reasoning.append(text)
+            ev = _new(ThinkingDelta)
+            _set_think(ev, text)
+        self._events.append(ev)
 
     def _close_current(self, *, terminated: bool, cut_by: str = "the end of the reply") -> None:
         """Close the open segment; a call is parsed, thinking may be unterminated."""
