@@ -10,6 +10,16 @@ over one ``httpx.AsyncClient``. See ``README.md`` for a quickstart.
 
 from __future__ import annotations
 
+from ._chunks import StreamDecoder
+from ._client import (
+    Client,
+    ClientStatistics,
+    EventStream,
+    Limits,
+    ModelInfo,
+    Timeouts,
+)
+from ._context import Context, ContextError, Leaf, Message, ReplyBuilder
 from ._events import Done, Error, Event, StreamStatistics, Token, Usage
 from ._exceptions import (
     APIError,
@@ -34,6 +44,14 @@ from ._exceptions import (
     TransportError,
     UnprocessableEntityError,
 )
+from ._request import CompletionRequest
+from ._sse import SSEDecoder, SSEEvent
+from ._tokenizer import (
+    IncrementalDetokenizer,
+    Tokenizer,
+    TokenizerNotFoundError,
+    UnknownTokenError,
+)
 
 __version__ = "0.1.0"
 
@@ -41,28 +59,47 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "Client",
+    "ClientStatistics",
+    "CompletionRequest",
     "ConnectError",
     "ConnectTimeout",
+    "Context",
+    "ContextError",
     "Done",
     "Error",
     "Event",
+    "EventStream",
     "FirstTokenTimeout",
     "HTTPStatusError",
     "InBandError",
+    "IncrementalDetokenizer",
     "InternalServerError",
     "InvalidRequest",
+    "Leaf",
+    "Limits",
+    "Message",
+    "ModelInfo",
     "NotFoundError",
     "OutputError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",
+    "ReplyBuilder",
+    "SSEDecoder",
+    "SSEEvent",
     "StallTimeout",
+    "StreamDecoder",
     "StreamError",
     "StreamStatistics",
+    "Timeouts",
     "Token",
+    "Tokenizer",
+    "TokenizerNotFoundError",
     "TokstreamError",
     "TransportError",
+    "UnknownTokenError",
     "UnprocessableEntityError",
     "Usage",
 ]

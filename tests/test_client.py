@@ -1,0 +1,393 @@
+"""The trio client against a real loopback HTTP server replaying vLLM recordings."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+
+import tokstream
+from tokstream import Done, Error, Token
+
+from .replay_server import DATA, ReplayServer
+
+
+def expected_ids(name: str) -> list[int]:
+    ids: list[int] = []
+    for line in (DATA / f"{name}.sse").read_text().splitlines():
+        if line.startswith("data: {"):
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices") or []:
+                ids += choice["token_ids"] or []
+    return ids
+
+
+def expected_text(name: str) -> str:
+    out = []
+    for line in (DATA / f"{name}.sse").read_text().splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:]).get("choices") or []:
+                out.append(choice["text"])
+    return "".join(out)
+
+
+def prompt_of(name: str) -> list[int]:
+    return json.loads((DATA / f"{name}.req.json").read_text())["prompt"]  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def serving() -> AsyncIterator[ReplayServer]:
+    server = ReplayServer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def settle(server: ReplayServer) -> None:
+    """Let the server's tasks notice closed connections."""
+    for _ in range(50):
+        await trio.testing.wait_all_tasks_blocked()
+        if server.connections_closed == server.connections_opened:
+            return
+        await trio.sleep(0.01)
+
+
+async def collect(client: tokstream.Client, prompt: object, **kw: object) -> list[tokstream.Event]:
+    async with client.stream(prompt, **kw) as events:
+        return [ev async for ev in events]
+
+
+async def test_replay_forced_hermes_round_trip() -> None:
+    name = "forced_hermes"
+    async with serving() as server:
+        prompt = np.array(prompt_of(name), dtype=np.int32)
+        async with tokstream.Client(server.url(f"replay={name}"), model="tiny-qwen") as client:
+            events = await collect(client, prompt, max_tokens=64, temperature=0.0)
+            stats = client.statistics()
+        await settle(server)
+    tokens = [e for e in events if isinstance(e, Token)]
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert [t.id for t in tokens] == expected_ids(name)
+    assert "".join(t.text for t in tokens) == expected_text(name) == done.text
+    assert done.token_ids.tolist() == expected_ids(name)
+    assert done.prompt_token_ids is not None
+    assert done.prompt_token_ids.dtype == np.int32
+    assert np.array_equal(done.prompt_token_ids, prompt)
+    assert done.finish_reason == "stop" and done.stop_reason is None
+    assert done.usage is not None and done.usage.completion_tokens == len(tokens)
+    assert done.diagnostics.tokens == len(tokens)
+    assert done.diagnostics.sse_events == done.diagnostics.chunks  # one event per HTTP chunk
+    assert done.diagnostics.time_to_first_token is not None
+    assert done.diagnostics.elapsed >= done.diagnostics.time_to_first_token
+    sent = server.requests[0].json()
+    assert sent["prompt"] == prompt.tolist()
+    assert sent["stream"] is True and sent["return_token_ids"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["skip_special_tokens"] is False
+    assert sent["max_tokens"] == 64 and sent["model"] == "tiny-qwen"
+    assert "top_p" not in sent  # only what is set is sent
+    assert server.requests[0].path == f"/replay={name}/v1/completions"
+    assert stats == tokstream.ClientStatistics(0, 1, 0, 0, len(tokens))
+    assert server.connections_opened == server.connections_closed  # nothing leaked
+
+
+async def test_stop_string_text_lags_ids_but_concatenation_is_exact() -> None:
+    name = "stop_string_tool_call_end"
+    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+        events = await collect(c, prompt_of(name))
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert done.stop_reason == "</tool_call>"
+    assert [e.id for e in events if isinstance(e, Token)] == expected_ids(name)
+    assert "".join(e.text for e in events if isinstance(e, Token)) == expected_text(name)
+
+
+async def test_api_key_request_id_and_health_and_models() -> None:
+    async with serving() as server:
+        client = tokstream.Client(server.url("replay=basic_stream") + "/", model="m", api_key="k1")
+        async with client:
+            assert "k1" not in repr(client)
+            events = await collect(client, [1, 2, 3], request_id="req-42")
+            assert isinstance(events[-1], Done)
+            assert await client.health() is True
+            models = await client.models()
+    seen = server.requests[0]
+    assert seen.headers["authorization"] == "Bearer k1"
+    assert seen.headers["x-request-id"] == "req-42"
+    assert seen.path == "/replay=basic_stream/v1/completions"  # trailing slash tolerated
+    assert server.requests[1].path == "/replay=basic_stream/health"
+    assert models == [tokstream.ModelInfo("tiny-qwen", "vllm", "/models/tiny", 4096)]
+
+
+async def test_health_is_false_when_unreachable() -> None:
+    port = _closed_port()
+    async with tokstream.Client(f"http://127.0.0.1:{port}/v1", model="m") as client:
+        assert await client.health() is False
+        with pytest.raises(tokstream.ConnectError):
+            await client.models()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_connection_refused_names_the_url() -> None:
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    async with tokstream.Client(url, model="m") as client:
+        events = await collect(client, [1, 2])
+        assert client.statistics().streams_failed == 1
+    assert len(events) == 1 and isinstance(events[0], Error)
+    err = events[0].error
+    assert isinstance(err, tokstream.ConnectError)
+    assert isinstance(err, tokstream.TransportError)
+    assert f"127.0.0.1:{port}/v1/completions" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("code", "errfile", "cls", "needle"),
+    [
+        (400, "prompt_too_long", tokstream.BadRequestError, "maximum context length is 4096"),
+        (404, "unknown_model", tokstream.NotFoundError, "does not exist"),
+        (400, "temperature_string", tokstream.BadRequestError, "valid number"),
+        (500, "text", tokstream.InternalServerError, "Internal Server Error"),
+    ],
+)
+async def test_http_errors(code: int, errfile: str, cls: type, needle: str) -> None:
+    async with serving() as server:
+        async with tokstream.Client(server.url(f"status={code},{errfile}"), model="m") as client:
+            events = await collect(client, [1, 2])
+        await settle(server)
+        assert server.connections_opened == server.connections_closed
+    assert len(events) == 1 and isinstance(events[0], Error)
+    err = events[0].error
+    assert type(err) is cls
+    assert isinstance(err, tokstream.HTTPStatusError)
+    assert err.status_code == code
+    assert needle in err.server_message
+    assert needle in str(err)
+    assert err.request_id == "srv-123"
+    assert needle in err.body_preview
+    if errfile == "unknown_model":
+        assert err.param == "model" and err.type == "NotFoundError" and err.code == 404
+
+
+@pytest.mark.parametrize(
+    ("errfile", "needle"),
+    [
+        ("structured_outputs_bad_regex", "Grammar error"),
+        ("oov_token_id_beyond_embedding", "out of vocabulary"),
+    ],
+)
+async def test_in_band_errors(errfile: str, needle: str) -> None:
+    async with serving() as server, tokstream.Client(server.url(f"sse={errfile}"), model="m") as c:
+        events = await collect(c, [1])
+    assert len(events) == 1 and isinstance(events[0], Error)
+    err = events[0].error
+    assert isinstance(err, tokstream.InBandError)
+    assert needle in err.server_message
+    assert err.type == "BadRequestError" and err.code == 400
+
+
+async def test_midstream_in_band_error_keeps_the_tokens() -> None:
+    name = "midstream_error_internal"
+    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+        events = await collect(c, [1])
+    err = events[-1]
+    assert isinstance(err, Error) and isinstance(err.error, tokstream.InBandError)
+    assert err.token_ids.tolist() == expected_ids(name)
+    assert [e.id for e in events[:-1] if isinstance(e, Token)] == expected_ids(name)
+
+
+async def test_garbage_payloads_are_skipped_and_counted() -> None:
+    name = "forced_hermes"
+    async with serving() as server, tokstream.Client(server.url(f"garbage={name}"), model="m") as c:
+        events = await collect(c, [1])
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert done.token_ids.tolist() == expected_ids(name)
+    n_events = len((DATA / f"{name}.sse").read_bytes().strip().split(b"\n\n"))
+    bad = len([i for i in range(n_events) if i % 5 == 1])
+    assert done.diagnostics.parse_errors == bad
+    assert done.diagnostics.parse_error_previews[0] == "{this is not json"
+
+
+async def test_junk_that_is_not_sse_is_a_protocol_error() -> None:
+    async with serving() as server, tokstream.Client(server.url("junk"), model="m") as c:
+        events = await collect(c, [1])
+    assert len(events) == 1 and isinstance(events[0], Error)
+    assert isinstance(events[0].error, tokstream.ProtocolError)
+    assert "ended before it finished" in str(events[0].error)
+
+
+async def test_oversized_event_is_a_protocol_error_not_unbounded_memory() -> None:
+    async with serving() as server:
+        async with tokstream.Client(
+            server.url("oversized"), model="m", max_event_size=1024 * 1024
+        ) as client:
+            events = await collect(client, [1])
+        with trio.fail_after(10):
+            await server.hangup_event.wait()
+    assert len(events) == 1 and isinstance(events[0], Error)
+    err = events[0].error
+    assert isinstance(err, tokstream.ProtocolError)
+    assert "max_event_size=1048576" in str(err)
+    # The client stopped reading soon after the limit, not at the end of 10 MiB.
+    assert err.diagnostics is not None
+    assert err.diagnostics.bytes_received < 3 * 1024 * 1024
+
+
+async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens() -> None:
+    name = "forced_hermes"
+    async with serving() as server, tokstream.Client(server.url(f"close={name},7"), model="m") as c:
+        events = await collect(c, [1])
+    err = events[-1]
+    assert isinstance(err, Error)
+    assert isinstance(err.error, tokstream.RemoteDisconnected)
+    assert isinstance(err.error, tokstream.StreamError)
+    assert err.token_ids.tolist() == expected_ids(name)[:7]
+    assert [e.id for e in events if isinstance(e, Token)] == expected_ids(name)[:7]
+
+
+@pytest.mark.autojump
+async def test_stall_timeout_carries_diagnostics() -> None:
+    name = "forced_hermes"
+    async with serving() as server:
+        timeouts = tokstream.Timeouts(stall=5.0)
+        async with tokstream.Client(
+            server.url(f"stall={name},3"), model="m", timeouts=timeouts
+        ) as client:
+            events = await collect(client, [1])
+        with trio.fail_after(60):
+            await server.hangup_event.wait()
+    err = events[-1]
+    assert isinstance(err, Error)
+    assert isinstance(err.error, tokstream.StallTimeout)
+    assert isinstance(err.error, TimeoutError)
+    msg = str(err.error)
+    for needle in ("stall=5.0s", "chunks=3", "sse_lines=6", "parse_errors=0", "buffer=", "elapsed="):
+        assert needle in msg
+    assert err.token_ids.tolist() == expected_ids(name)[:3]
+    assert err.diagnostics.elapsed >= 5.0
+
+
+@pytest.mark.autojump
+async def test_first_token_timeout() -> None:
+    async with serving() as server:
+        timeouts = tokstream.Timeouts(stall=100.0, first_token=2.0)
+        async with tokstream.Client(
+            server.url("stall=forced_hermes,0"), model="m", timeouts=timeouts
+        ) as client:
+            events = await collect(client, [1])
+    assert len(events) == 1 and isinstance(events[0], Error)
+    assert isinstance(events[0].error, tokstream.FirstTokenTimeout)
+    assert "first_token=2.0s" in str(events[0].error)
+
+
+async def test_cancelling_the_scope_closes_the_response() -> None:
+    async with serving() as server:
+        async with tokstream.Client(server.url("stall=forced_hermes,10"), model="m") as client:
+            got: list[int] = []
+            with trio.CancelScope() as scope:
+                async with client.stream([1]) as events:
+                    async for ev in events:
+                        assert isinstance(ev, Token)
+                        got.append(ev.id)
+                        if len(got) == 5:
+                            scope.cancel()
+            assert scope.cancelled_caught
+            with trio.fail_after(5):
+                await server.hangup_event.wait()
+            stats = client.statistics()
+            assert (stats.streams_open, stats.streams_abandoned, stats.streams_failed) == (0, 1, 0)
+            assert 5 <= stats.tokens <= 10  # what had been read when the scope was cancelled
+        await settle(server)
+    assert got == expected_ids("forced_hermes")[:5], (got, expected_ids("forced_hermes")[:8])
+    assert server.hangups == 1
+    assert server.connections_opened == server.connections_closed
+
+
+async def test_leaving_the_block_early_closes_the_response() -> None:
+    async with serving() as server:
+        async with tokstream.Client(server.url("stall=forced_hermes,10"), model="m") as client:
+            async with client.stream([1]) as events:
+                async for _ in events:
+                    break
+            with trio.fail_after(5):
+                await server.hangup_event.wait()
+            assert client.statistics().streams_open == 0
+
+
+async def test_nursery_form_gives_the_same_events() -> None:
+    name = "forced_utf8"
+    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+        direct = await collect(c, [1])
+        async with trio.open_nursery() as nursery:
+            channel = c.start_stream(nursery, [1])
+            async with channel:
+                via_channel = [ev async for ev in channel]
+    assert [type(e) for e in via_channel] == [type(e) for e in direct]
+    assert [e.id for e in via_channel if isinstance(e, Token)] == expected_ids(name)
+    assert [e.text for e in via_channel if isinstance(e, Token)] == [
+        e.text for e in direct if isinstance(e, Token)
+    ]
+    assert isinstance(via_channel[-1], Done)
+
+
+async def test_nursery_form_closing_the_channel_aborts_the_request() -> None:
+    async with serving() as server, tokstream.Client(server.url("stall=basic_stream,8"), model="m") as c:
+        async with trio.open_nursery() as nursery:
+            channel = c.start_stream(nursery, [1])
+            first = await channel.receive()
+            await channel.aclose()
+        assert isinstance(first, Token)
+        with trio.fail_after(5):
+            await server.hangup_event.wait()
+        assert c.statistics().streams_open == 0
+
+
+async def test_invalid_request_raises_before_any_io() -> None:
+    async with serving() as server:
+        async with tokstream.Client(server.url("replay=basic_stream"), model="m", vocab_size=100) as c:
+            with pytest.raises(tokstream.InvalidRequest, match=r"prompt\[1\]=150"):
+                c.stream([1, 150])
+            with pytest.raises(tokstream.InvalidRequest, match="top_p"):
+                c.stream([1], top_p=0)
+            with pytest.raises(tokstream.InvalidRequest, match="not a request field"):
+                c.stream([1], bogus=1)
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(tokstream.InvalidRequest, match="n=2"):
+                    c.start_stream(nursery, [1], n=2)
+    assert server.requests == []
+
+
+async def test_512_concurrent_streams_complete() -> None:
+    name = "basic_stream"
+    want = expected_ids(name)
+    results: list[list[int]] = []
+    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+
+        async def one(i: int) -> None:
+            async with c.stream([i + 1]) as events:
+                ids = [ev.id async for ev in events if isinstance(ev, Token)]
+                last = events.statistics()
+            assert last.tokens == len(want)
+            results.append(ids)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(512):
+                nursery.start_soon(one, i)
+        stats = c.statistics()
+    assert len(results) == 512
+    assert all(ids == want for ids in results)
+    assert stats.streams_finished == 512 and stats.streams_failed == 0 and stats.streams_open == 0

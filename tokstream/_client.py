@@ -1,0 +1,651 @@
+"""The trio client: one ``httpx.AsyncClient``, token streams as events.
+
+``Client.stream()`` is the ``async with`` form; ``Client.start_stream()`` is the
+nursery-explicit form returning a ``trio.MemoryReceiveChannel``. Both yield
+``Token`` events then exactly one ``Done`` or ``Error``; runtime failures are
+events, not exceptions, so nothing that arrived is lost. Only local validation
+raises (``InvalidRequest``), before any I/O.
+
+The stream loop is pull-based: each network read is pushed into the sans-IO
+:class:`~tokstream._chunks.StreamDecoder` and its events are handed out from a
+buffer, so there is no per-token await or channel operation. The channel form
+moves events with ``send_nowait`` while the buffer has room.
+
+Cancellation is trio's: cancelling the enclosing scope, or leaving the
+``async with`` early, closes the HTTP response at once (shielded), which makes
+vLLM abort the request. No task or connection outlives the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+import msgspec
+import trio
+
+from ._chunks import StreamDecoder, with_timing
+from ._events import Done, Error, Event, StreamStatistics
+from ._exceptions import (
+    FirstTokenTimeout,
+    HTTPStatusError,
+    InvalidRequest,
+    StallTimeout,
+    TokstreamError,
+    status_error_class,
+)
+from ._request import CompletionRequest
+from ._sse import DEFAULT_MAX_EVENT_SIZE
+from ._transport import ByteSource, HttpxByteSource, map_httpx_error
+
+__all__ = ["Client", "ClientStatistics", "EventStream", "Limits", "ModelInfo", "Timeouts"]
+
+_ERROR_BODY_LIMIT = 64 * 1024
+_BODY_PREVIEW = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts, in seconds; ``None`` disables one.
+
+    Attributes:
+        connect: To open the TCP connection.
+        stall: The longest silence (no body bytes, or no response headers)
+            tolerated once the request is sent. vLLM sends nothing while a
+            request waits in its queue, so keep this above the longest
+            expected queue wait.
+        first_token: From sending the request to the first token ID.
+        write: To send the request body.
+    """
+
+    connect: float | None = 10.0
+    stall: float | None = 120.0
+    first_token: float | None = None
+    write: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "stall", "first_token", "write"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not value > 0
+                or math.isnan(value)
+            ):
+                raise InvalidRequest(f"timeouts.{name}", value, "must be a positive number or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Connection pool limits.
+
+    The default pool is unbounded: one connection per concurrent stream (the
+    stock httpx limit of 100 gave PoolTimeout on 312 of 512 streams).
+
+    Attributes:
+        max_connections: Cap on open connections; extra streams wait for one.
+        max_keepalive_connections: Idle connections kept for reuse.
+        keepalive_expiry: Seconds an idle connection is kept.
+    """
+
+    max_connections: int | None = None
+    max_keepalive_connections: int | None = 64
+    keepalive_expiry: float | None = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """A frozen snapshot of a client's stream counters.
+
+    Attributes:
+        streams_open: Streams started and not yet ended.
+        streams_finished: Streams that ended with ``Done``.
+        streams_failed: Streams that ended with ``Error``.
+        streams_abandoned: Streams closed or cancelled before their last event.
+        tokens: Token IDs received over all streams.
+    """
+
+    streams_open: int = 0
+    streams_finished: int = 0
+    streams_failed: int = 0
+    streams_abandoned: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One entry of ``GET /v1/models``."""
+
+    id: str
+    owned_by: str | None = None
+    root: str | None = None
+    max_model_len: int | None = None
+
+
+class _ModelCard(msgspec.Struct):
+    id: str
+    owned_by: str | None = None
+    root: str | None = None
+    max_model_len: int | None = None
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_ModelCard]
+
+
+class _ErrorDetail(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    param: str | int | None = None
+    code: int | str | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+    message: str | None = None
+    type: str | None = None
+    param: str | int | None = None
+    code: int | str | None = None
+    detail: Any = None
+
+
+class EventStream:
+    """One token stream: an async context manager and an async iterator.
+
+    ``async with client.stream(...) as events: async for ev in events:`` yields
+    ``Token`` events and then exactly one ``Done`` or ``Error``; iteration ends
+    after it. Entering sends the request; failures to connect or HTTP errors
+    become that ``Error`` event rather than exceptions. Leaving the block (or
+    cancellation) closes the response at once.
+    """
+
+    def __init__(self, client: Client, request: CompletionRequest) -> None:
+        self._client = client
+        self.request = request
+        self.url = client.completions_url
+        self.request_id = request.request_id
+        self._decoder = StreamDecoder(
+            max_event_size=client.max_event_size, url=self.url, request_id=request.request_id
+        )
+        self._pending: deque[Event] = deque()
+        self._source: ByteSource | None = None
+        self._entered = False
+        self._ended = False  # the terminal event was produced
+        self._closed = False
+        self._t0 = 0.0
+        self._t_end: float | None = None
+        self._ttft: float | None = None
+        self._counted_tokens = 0
+
+    # -- context manager ----------------------------------------------------
+
+    async def __aenter__(self) -> EventStream:
+        if self._entered:
+            raise RuntimeError("an EventStream can be entered only once")
+        self._entered = True
+        self._client._stream_started()
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the response now; idempotent. Unread events are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._source is not None:
+            await self._source.aclose()
+        if not self._ended:
+            self._client._stream_ended(None, self._decoder.tokens - self._counted_tokens)
+
+    # -- iteration ----------------------------------------------------------
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        # Buffered events (and bytes httpx already holds) need no I/O, but a
+        # cancelled scope must still stop the loop at once. This raises only if
+        # cancelled and otherwise does not yield, so it costs no scheduling.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._pending:
+            if self._ended or self._closed:
+                raise StopAsyncIteration
+            await self._fill()
+        return self._pending.popleft()
+
+    def statistics(self) -> StreamStatistics:
+        """Return a frozen snapshot of this stream's counters."""
+        stats = self._decoder.statistics()
+        end = self._t_end if self._t_end is not None else trio.current_time()
+        return StreamStatistics(
+            bytes_received=stats.bytes_received,
+            chunks=stats.chunks,
+            sse_lines=stats.sse_lines,
+            sse_events=stats.sse_events,
+            parse_errors=stats.parse_errors,
+            parse_error_previews=stats.parse_error_previews,
+            tokens=stats.tokens,
+            time_to_first_token=self._ttft,
+            elapsed=end - self._t0 if self._entered else 0.0,
+            buffer_preview=stats.buffer_preview,
+        )
+
+    # -- internals ----------------------------------------------------------
+
+    def _deadline(self) -> float:
+        timeouts = self._client.timeouts
+        deadline = math.inf
+        if timeouts.stall is not None:
+            deadline = trio.current_time() + timeouts.stall
+        if timeouts.first_token is not None and self._decoder.tokens == 0:
+            deadline = min(deadline, self._t0 + timeouts.first_token)
+        return deadline
+
+    async def _open(self) -> None:
+        client = self._client
+        self._t0 = trio.current_time()
+        http_request = client._build_http_request(self.request)
+        response: httpx.Response | None = None
+        try:
+            with trio.move_on_at(self._deadline()):
+                response = await client._http.send(http_request, stream=True)
+        except httpx.HTTPError as exc:
+            self._terminate(
+                map_httpx_error(exc, url=self.url, request_id=self.request_id, started=False)
+            )
+            return
+        if response is None:
+            self._timed_out(scope_reason="waiting for response headers")
+            return
+        self._source = HttpxByteSource(response)
+        server_id = response.headers.get("x-request-id")
+        if server_id and not self.request_id:
+            self.request_id = server_id
+            self._decoder.request_id = server_id
+        if response.status_code >= 400:
+            await self._http_error(response)
+
+    async def _http_error(self, response: httpx.Response) -> None:
+        assert self._source is not None
+        body = bytearray()
+        try:
+            with trio.move_on_at(self._deadline()):
+                while len(body) < _ERROR_BODY_LIMIT:
+                    data = await self._source.receive_some()
+                    if not data:
+                        break
+                    body += data
+        except httpx.HTTPError:
+            pass  # report the status with whatever body arrived
+        self._terminate(
+            http_status_error(
+                response.status_code,
+                bytes(body),
+                url=self.url,
+                request_id=response.headers.get("x-request-id") or self.request_id,
+            )
+        )
+        await self._source.aclose()
+
+    async def _fill(self) -> None:
+        source = self._source
+        decoder = self._decoder
+        while not self._pending and not self._ended:
+            assert source is not None
+            try:
+                with trio.move_on_at(self._deadline()) as scope:
+                    data = await source.receive_some()
+            except httpx.HTTPError as exc:
+                self._terminate(
+                    map_httpx_error(exc, url=self.url, request_id=self.request_id, started=True)
+                )
+                break
+            if scope.cancelled_caught:
+                self._timed_out(scope_reason="waiting for the next bytes")
+                break
+            events = decoder.feed(data) if data else decoder.finish()
+            if self._ttft is None and decoder.tokens:
+                self._ttft = trio.current_time() - self._t0
+            if decoder.finished:
+                self._finish_events(events)
+            else:
+                self._pending.extend(events)
+        if self._ended and self._source is not None and not self._closed:
+            await self._source.aclose()
+
+    def _timed_out(self, scope_reason: str) -> None:
+        timeouts = self._client.timeouts
+        now = trio.current_time()
+        waited = now - self._t0
+        stats = self.statistics().describe()
+        exc: TokstreamError
+        if (
+            timeouts.first_token is not None
+            and self._decoder.tokens == 0
+            and now >= self._t0 + timeouts.first_token
+        ):
+            exc = FirstTokenTimeout(
+                f"no token from {self.url} within first_token={timeouts.first_token}s "
+                f"({scope_reason}; request_id={self.request_id}); diagnostics: {stats}",
+            )
+        else:
+            exc = StallTimeout(
+                f"no bytes from {self.url} for stall={timeouts.stall}s after {waited:.3f}s "
+                f"({scope_reason}; request_id={self.request_id}); the server may be overloaded "
+                f"or the request queued; raise Timeouts.stall to wait longer; diagnostics: {stats}",
+            )
+        self._terminate(exc)
+
+    def _terminate(self, exc: TokstreamError) -> None:
+        self._finish_events([self._decoder.fail(exc)])
+
+    def _finish_events(self, events: list[Event]) -> None:
+        self._t_end = trio.current_time()
+        terminal = events[-1]
+        assert isinstance(terminal, (Done, Error))
+        events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
+        self._pending.extend(events)
+        self._ended = True
+        self._client._stream_ended(
+            isinstance(terminal, Done), self._decoder.tokens - self._counted_tokens
+        )
+        self._counted_tokens = self._decoder.tokens
+
+
+def http_status_error(
+    status: int, body: bytes, *, url: str, request_id: str | None
+) -> HTTPStatusError:
+    """Build the :class:`HTTPStatusError` subclass for an error response body.
+
+    Understands vLLM's ``{"error": {"message", "type", "param", "code"}}``, a
+    plain-string ``error``, the flat ``{"object": "error", "message": ...}``,
+    FastAPI's ``{"detail": ...}`` and non-JSON bodies.
+    """
+    preview = body[:_BODY_PREVIEW].decode("utf-8", "replace")
+    message: str | None = None
+    etype: str | None = None
+    param: str | None = None
+    code: int | str | None = None
+    try:
+        env = msgspec.json.decode(body, type=_ErrorEnvelope)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        env = None
+    if env is not None:
+        if isinstance(env.error, _ErrorDetail):
+            message, etype = env.error.message, env.error.type
+            param = None if env.error.param is None else str(env.error.param)
+            code = env.error.code
+        elif isinstance(env.error, str):
+            message = env.error
+        elif env.message is not None:
+            message, etype, code = env.message, env.type, env.code
+            param = None if env.param is None else str(env.param)
+        elif env.detail is not None:
+            message = env.detail if isinstance(env.detail, str) else str(env.detail)
+    if message is None:
+        message = preview.strip() or "(empty body)"
+    cls = status_error_class(status)
+    where = f"{url} (request_id={request_id})" if request_id else url
+    return cls(
+        f"HTTP {status} from {where}: {message}",
+        status_code=status,
+        body_preview=preview,
+        server_message=message,
+        type=etype,
+        param=param,
+        code=code,
+        url=url,
+        request_id=request_id,
+    )
+
+
+class Client:
+    """A client for one vLLM server's OpenAI-style API, on trio.
+
+    Use as ``async with tokstream.Client(base_url, model=...) as client:``;
+    it owns one ``httpx.AsyncClient`` (and its connection pool) for its
+    lifetime.
+
+    Args:
+        base_url: The OpenAI-style base including ``/v1``, e.g.
+            ``http://127.0.0.1:8000/v1``. A trailing slash is tolerated.
+            Streams go to ``{base_url}/completions``; ``health()`` uses the
+            server root (``base_url`` without ``/v1``).
+        model: The default served model name for requests.
+        api_key: Sent as ``Authorization: Bearer ...``. Never logged or saved.
+        timeouts: See :class:`Timeouts`.
+        limits: See :class:`Limits`.
+        vocab_size: If given, prompt IDs ``>= vocab_size`` are rejected
+            locally.
+        max_event_size: The largest SSE event accepted (default 4 MiB).
+        stream_buffer: Buffer size of the channels ``start_stream`` returns.
+        headers: Extra HTTP headers for every request.
+        transport: An httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        api_key: str | None = None,
+        timeouts: Timeouts | None = None,
+        limits: Limits | None = None,
+        vocab_size: int | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        stream_buffer: int = 4096,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise InvalidRequest("base_url", base_url, "must be an http:// or https:// URL")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("model", model, "must be a non-empty string")
+        self.base_url = base_url.rstrip("/")
+        self.root_url = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        self.completions_url = self.base_url + "/completions"
+        self.model = model
+        self.timeouts = timeouts or Timeouts()
+        self.limits = limits or Limits()
+        self.vocab_size = vocab_size
+        self.max_event_size = max_event_size
+        self.stream_buffer = stream_buffer
+        all_headers = {"accept": "text/event-stream"}
+        all_headers.update(headers or {})
+        if api_key:
+            all_headers["authorization"] = f"Bearer {api_key}"
+        t = self.timeouts
+        self._http = httpx.AsyncClient(
+            headers=all_headers,
+            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.write, pool=None),
+            limits=httpx.Limits(
+                max_connections=self.limits.max_connections,
+                max_keepalive_connections=self.limits.max_keepalive_connections,
+                keepalive_expiry=self.limits.keepalive_expiry,
+            ),
+            transport=transport,
+            trust_env=False,
+        )
+        self._open = 0
+        self._finished = 0
+        self._failed = 0
+        self._abandoned = 0
+        self._tokens = 0
+
+    def __repr__(self) -> str:
+        return f"<tokstream.Client {self.base_url} model={self.model!r}>"
+
+    async def __aenter__(self) -> Client:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (shielded from cancellation)."""
+        with trio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    # -- streams ------------------------------------------------------------
+
+    def stream(self, request: object, /, **fields: Any) -> EventStream:
+        """Prepare a token stream; ``async with`` it to send and iterate events.
+
+        Args:
+            request: A :class:`CompletionRequest`, or the prompt token IDs (a
+                numpy integer array or a sequence of ints).
+            **fields: :class:`CompletionRequest` fields (``max_tokens``,
+                ``temperature``, ``priority``, ``extra_body``, ...), overriding
+                those of ``request``.
+
+        Returns:
+            An :class:`EventStream`. Iterating it yields ``Token`` events and
+            then exactly one ``Done`` or ``Error``. Leaving the ``async with``
+            early, or cancellation, closes the response and vLLM aborts the
+            request.
+
+        Raises:
+            InvalidRequest: Bad input, found before any I/O.
+        """
+        req = CompletionRequest.build(request, **fields)
+        if self.vocab_size is not None:
+            req.check_vocab(self.vocab_size)
+        return EventStream(self, req)
+
+    def start_stream(
+        self, nursery: trio.Nursery, request: object, /, **fields: Any
+    ) -> trio.MemoryReceiveChannel[Event]:
+        """Start a token stream in ``nursery``; return a channel of its events.
+
+        The channel yields the same events as :meth:`stream`: ``Token`` events,
+        then exactly one ``Done`` or ``Error``, then it closes. Closing the
+        receive channel (or cancelling ``nursery``) closes the response and
+        vLLM aborts the request. Events are sent with ``send_nowait`` while the
+        buffer (``stream_buffer``) has room; consumers that want speed should
+        drain with ``receive_nowait()`` before awaiting ``receive()``.
+
+        Raises:
+            InvalidRequest: Bad input, found before any I/O.
+        """
+        stream = self.stream(request, **fields)
+        send, receive = trio.open_memory_channel[Event](self.stream_buffer)
+        nursery.start_soon(_pump, stream, send)
+        return receive
+
+    async def complete(self, request: object, /, **fields: Any) -> Done:
+        """Stream a request to the end and return its ``Done``.
+
+        Raises:
+            InvalidRequest: Bad input, found before any I/O.
+            TokstreamError: The stream's error (the ``Error`` event's ``error``).
+        """
+        async with self.stream(request, **fields) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    return event
+                if isinstance(event, Error):
+                    raise event.error
+        raise AssertionError("unreachable: a stream always ends with Done or Error")
+
+    # -- server facts -------------------------------------------------------
+
+    async def models(self) -> list[ModelInfo]:
+        """Return the served models (``GET {base_url}/models``).
+
+        Raises:
+            TransportError: The server could not be reached.
+            HTTPStatusError: The server answered with an error status.
+            ProtocolError: The body was not a model list.
+        """
+        url = self.base_url + "/models"
+        body = await self._get(url)
+        try:
+            listing = msgspec.json.decode(body, type=_ModelList)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            from ._exceptions import ProtocolError
+
+            raise ProtocolError(f"GET {url} did not return a model list: {exc}", url=url) from None
+        return [ModelInfo(m.id, m.owned_by, m.root, m.max_model_len) for m in listing.data]
+
+    async def health(self) -> bool:
+        """Return whether ``GET {root}/health`` answers 200 (False if unreachable)."""
+        try:
+            response = await self._http.get(self.root_url + "/health")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def statistics(self) -> ClientStatistics:
+        """Return a frozen snapshot of this client's stream counters."""
+        return ClientStatistics(
+            self._open, self._finished, self._failed, self._abandoned, self._tokens
+        )
+
+    # -- internals ----------------------------------------------------------
+
+    async def _get(self, url: str) -> bytes:
+        try:
+            response = await self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise map_httpx_error(exc, url=url, request_id=None, started=False) from None
+        if response.status_code >= 400:
+            raise http_status_error(
+                response.status_code,
+                response.content,
+                url=url,
+                request_id=response.headers.get("x-request-id"),
+            )
+        return response.content
+
+    def _build_http_request(self, request: CompletionRequest) -> httpx.Request:
+        headers = {"content-type": "application/json"}
+        if request.request_id:
+            headers["x-request-id"] = request.request_id
+        return self._http.build_request(
+            "POST", self.completions_url, content=request.encode(self.model), headers=headers
+        )
+
+    def _stream_started(self) -> None:
+        self._open += 1
+
+    def _stream_ended(self, ok: bool | None, tokens: int) -> None:
+        self._open -= 1
+        self._tokens += tokens
+        if ok is None:
+            self._abandoned += 1
+        elif ok:
+            self._finished += 1
+        else:
+            self._failed += 1
+
+
+async def _pump(stream: EventStream, send: trio.MemorySendChannel[Event]) -> None:
+    async with send, stream:
+        async for event in stream:
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                try:
+                    await send.send(event)
+                except trio.BrokenResourceError:
+                    return
+            except trio.BrokenResourceError:
+                return
