@@ -275,7 +275,14 @@ async def test_stall_timeout_carries_diagnostics() -> None:
     assert isinstance(err.error, tokstream.StallTimeout)
     assert isinstance(err.error, TimeoutError)
     msg = str(err.error)
-    for needle in ("stall=5.0s", "chunks=3", "sse_lines=6", "parse_errors=0", "buffer=", "elapsed="):
+    for needle in (
+        "stall=5.0s",
+        "chunks=3",
+        "sse_lines=6",
+        "parse_errors=0",
+        "buffer=",
+        "elapsed=",
+    ):
         assert needle in msg
     assert err.token_ids.tolist() == expected_ids(name)[:3]
     assert err.diagnostics.elapsed >= 5.0
@@ -345,7 +352,10 @@ async def test_nursery_form_gives_the_same_events() -> None:
 
 
 async def test_nursery_form_closing_the_channel_aborts_the_request() -> None:
-    async with serving() as server, tokstream.Client(server.url("stall=basic_stream,8"), model="m") as c:
+    async with (
+        serving() as server,
+        tokstream.Client(server.url("stall=basic_stream,8"), model="m") as c,
+    ):
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
             first = await channel.receive()
@@ -358,7 +368,9 @@ async def test_nursery_form_closing_the_channel_aborts_the_request() -> None:
 
 async def test_invalid_request_raises_before_any_io() -> None:
     async with serving() as server:
-        async with tokstream.Client(server.url("replay=basic_stream"), model="m", vocab_size=100) as c:
+        async with tokstream.Client(
+            server.url("replay=basic_stream"), model="m", vocab_size=100
+        ) as c:
             with pytest.raises(tokstream.InvalidRequest, match=r"prompt\[1\]=150"):
                 c.stream([1, 150])
             with pytest.raises(tokstream.InvalidRequest, match="top_p"):

@@ -79,7 +79,8 @@ class SSEDecoder:
             ProtocolError: An event exceeded ``max_event_size``.
         """
         return [
-            item if isinstance(item, SSEEvent) else SSEEvent(item, "message", self.last_event_id)
+            # Plain bytes mean no event type and no event ID had been seen.
+            item if isinstance(item, SSEEvent) else SSEEvent(item)
             for item in self.feed_raw(data)
         ]
 

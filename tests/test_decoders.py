@@ -1,0 +1,292 @@
+"""The sans-IO decoders, tested synchronously on real vLLM recordings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tokstream
+from tokstream import Done, Error, SSEDecoder, SSEEvent, StreamDecoder, Token
+
+DATA = Path(__file__).parent / "data"
+RECORDINGS = sorted(p.stem for p in DATA.glob("*.sse"))
+
+
+def chunks_of(name: str) -> list[dict[str, object]]:
+    out = []
+    for line in (DATA / f"{name}.sse").read_text().splitlines():
+        if line.startswith("data: {"):
+            out.append(json.loads(line[6:]))
+    return out
+
+
+def recorded_ids(name: str) -> list[int]:
+    return [
+        i for c in chunks_of(name) for ch in (c.get("choices") or []) for i in ch["token_ids"] or []
+    ]
+
+
+def recorded_text(name: str) -> str:
+    return "".join(ch["text"] for c in chunks_of(name) for ch in (c.get("choices") or []))
+
+
+def normalise(events: list[tokstream.Event]) -> list[tuple[object, ...]]:
+    """Comparable form: tokens by (id, text, logprob); terminals by their content."""
+    out: list[tuple[object, ...]] = []
+    for ev in events:
+        if isinstance(ev, Token):
+            out.append(("T", ev.id, ev.text, ev.logprob))
+        elif isinstance(ev, Done):
+            prompt = None if ev.prompt_token_ids is None else ev.prompt_token_ids.tolist()
+            lp = None if ev.logprobs is None else np.nan_to_num(ev.logprobs, nan=9).tolist()
+            out.append(
+                (
+                    "D",
+                    ev.finish_reason,
+                    ev.stop_reason,
+                    ev.token_ids.tolist(),
+                    ev.text,
+                    prompt,
+                    ev.usage,
+                    lp,
+                    ev.request_id,
+                    ev.diagnostics.tokens,
+                    ev.diagnostics.sse_events,
+                    ev.diagnostics.parse_errors,
+                )
+            )
+        else:
+            out.append(("E", type(ev.error), str(ev.error), ev.token_ids.tolist(), ev.text))
+    return out
+
+
+def decode(raw: bytes, pieces: list[int] | None = None) -> list[tokstream.Event]:
+    decoder = StreamDecoder()
+    events: list[tokstream.Event] = []
+    if pieces is None:
+        events += decoder.feed(raw)
+    else:
+        pos = 0
+        for size in pieces:
+            events += decoder.feed(raw[pos : pos + size])
+            pos += size
+        events += decoder.feed(raw[pos:])
+    events += decoder.finish()
+    return events
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_whole_equals_byte_by_byte(name: str) -> None:
+    raw = (DATA / f"{name}.sse").read_bytes()
+    whole = normalise(decode(raw))
+    assert normalise(decode(raw, [1] * len(raw))) == whole
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_ids_and_text_match_the_recording(name: str) -> None:
+    events = decode((DATA / f"{name}.sse").read_bytes())
+    tokens = [e for e in events if isinstance(e, Token)]
+    terminal = events[-1]
+    assert isinstance(terminal, (Done, Error))
+    assert sum(isinstance(e, (Done, Error)) for e in events) == 1
+    if name in ("n2", "no_return_token_ids"):
+        assert isinstance(terminal, Error)
+        assert isinstance(terminal.error, tokstream.ProtocolError)
+        return
+    assert [t.id for t in tokens] == recorded_ids(name)
+    assert "".join(t.text for t in tokens) == recorded_text(name)
+    assert terminal.token_ids.tolist() == recorded_ids(name)
+    assert terminal.text == recorded_text(name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), name=st.sampled_from(RECORDINGS))
+def test_random_splits_give_identical_events(data: st.DataObject, name: str) -> None:
+    raw = (DATA / f"{name}.sse").read_bytes()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=40)))
+    pieces = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
+    assert normalise(decode(raw, pieces)) == normalise(decode(raw))
+
+
+def test_forced_utf8_holds_text_back_until_the_character_completes() -> None:
+    events = decode((DATA / "forced_utf8.sse").read_bytes())
+    tokens = [e for e in events if isinstance(e, Token)]
+    assert [t.id for t in tokens[:4]] == [13048, 11162, 104, 254]
+    assert [t.text for t in tokens[:4]] == ["Hi", "", "", " 🫠"]
+    expected = (DATA / "forced_utf8.expected.txt").read_text().split(":", 1)[1]
+    assert [t.id for t in tokens][:-1] == json.loads(expected)
+    assert tokens[-1].id == 151645 and tokens[-1].text == ""
+
+
+def test_stop_string_text_lags_the_ids() -> None:
+    events = decode((DATA / "stop_string_tool_call_end.sse").read_bytes())
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert done.stop_reason == "</tool_call>" and done.finish_reason == "stop"
+    paris = next(t for t in events if isinstance(t, Token) and t.id == 59604)
+    assert paris.text == ' {"ci'
+    last = events[-2]
+    assert isinstance(last, Token) and last.id == 151658 and last.text == ' "Paris"}}\n'
+
+
+def test_stop_token_id_is_an_int_stop_reason() -> None:
+    done = decode((DATA / "stop_token_id_tool_call_end.sse").read_bytes())[-1]
+    assert isinstance(done, Done)
+    assert done.stop_reason == 151658 and isinstance(done.stop_reason, int)
+    assert done.token_ids[-1] == 151658
+
+
+def test_done_carries_prompt_echo_usage_and_logprobs() -> None:
+    name = "forced_hermes_logprobs"
+    events = decode((DATA / f"{name}.sse").read_bytes())
+    done = events[-1]
+    assert isinstance(done, Done)
+    sent = json.loads((DATA / f"{name}.req.json").read_text())["prompt"]
+    assert done.prompt_token_ids is not None and done.prompt_token_ids.dtype == np.int32
+    assert done.prompt_token_ids.tolist() == sent
+    assert done.usage == tokstream.Usage(
+        len(sent), len(done.token_ids), len(sent) + len(done.token_ids)
+    )
+    assert done.logprobs is not None and done.logprobs.shape == done.token_ids.shape
+    assert all(isinstance(e.logprob, float) for e in events if isinstance(e, Token))
+    assert done.request_id is not None and done.request_id.startswith("cmpl-")
+    with pytest.raises(ValueError):
+        done.token_ids[0] = 1  # read-only
+
+
+def test_a_709_id_chunk_gives_709_tokens_with_the_text_on_the_last() -> None:
+    chunk = json.loads((DATA / "coalesced_big_chunk.TRIMMED.json").read_text())["chunk"]
+    raw = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    decoder = StreamDecoder()
+    events = decoder.feed(raw)
+    ids = chunk["choices"][0]["token_ids"]
+    assert len(ids) == 709
+    assert [e.id for e in events if isinstance(e, Token)] == ids
+    assert all(e.text == "" for e in events[:-1] if isinstance(e, Token))
+    last = events[-1]
+    assert isinstance(last, Token) and last.text == chunk["choices"][0]["text"]
+    # Logprobs were trimmed to 3 entries in the recording: the rest are unknown.
+    assert [e.logprob is None for e in events[:4] if isinstance(e, Token)] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_merged_chunks_recording_keeps_every_id() -> None:
+    events = decode((DATA / "coalesced_chunks.sse").read_bytes())
+    assert [e.id for e in events if isinstance(e, Token)] == recorded_ids("coalesced_chunks")
+    assert len(recorded_ids("coalesced_chunks")) == 6
+    # The excerpt has no finish: the end of input is reported, tokens kept.
+    assert isinstance(events[-1], Error) and events[-1].token_ids.size == 6
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"error": {"message": "boom", "type": "BadRequestError", "param": null, "code": 400}}',
+        b'{"object": "error", "message": "boom", "type": "BadRequestError", "code": 400}',
+    ],
+)
+def test_in_band_error_shapes(payload: bytes) -> None:
+    events = StreamDecoder().feed(b"data: " + payload + b"\n\ndata: [DONE]\n\n")
+    assert len(events) == 1 and isinstance(events[0], Error)
+    err = events[0].error
+    assert isinstance(err, tokstream.InBandError)
+    assert (err.server_message, err.type, err.code) == ("boom", "BadRequestError", 400)
+
+
+def test_invalid_json_is_skipped_counted_and_previewed() -> None:
+    raw = (DATA / "basic_stream.sse").read_bytes()
+    bad = b"data: {nope\n\ndata: not json at all\n\n" * 3
+    events = decode(bad + raw)
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert done.token_ids.tolist() == recorded_ids("basic_stream")
+    assert done.diagnostics.parse_errors == 6
+    assert done.diagnostics.parse_error_previews == ("{nope", "not json at all", "{nope")
+
+
+def test_wrong_shape_json_is_a_protocol_error_not_a_silent_loss() -> None:
+    events = StreamDecoder().feed(b'data: {"choices": [{"token_ids": ["x"]}]}\n\n')
+    assert isinstance(events[-1], Error)
+    assert isinstance(events[-1].error, tokstream.ProtocolError)
+
+
+def test_nothing_after_the_terminal_event() -> None:
+    decoder = StreamDecoder()
+    raw = (DATA / "basic_stream.sse").read_bytes()
+    events = decoder.feed(raw + raw)
+    assert sum(isinstance(e, Done) for e in events) == 1 and isinstance(events[-1], Done)
+    assert decoder.feed(raw) == [] and decoder.finish() == []
+
+
+# -- the SSE layer ----------------------------------------------------------
+
+
+def sse_all(raw: bytes, step: int | None = None) -> list[SSEEvent]:
+    d = SSEDecoder()
+    if step is None:
+        return d.feed(raw)
+    out: list[SSEEvent] = []
+    for i in range(0, len(raw), step):
+        out += d.feed(raw[i : i + step])
+    return out
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3, 7])
+def test_sse_line_endings_comments_fields_and_multiline_data(step: int | None) -> None:
+    raw = (
+        b": keep-alive\r\n"
+        b"data: one\r\n\r\n"
+        b"event: note\nid: 7\ndata: a\ndata:b\ndata:  c\n\n"
+        b"retry: 100\nunknown: x\ndata: two\r\rdata: three\r\n\r\n"
+        b"data: \xf0\x9f\xab\xa0\n\n"
+        b"data: [DONE]\n\n"
+    )
+    events = sse_all(raw, step)
+    assert [e.data for e in events] == [
+        b"one",
+        b"a\nb\n c",
+        b"two",
+        b"three",
+        "🫠".encode(),
+        b"[DONE]",
+    ]
+    assert events[1].event == "note" and events[1].id == "7"
+    assert events[0].event == "message" and events[0].id is None
+    assert events[2].id == "7"  # the last event ID persists
+    assert events[4].text == "🫠"
+
+
+def test_sse_blank_lines_without_data_dispatch_nothing() -> None:
+    d = SSEDecoder()
+    assert d.feed(b"\n\n: c\n\n") == []
+    assert d.lines == 4 and d.events == 0
+
+
+def test_sse_oversized_event_raises_protocol_error() -> None:
+    d = SSEDecoder(max_event_size=1000)
+    d.feed(b"data: " + b"x" * 500)
+    with pytest.raises(tokstream.ProtocolError, match="max_event_size=1000"):
+        d.feed(b"x" * 600)
+
+
+def test_sse_oversized_across_many_data_lines() -> None:
+    d = SSEDecoder(max_event_size=1000)
+    with pytest.raises(tokstream.ProtocolError):
+        for _ in range(100):
+            d.feed(b"data: " + b"y" * 50 + b"\n")
+
+
+def test_sse_finish_reports_an_unterminated_event() -> None:
+    d = SSEDecoder()
+    assert d.feed(b"data: partial") == []
+    assert "partial" in d.buffer_preview()
+    assert d.finish() == len(b"data: partial")

@@ -1,0 +1,30 @@
+"""The public namespace: ``__all__`` lists exactly the public names, sorted."""
+
+from __future__ import annotations
+
+import tokstream
+
+
+def test_all_matches_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(tokstream).items()
+        if not name.startswith("_") and not isinstance(value, type(tokstream))
+    }
+    public -= {"annotations"}
+    assert set(tokstream.__all__) == public
+    assert list(tokstream.__all__) == sorted(tokstream.__all__)
+
+
+def test_public_names_have_docstrings() -> None:
+    for name in tokstream.__all__:
+        obj = getattr(tokstream, name)
+        if callable(obj) and not isinstance(obj, type(tokstream)) and name != "Event":
+            assert obj.__doc__, name
+
+
+def test_every_error_is_a_tokstream_error() -> None:
+    for name in tokstream.__all__:
+        obj = getattr(tokstream, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, tokstream.TokstreamError), name
