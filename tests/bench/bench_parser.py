@@ -84,7 +84,7 @@ def main() -> int:
 
         def detok_only() -> None:
             feed = tok.detokenizer().feed
-            for i in ids:
+            for i in ids:  # noqa: B023
                 feed(i)
 
         def per_token() -> None:

@@ -7,7 +7,14 @@ convenience form for a finished output.
 
 from __future__ import annotations
 
-from ._core import Detokenizer, ParserTokenizer, ResponseParser, ThinkingMode, ToolFormat
+from ._core import (
+    Detokenizer,
+    LeafSink,
+    ParserTokenizer,
+    ResponseParser,
+    ThinkingMode,
+    ToolFormat,
+)
 from ._events import (
     ParseEvent,
     Reply,
@@ -19,9 +26,11 @@ from ._events import (
     ToolCallStarted,
     ToolCallStatus,
 )
+from ._whole import parse_output
 
 __all__ = [
     "Detokenizer",
+    "LeafSink",
     "ParseEvent",
     "ParserTokenizer",
     "Reply",
@@ -35,4 +44,5 @@ __all__ = [
     "ToolCallStarted",
     "ToolCallStatus",
     "ToolFormat",
+    "parse_output",
 ]

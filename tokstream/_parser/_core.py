@@ -88,6 +88,7 @@ from ._tools import ToolSchemas, ToolSpecs, normalise_tools
 
 __all__ = [
     "Detokenizer",
+    "LeafSink",
     "ParserTokenizer",
     "ResponseParser",
     "ThinkingMode",
@@ -145,6 +146,20 @@ _FORMATS: dict[str, Callable[[str, ToolSchemas | None], Any]] = {
 }
 
 
+class LeafSink(Protocol):
+    """Where segments go as they complete: ``tokstream.ReplyBuilder`` fits."""
+
+    def add_leaf(
+        self,
+        kind: Any,
+        ids: Any,
+        text: str | None = None,
+        logprobs: Any = None,
+    ) -> object:
+        """Add one complete leaf (kind, exact IDs, their text and logprobs)."""
+        ...
+
+
 class _Open:
     """The segment being built: its tokens so far."""
 
@@ -161,8 +176,8 @@ class _Open:
 # Deltas are built without the frozen-dataclass __init__ (object.__setattr__ per
 # field): the per-token path creates one per feed() call, so it must be cheap.
 _new = object.__new__
-_set_text = TextDelta.text.__set__  # type: ignore[attr-defined]
-_set_think = ThinkingDelta.text.__set__  # type: ignore[attr-defined]
+_set_text: Callable[[object, str], None] = TextDelta.__dict__["text"].__set__
+_set_think: Callable[[object, str], None] = ThinkingDelta.__dict__["text"].__set__
 
 
 def _freeze_ids(ids: list[int]) -> npt.NDArray[np.int32]:
@@ -206,8 +221,12 @@ class ResponseParser:
             only by its ID (tags it lacks are always matched as text).
         stop_ids: IDs that end the reply as a ``stop`` segment. Default: the
             tokenizer's ``<|im_end|>`` and ``<|endoftext|>``.
+        reply: An open reply of a context tree (``Context.begin_assistant()``)
+            to grow leaf by leaf: each segment is added with ``add_leaf`` the
+            moment it is complete, with its exact IDs, text and logprobs. Finish
+            the turn yourself with ``reply.finish(done)`` after :meth:`finish`.
         on_segment: Called with each :class:`ReplySegment` the moment it is
-            complete (e.g. to grow a context tree leaf by leaf).
+            complete (after ``reply.add_leaf``).
 
     Raises:
         ValueError: Unknown ``tool_format`` or ``thinking``, or a tool
@@ -248,6 +267,7 @@ class ResponseParser:
         thinking: ThinkingMode = "auto",
         match_text: bool = True,
         stop_ids: Iterable[int] | None = None,
+        reply: LeafSink | None = None,
         on_segment: Callable[[ReplySegment], None] | None = None,
     ) -> None:
         if tool_format not in _FORMATS:
@@ -256,6 +276,16 @@ class ResponseParser:
             raise ValueError(f"thinking must be 'auto', 'open' or 'off', not {thinking!r}")
         self._format = _FORMATS[tool_format]
         self._tools = normalise_tools(tools)
+        if reply is not None:
+            add_leaf = reply.add_leaf
+            user_cb = on_segment
+
+            def grow(seg: ReplySegment) -> None:
+                add_leaf(seg.kind, seg.ids, seg.text, seg.logprobs)
+                if user_cb is not None:
+                    user_cb(seg)
+
+            on_segment = grow
         self._on_segment = on_segment
         added = tokenizer.added_tokens
         codes = dict(_TAG_TEXT)
@@ -338,7 +368,8 @@ class ResponseParser:
         """
         if self._finished:
             raise RuntimeError("ResponseParser.feed() after finish()")
-        self._events = events = []
+        events: list[ParseEvent] = []
+        self._events = events
         tag_get = self._tag_ids.get
         piece_of = self._feed_piece
         delta = self._delta
@@ -397,7 +428,8 @@ class ResponseParser:
                 raise ValueError(f"{len(lp_list)} logprobs for {len(id_list)} token IDs")
         if self._finished:
             raise RuntimeError("ResponseParser.feed_ids() after finish()")
-        self._events = events = []
+        events: list[ParseEvent] = []
+        self._events = events
         tag_get = self._tag_ids.get
         piece_of = self._feed_piece
         delta = self._delta

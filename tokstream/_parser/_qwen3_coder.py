@@ -15,7 +15,10 @@ Rules (they match what Qwen3-Coder emits and what its chat template renders):
 * A ``</parameter>`` is structural only when what follows it (after
   whitespace) is ``<parameter=``, ``</function>`` or the end of the body.
   Anywhere else it is text of the value, so code that mentions the tag
-  survives. The first structural one ends the value.
+  survives. The first structural one ends the value. A ``<parameter=`` at the
+  start of a line before any structural end starts the next parameter: the
+  current one then has no end (``MISSING_PARAMETER_END``) and its value stops
+  there.
 * With a tool schema, a value converts to the type its property declares
   (``integer``, ``number``, ``boolean``, ``object``, ``array``, ``null``; a
   list of types or ``anyOf`` tries each, ``string`` last). A value that does
@@ -53,9 +56,14 @@ def _skip_ws(body: str, pos: int) -> int:
 
 
 def _structural_end(body: str, start: int) -> tuple[int, int] | None:
-    """Find the first structural ``</parameter>`` at or after ``start``."""
+    """Find the first structural ``</parameter>`` at or after ``start``.
+
+    It must come before the next ``<parameter=`` that starts a line: past
+    that, this parameter has no end of its own.
+    """
+    limit = body.find("\n" + _PARAM, start)
     idx = body.find(_PARAM_END, start)
-    while idx >= 0:
+    while idx >= 0 and (limit < 0 or idx < limit):
         after = idx + len(_PARAM_END)
         q = _skip_ws(body, after)
         if q == len(body) or body.startswith(_PARAM, q) or body.startswith(_FUNC_END, q):

@@ -1,0 +1,484 @@
+"""The sans-IO response parser: recordings, edge cases, and feeding equivalence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tokstream import Token
+from tokstream._context import Context
+from tokstream._parser import (
+    Reply,
+    ResponseParser,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallStarted,
+    ToolCallStatus,
+    parse_output,
+)
+from tokstream._tokenizer import Tokenizer
+
+from .parser_helpers import (
+    WEATHER_TOOLS,
+    calls,
+    check_invariants,
+    deltas,
+    recorded_tokens,
+    run,
+    spelled,
+)
+
+TOOL_CALL, TOOL_CALL_END, THINK, THINK_END, IM_END = 151657, 151658, 151667, 151668, 151645
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir: Path) -> Tokenizer:
+    return Tokenizer.load(tiny_model_dir)
+
+
+def hermes(name: str, args: object) -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+
+
+# -- recorded vLLM streams ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "reasoning", "content"),
+    [
+        ("forced_hermes.sse", "hermes", "\nplan\n", "\nHello "),
+        ("so_hermes.sse", "hermes", "\nplan\n", "\nHello "),
+        ("forced_coder.sse", "qwen3_coder", "", ""),
+        ("so_coder.sse", "qwen3_coder", "", ""),
+    ],
+)
+def test_recorded_streams(
+    tok: Tokenizer, name: str, fmt: str, reasoning: str, content: str
+) -> None:
+    tokens = recorded_tokens(name)
+    ids = [t.id for t in tokens]
+    parser = ResponseParser(tok, tool_format=fmt, tools=WEATHER_TOOLS)  # type: ignore[arg-type]
+    events = []
+    for t in tokens:
+        events += parser.feed([t])
+    events += parser.finish()
+    reply = check_invariants(tok, ids, events)
+    assert reply.reasoning == reasoning
+    assert reply.content == content
+    [call] = reply.tool_calls
+    assert (call.name, call.arguments, call.status) == ("get_weather", {"city": "Paris"}, "ok")
+    assert [s.kind for s in reply.segments][-2:] == ["tool_call", "stop"]
+    assert reply.segments[-1].ids.tolist() == [IM_END]
+    assert reply.segments[-2].text.startswith(("<tool_call>", " <tool_call>"))
+    assert reply.segments[-2].text.endswith("</tool_call>")
+    # The call is reported when its closing tag arrives, before the stop token.
+    assert isinstance(events[-1], Reply)
+    assert events.index(call) < len(events) - 1
+    started = [e for e in events if isinstance(e, ToolCallStarted)]
+    assert len(started) == 1 and started[0].index == 0
+
+
+def test_forced_hermes_segments_are_exact(tok: Tokenizer) -> None:
+    ids = [t.id for t in recorded_tokens("forced_hermes.sse")]
+    _, reply = run(tok, ids)
+    kinds = [(s.kind, s.ids.tolist()) for s in reply.segments]
+    assert kinds[0] == ("thinking", [THINK, 198, 10393, 198, THINK_END])
+    assert kinds[1] == ("text", [198, 9707, 220])
+    assert kinds[2][0] == "tool_call" and kinds[2][1][0] == TOOL_CALL
+    assert kinds[2][1][-1] == TOOL_CALL_END
+    assert kinds[3] == ("stop", [IM_END])
+    call = reply.tool_calls[0]
+    assert (call.start_token, call.end_token) == (8, 27)
+    assert call.raw == '\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+
+
+def test_multi_token_chunks_from_recording(tok: Tokenizer) -> None:
+    # coalesced_chunks.sse has chunks of 2, 4 and more IDs: only the last token of
+    # a chunk carries text. The parser derives text from IDs, so it is unaffected.
+    tokens = recorded_tokens("coalesced_chunks.sse")
+    assert any(t.text == "" for t in tokens[:-1])
+    ids = [t.id for t in tokens]
+    parser = ResponseParser(tok)
+    events = parser.feed(tokens) + parser.finish()
+    reply = check_invariants(tok, ids, events)
+    one_by_one = ResponseParser(tok)
+    for t in tokens:
+        one_by_one.feed([t])
+    assert reply == one_by_one.finish()[-1]
+
+
+def test_token_text_is_ignored(tok: Tokenizer) -> None:
+    # Lagging or empty per-token text (stop strings, chunking) must not matter.
+    ids = spelled(tok, "Hi ", "<tool_call>", hermes("f", {"a": 1})[11:])
+    lying = [Token(i, "garbage<tool_call>" if k == 0 else "") for k, i in enumerate(ids)]
+    parser = ResponseParser(tok)
+    events = parser.feed(lying) + parser.finish()
+    reply = check_invariants(tok, ids, events)
+    assert reply.content == "Hi "
+    assert reply.tool_calls[0].arguments == {"a": 1}
+
+
+# -- edge cases ----------------------------------------------------------------------------
+
+
+def test_several_calls_text_around_and_between(tok: Tokenizer) -> None:
+    text = (
+        "Before. "
+        + hermes("get_weather", {"city": "Paris"})
+        + "\nbetween\n"
+        + hermes("convert", {"value": 1})
+        + hermes("get_weather", {"city": "Tokyo"})
+        + " after<|im_end|>"
+    )
+    ids = tok.encode(text).tolist()
+    events, reply = run(tok, ids, tools=WEATHER_TOOLS)
+    check_invariants(tok, ids, events)
+    assert [c.name for c in reply.tool_calls] == ["get_weather", "convert", "get_weather"]
+    assert [c.index for c in reply.tool_calls] == [0, 1, 2]
+    assert all(c.ok for c in reply.tool_calls)
+    assert reply.content == "Before. \nbetween\n after"
+    assert [s.kind for s in reply.segments] == [
+        "text",
+        "tool_call",
+        "text",
+        "tool_call",
+        "tool_call",
+        "text",
+        "stop",
+    ]
+    # Events come in stream order: text, call 0, text, call 1, call 2, text.
+    order = [
+        type(e).__name__ for e in events if isinstance(e, TextDelta | ToolCall | ToolCallStarted)
+    ]
+    assert order.index("ToolCall") < len(order) - 1 - order[::-1].index("TextDelta")
+    first_call = order.index("ToolCall")
+    assert "TextDelta" in order[first_call:]
+
+
+def test_nested_json_and_escapes(tok: Tokenizer) -> None:
+    args = {
+        "q": 'line1\nline2\t"quoted" \\ back </tool_call-ish> <',
+        "nested": {"a": [1, {"b": None, "c": [True, False]}], "e": 1.5e-3},
+        "unicode": "héllo 🫠 世界",
+    }
+    ids = tok.encode(hermes("convert", args)).tolist()
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    assert reply.tool_calls[0].arguments == args
+    assert reply.tool_calls[0].ok
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "name"),
+    [
+        ('{"name": "convert", "arguments": {"a": 1}', ToolCallStatus.INVALID_JSON, None),
+        ("not json at all", ToolCallStatus.INVALID_JSON, None),
+        ('["convert"]', ToolCallStatus.MALFORMED, None),
+        ('{"arguments": {}}', ToolCallStatus.MALFORMED, None),
+        ('{"name": "convert", "arguments": [1]}', ToolCallStatus.MALFORMED, "convert"),
+        ('{"name": "nope", "arguments": {}}', ToolCallStatus.UNKNOWN_TOOL, "nope"),
+    ],
+)
+def test_malformed_hermes_is_reported_not_dropped(
+    tok: Tokenizer, body: str, status: ToolCallStatus, name: str | None
+) -> None:
+    text = f"a<tool_call>\n{body}\n</tool_call>b"
+    ids = tok.encode(text).tolist()
+    events, reply = run(tok, ids, tools=WEATHER_TOOLS)
+    check_invariants(tok, ids, events)
+    [call] = reply.tool_calls
+    assert call.status == status
+    assert not call.ok and call.error
+    assert call.name == name
+    assert call.raw == f"\n{body}\n"
+    assert reply.content == "ab"
+
+
+def test_unclosed_call_at_end(tok: Tokenizer) -> None:
+    ids = spelled(tok, "x", '<tool_call>\n{"name": "convert", "arguments": {"a": 1}}\n')
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    [call] = reply.tool_calls
+    assert call.status is ToolCallStatus.UNTERMINATED
+    assert (call.name, call.arguments) == ("convert", {"a": 1})
+    assert "end" in (call.error or "")
+    # It is reported by finish(), not before.
+    assert call not in run(tok, ids)[0][:-2]
+
+
+def test_unclosed_call_cut_by_next_call_and_by_stop(tok: Tokenizer) -> None:
+    ids = spelled(tok, '<tool_call>\n{"name": "a"', '<tool_call>\n{"name": "b"}\n</tool_call>')
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    assert [(c.name, c.status) for c in reply.tool_calls] == [
+        (None, ToolCallStatus.UNTERMINATED),
+        ("b", ToolCallStatus.OK),
+    ]
+    assert "next <tool_call>" in (reply.tool_calls[0].error or "")
+    ids = spelled(tok, '<tool_call>\n{"name": "a"}', "<|im_end|>")
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    assert reply.tool_calls[0].status is ToolCallStatus.UNTERMINATED
+    assert [s.kind for s in reply.segments] == ["tool_call", "stop"]
+
+
+def test_thinking_with_no_close(tok: Tokenizer) -> None:
+    ids = spelled(tok, "<think>", "\nstill thinking about <b>")
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    assert reply.thinking_unterminated and not reply.ok
+    assert reply.reasoning == "\nstill thinking about <b>"
+    assert reply.content == ""
+    assert [s.kind for s in reply.segments] == ["thinking"]
+
+
+def test_thinking_opened_by_prompt(tok: Tokenizer) -> None:
+    ids = spelled(tok, "\nplan it\n", "</think>", "\n\nanswer")
+    events, reply = run(tok, ids, thinking="open")
+    check_invariants(tok, ids, events)
+    assert (reply.reasoning, reply.content) == ("\nplan it\n", "\n\nanswer")
+    assert [s.kind for s in reply.segments] == ["thinking", "text"]
+    assert reply.segments[0].ids.tolist()[-1] == THINK_END
+    # Without the option, the same IDs are content (the </think> is plain text).
+    _, auto = run(tok, ids)
+    assert auto.reasoning == "" and auto.content == tok.decode(ids)
+
+
+def test_tool_call_ends_thinking_implicitly(tok: Tokenizer) -> None:
+    ids = spelled(tok, "<think>", "\nI will call", hermes("convert", {}), "done")
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    assert reply.reasoning == "\nI will call"
+    assert not reply.thinking_unterminated
+    assert reply.tool_calls[0].ok and reply.content == "done"
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("ThinkingDelta") < kinds.index("ToolCallStarted")
+
+
+def test_thinking_off_keeps_tags_as_text(tok: Tokenizer) -> None:
+    ids = spelled(tok, "<think>", "x", "</think>", "y")
+    _, reply = run(tok, ids, thinking="off")
+    assert reply.reasoning == "" and reply.content == "<think>x</think>y"
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        (
+            "a ",
+            "<",
+            "tool",
+            "_call",
+            ">",
+            '\n{"name": "f", "arguments": {}}\n',
+            "</",
+            "tool_call",
+            ">",
+        ),
+        ("a <", "tool_", "call>\n", '{"name": "f"}', "\n</tool_c", "all>\n", "z"),
+        ("a", " <tool_call>\n", '{"name": "f"}', "</", "tool_call>"),
+        (
+            "<th",
+            "ink>",
+            "r",
+            "</th",
+            "ink>",
+            "a",
+            "<",
+            "tool_call",
+            ">{",
+            '"name":"f"}</',
+            "tool_call>",
+        ),
+    ],
+)
+def test_tags_split_across_ordinary_tokens(tok: Tokenizer, parts: tuple[str, ...]) -> None:
+    ids = spelled(tok, *parts)
+    assert TOOL_CALL not in ids or TOOL_CALL_END not in ids
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    [call] = reply.tool_calls
+    assert call.ok and call.name == "f"
+    # Held-back text is never emitted then retracted: no delta contains a "<".
+    assert not any("<" in e.text for e in events if isinstance(e, TextDelta | ThinkingDelta))
+
+
+def test_text_tags_off_trusts_only_ids(tok: Tokenizer) -> None:
+    ids = spelled(tok, "a <", "tool_call", ">", '{"name": "f"}', "</tool_call>")
+    _, reply = run(tok, ids, match_text=False)
+    assert reply.tool_calls == ()
+    assert reply.content == tok.decode(ids)
+
+
+def test_near_miss_tags_are_text(tok: Tokenizer) -> None:
+    text = "if a < b and b <tool or <tool_cal> or </tool_call> <thinking> <"
+    ids = spelled(tok, *text.split(" "))
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    assert reply.tool_calls == () and reply.reasoning == ""
+    assert reply.content == "".join(text.split(" "))
+
+
+def test_boundary_inside_a_token_rule(tok: Tokenizer) -> None:
+    # " <" carries content (" ") and the tag's "<": the token goes to the call's
+    # segment; the " " is still reported as content.
+    ids = spelled(
+        tok, "Hello", " <", "tool_call", ">", '{"name": "f"}', "</tool_call", ">\n\n", "bye"
+    )
+    events, reply = run(tok, ids)
+    check_invariants(tok, ids, events)
+    seg = {s.kind: s for s in reply.segments if s.kind != "text"}
+    assert seg["tool_call"].text == ' <tool_call>{"name": "f"}</tool_call>\n\n'
+    assert reply.content == "Hello \n\nbye"
+    assert [s.text for s in reply.segments if s.kind == "text"] == ["Hello", "bye"]
+
+
+def test_logprobs_follow_their_tokens(tok: Tokenizer) -> None:
+    ids = tok.encode("hi" + hermes("f", {}) + "<|im_end|>").tolist()
+    lps = [-0.5 * k for k in range(len(ids))]
+    parser = ResponseParser(tok)
+    parser.feed([Token(i, "", lp) for i, lp in zip(ids, lps, strict=True)])
+    reply = parser.finish()[-1]
+    assert isinstance(reply, Reply)
+    got = np.concatenate([s.logprobs for s in reply.segments if s.logprobs is not None])
+    assert got.tolist() == pytest.approx(lps)
+
+
+def test_feed_after_finish_raises(tok: Tokenizer) -> None:
+    parser = ResponseParser(tok)
+    parser.finish()
+    with pytest.raises(RuntimeError):
+        parser.feed_ids([1])
+    with pytest.raises(RuntimeError):
+        parser.finish()
+
+
+def test_bad_options(tok: Tokenizer) -> None:
+    with pytest.raises(ValueError, match="tool_format"):
+        ResponseParser(tok, tool_format="xml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="thinking"):
+        ResponseParser(tok, thinking="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="name"):
+        ResponseParser(tok, tools=[{"function": {}}])
+
+
+# -- the context tree -----------------------------------------------------------------------
+
+
+def test_grows_the_context_tree_leaf_by_leaf(tok: Tokenizer) -> None:
+    ctx = Context(tok)
+    ctx.add_user("Weather in Paris?")
+    reply = ctx.begin_assistant()
+    before = len(ctx)
+    ids = tok.encode(
+        "<think>\nok\n</think>\n\nSure." + hermes("get_weather", {"city": "Paris"}) + "<|im_end|>"
+    ).tolist()
+    seen: list[int] = []
+    parser = ResponseParser(tok, reply=reply, on_segment=lambda s: seen.append(len(ctx)))
+    for i in ids:
+        parser.feed_ids([i])
+    result = parser.finish()[-1]
+    assert isinstance(result, Reply)
+    # Each leaf was in the tree when its segment completed, before the next.
+    assert seen == [
+        before + len(s.ids) + sum(len(p.ids) for p in result.segments[:k])
+        for k, s in enumerate(result.segments)
+    ]
+    message = reply.finish(ids)
+    sampled = [leaf for leaf in message.leaves if leaf.sampled]
+    assert [leaf.kind for leaf in sampled] == ["thinking", "text", "tool_call", "stop"]
+    assert [leaf.ids.tolist() for leaf in sampled] == [s.ids.tolist() for s in result.segments]
+    assert [leaf.text for leaf in sampled] == [s.text for s in result.segments]
+    mask = ctx.generation_mask()
+    assert ctx.prompt_ids()[mask].tolist() == ids
+
+
+# -- parse_output -----------------------------------------------------------------------------
+
+
+def test_parse_output_text_and_ids_agree(tok: Tokenizer) -> None:
+    text = "<think>\nhm\n</think>\n\nOK " + hermes("get_weather", {"city": "Oslo"}) + "<|im_end|>"
+    from_text = parse_output(text, tokenizer=tok, tools=WEATHER_TOOLS)
+    from_ids = parse_output(tok.encode(text), tokenizer=tok, tools=WEATHER_TOOLS)
+    assert from_text == from_ids
+    assert from_text.reasoning == "\nhm\n"
+    assert from_text.content == "\n\nOK "
+    [call] = from_text.tool_calls
+    assert (call.name, call.arguments, call.status) == ("get_weather", {"city": "Oslo"}, "ok")
+    assert call.raw == '\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
+
+
+def test_parse_output_qwen3_coder(tok: Tokenizer) -> None:
+    text = (
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"
+    )
+    reply = parse_output(text, tokenizer=tok, tool_format="qwen3_coder", tools=WEATHER_TOOLS)
+    assert reply.tool_calls[0].arguments == {"city": "Paris", "days": 3}
+    untyped = parse_output(text, tokenizer=tok, tool_format="qwen3_coder")
+    assert untyped.tool_calls[0].arguments == {"city": "Paris", "days": "3"}
+
+
+# -- equivalence: whole, token by token, random groupings ------------------------------------
+
+_FRAGMENTS = [
+    "Hello there. ",
+    "a < b <= c ",
+    "<think>\nreason <x>\n</think>\n\n",
+    hermes("get_weather", {"city": "Paris", "n": [1, {"x": "y\n"}]}),
+    hermes("convert", {"s": 'quote " and \\ and </tool'}),
+    '<tool_call>\n{"name": bad json}\n</tool_call>',
+    "<tool_call>\n<function=get_weather>\n<parameter=city>\nLyon\n</parameter>\n</function>\n</tool_call>",
+    "\n",
+    "🫠 é 世界 ",
+    "</think>",
+    "<tool",
+    "<|im_end|>",
+]
+
+
+@st.composite
+def _outputs(draw: st.DrawFn) -> tuple[str, list[int]]:
+    frags = draw(st.lists(st.sampled_from(_FRAGMENTS), min_size=1, max_size=6))
+    text = "".join(frags)
+    # Re-split the text at random character positions so tags are sometimes
+    # one special ID and sometimes spelled by ordinary tokens.
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(text) - 1)), max_size=8)))
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    return text, [p for p in parts if p]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=_outputs(),
+    groups=st.lists(st.integers(1, 7), max_size=40),
+    fmt=st.sampled_from(["hermes", "qwen3_coder"]),
+    thinking=st.sampled_from(["auto", "open"]),
+)
+def test_equivalence_whole_one_by_one_random_groups(
+    tok: Tokenizer, data: tuple[str, list[str]], groups: list[int], fmt: str, thinking: str
+) -> None:
+    _, parts = data
+    ids = spelled(tok, *parts)
+    opts = {"tool_format": fmt, "thinking": thinking, "tools": WEATHER_TOOLS}
+    whole_events, whole = run(tok, ids, groups=[len(ids)], **opts)
+    single_events, single = run(tok, ids, **opts)
+    grouped_events, grouped = run(tok, ids, groups=groups, **opts)
+    for events in (whole_events, single_events, grouped_events):
+        check_invariants(tok, ids, events)
+    assert whole == single == grouped
+    assert calls(whole_events) == calls(single_events) == calls(grouped_events)
+    for kind in (TextDelta, ThinkingDelta):
+        assert (
+            deltas(whole_events, kind)
+            == deltas(single_events, kind)
+            == deltas(grouped_events, kind)
+        )
