@@ -145,20 +145,22 @@ class Context:
                 raise ContextError("tool definitions belong in the first system message")
             if content is None:
                 raise ContextError("add_system() needs content")
-            return self._add("system", self._format.message("system", content, prev_role=None))
+            rendering = self._format.message("system", content, prev_role=None)
+            return self._add("system", rendering, content=content)
         rendering = self._format.system(content, tools)
         if not rendering.segments:
             raise ContextError("add_system() needs content or tools")
-        return self._add("system", rendering)
+        return self._add("system", rendering, content=content)
 
     def add_user(self, content: str) -> Message:
         """Add a user message."""
-        return self._add("user", self._format.message("user", content, prev_role=self._prev()))
+        rendering = self._format.message("user", content, prev_role=self._prev())
+        return self._add("user", rendering, content=content)
 
     def add_tool(self, content: str, *, name: str | None = None) -> Message:
         """Add a tool result (``name`` is kept on the node for reference)."""
         rendering = self._format.message("tool", content, prev_role=self._prev())
-        return self._add("tool", rendering, name=name)
+        return self._add("tool", rendering, name=name, content=content)
 
     def add_assistant(
         self,
@@ -173,8 +175,10 @@ class Context:
         generation. Use :meth:`begin_assistant` / :meth:`append_reply` for
         model output.
         """
-        rendering = self._format.assistant(content, reasoning=reasoning, tool_calls=tool_calls)
-        return self._add("assistant", rendering)
+        rendering = self._format.assistant(
+            content, reasoning=reasoning, tool_calls=tool_calls, current_turn=self._after_query()
+        )
+        return self._add("assistant", rendering, content=content)
 
     def begin_assistant(self, *, thinking: bool | None = None) -> ReplyBuilder:
         """Add the generation prompt and return the handle that grows the reply.
@@ -230,6 +234,16 @@ class Context:
             reply.add_leaf(kind, ids[start:end], None, None if lp is None else lp[start:end])
         return reply.finish(ids)
 
+    def _after_query(self) -> bool:
+        """Whether a user query (not a wrapped tool response) is among the messages."""
+        for m in self._messages:
+            c = m.content
+            if m.role == "user" and not (
+                c is not None and c.startswith("<tool_response>") and c.endswith("</tool_response>")
+            ):
+                return True
+        return False
+
     def _prev(self) -> Role | None:
         return self._messages[-1].role if self._messages else None
 
@@ -239,11 +253,18 @@ class Context:
                 "an assistant reply is open; finish() or discard() it before adding messages"
             )
 
-    def _add(self, role: Role, rendering: Rendering, name: str | None = None) -> Message:
+    def _add(
+        self,
+        role: Role,
+        rendering: Rendering,
+        *,
+        name: str | None = None,
+        content: str | None = None,
+    ) -> Message:
         self._check_no_reply()
         if rendering.retract:
             self._retract(rendering.retract)
-        message = Message(role, self._tape, name)
+        message = Message(role, self._tape, name, content)
         self._append_segments(message, rendering.segments)
         self._messages.append(message)
         return message

@@ -3,7 +3,7 @@
 The format (version 1)::
 
     {"version": 1, "chat_format": "qwen",
-     "messages": [{"role": "user", "name": null,
+     "messages": [{"role": "user", "name": null, "content": "...",
                    "leaves": [{"kind": "framing", "text": "...", "ids": [...],
                                "sampled": false, "logprobs": null | [float | null, ...]}]}]}
 
@@ -45,7 +45,12 @@ def dump(messages: Iterable[Message], chat_format: str) -> dict[str, Any]:
         "version": VERSION,
         "chat_format": chat_format,
         "messages": [
-            {"role": m.role, "name": m.name, "leaves": [_leaf(x) for x in m._leaves]}
+            {
+                "role": m.role,
+                "name": m.name,
+                "content": m.content,
+                "leaves": [_leaf(x) for x in m._leaves],
+            }
             for m in messages
         ],
     }
@@ -68,7 +73,7 @@ def load(data: Mapping[str, Any], tape: _Tape, tokenizer: Tokenizer) -> list[Mes
         for m in data["messages"]:
             if m["role"] not in ROLES:
                 raise ContextError(f"unknown role {m['role']!r}")
-            message = Message(m["role"], tape, m.get("name"))
+            message = Message(m["role"], tape, m.get("name"), m.get("content"))
             for x in m["leaves"]:
                 if x["kind"] not in LEAF_KINDS:
                     raise ContextError(f"unknown leaf kind {x['kind']!r}")

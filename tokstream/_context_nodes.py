@@ -155,13 +155,22 @@ class Leaf:
 
 
 class Message:
-    """A message node: a role and its leaves, in order."""
+    """A message node: a role and its leaves, in order.
 
-    __slots__ = ("_leaves", "_tape", "name", "role")
+    Attributes:
+        role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
+        name: The tool name of a tool result, if given.
+        content: The text the message was added with (``None`` for replies).
+    """
 
-    def __init__(self, role: Role, tape: _Tape, name: str | None = None) -> None:
+    __slots__ = ("_leaves", "_tape", "content", "name", "role")
+
+    def __init__(
+        self, role: Role, tape: _Tape, name: str | None = None, content: str | None = None
+    ) -> None:
         self.role: Role = role
         self.name = name
+        self.content = content
         self._tape = tape
         self._leaves: list[Leaf] = []
 

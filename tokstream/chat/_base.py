@@ -104,8 +104,13 @@ class ChatFormat(Protocol):
         *,
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
+        current_turn: bool,
     ) -> Rendering:
-        """Render an assistant message given as text (history, not sampled)."""
+        """Render an assistant message given as text (history, not sampled).
+
+        ``current_turn`` is true when a user query precedes it in the context
+        (templates such as Qwen3's render reasoning only there).
+        """
         ...
 
     def generation_prompt(self, *, thinking: bool | None) -> Rendering:

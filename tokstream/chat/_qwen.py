@@ -3,27 +3,32 @@
 Renders system (with tool definitions in ``<tools></tools>``), user, assistant
 (thinking, text, Hermes-style ``<tool_call>`` JSON), tool results (wrapped in
 ``<tool_response>`` inside a ``user`` turn), and the generation prompt with
-thinking on or off, exactly as the tiny model's ``tokenizer_config.json``
-template does under Hugging Face's jinja settings (``tojson`` =
-``json.dumps(ensure_ascii=False)``).
+thinking on or off, exactly as the Qwen3 template (and the tiny test model's
+``tokenizer_config.json``) does under Hugging Face's jinja settings
+(``tojson`` = ``json.dumps(ensure_ascii=False)``).
 
-Where the Qwen templates are **not** append-only, and what tokstream does:
+Where the Qwen3 template is **not** append-only, and what tokstream does:
 
 * **Consecutive tool results** share one ``user`` turn: the template closes it
   (``<|im_end|>\\n``) only after the last one. tokstream closes every tool
   result and, when another one follows, retracts that framing (never model
-  output), so the IDs always equal the template's rendering of the messages so
+  output), so the IDs still equal the template's rendering of the messages so
   far.
-* **Thinking off** (``enable_thinking=False``) puts an empty
-  ``<think>\\n\\n</think>\\n\\n`` in the generation prompt, which the template drops
-  when it later renders that assistant message. tokstream keeps it: the next
-  prompt holds exactly what the model saw and sampled.
-* **Dropped reasoning.** Real Qwen3 templates drop the ``<think>`` blocks of
-  assistant turns before the last user message, and re-render reasoning with
-  ``strip('\\n')``. tokstream keeps every sampled ID verbatim, so a resumed
-  prompt extends the previous one exactly (prefix caching works; training sees
-  what was sampled). The tiny test model's template keeps reasoning, so there
-  the two agree.
+* **Dropped reasoning.** The template renders an assistant's ``<think>`` block
+  only for messages after the last user query: a new user message erases the
+  reasoning of every earlier turn. tokstream keeps every sampled ID verbatim
+  (and reasoning rendered by :meth:`QwenFormat.assistant` once added), so each
+  prompt extends the previous one exactly: prefix caching works, and training
+  sees what was sampled.
+* **The last assistant message.** While an assistant message without reasoning
+  is the *last* message after a user query, the template gives it an empty
+  ``<think>\\n\\n</think>\\n\\n``, which disappears once anything follows.
+  :meth:`QwenFormat.assistant` renders the continued form (no empty block).
+* **Thinking off** (``enable_thinking=False``) puts that empty block in the
+  generation prompt; the template drops it when the reply is no longer last.
+  tokstream keeps it: the next prompt holds exactly what the model saw.
+* **Whitespace.** The template re-renders reasoning with ``strip('\\n')`` and
+  content with ``lstrip('\\n')``; sampled newlines there are kept as sampled.
 * **Non-canonical sampling.** A model may sample a token split that re-encoding
   the text would not produce (e.g. ``"<th" "ink" ">"``); the template would
   re-tokenize it differently. tokstream keeps the sampled IDs.
@@ -145,40 +150,37 @@ class QwenFormat:
         *,
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
+        current_turn: bool,
     ) -> Rendering:
         """Render an assistant message from text, as the template renders history.
 
-        ``tool_calls`` items are ``{"name", "arguments"}`` or OpenAI-style
+        Reasoning (``reasoning``, or a ``<think>...</think>`` prefix of
+        ``content`` when ``reasoning`` is ``None``) is rendered only when the
+        message is in the current turn (after the last user query), as Qwen3
+        does. ``tool_calls`` items are ``{"name", "arguments"}`` or OpenAI-style
         ``{"function": {"name", "arguments"}}``; string arguments are inserted
         verbatim, others as JSON.
         """
-        reasoning = reasoning or ""
-        if not reasoning and "</think>" in content:
-            reasoning = content.split("</think>")[0].split("<think>")[-1].strip("\n")
-            content = content.split("</think>")[-1].lstrip("\n")
+        if reasoning is None:
+            reasoning = ""
+            if "</think>" in content:
+                reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1]
+                reasoning = reasoning.lstrip("\n")
+                content = content.split("</think>")[-1].lstrip("\n")
         segs = [Segment("framing", "<|im_start|>assistant\n")]
-        lead = ""
-        if reasoning:
-            segs.append(Segment("thinking", "<think>\n" + reasoning + "\n</think>"))
-            lead = "\n\n"
-        if lead or content:
-            segs.append(Segment("text", lead + content))
+        if current_turn and reasoning:
+            segs.append(Segment("thinking", "<think>\n" + reasoning.strip("\n") + "\n</think>"))
+            segs.append(Segment("text", "\n\n" + content.lstrip("\n")))
+        elif content:
+            segs.append(Segment("text", content))
         for i, tc in enumerate(tool_calls or ()):
-            f = tc.get("function", tc)
+            f = tc.get("function") or tc
             args = f["arguments"]
             if i > 0 or content:
                 segs.append(Segment("text", "\n"))
             args_text = args if isinstance(args, str) else _tojson(args)
-            segs.append(
-                Segment(
-                    "tool_call",
-                    '<tool_call>\n{"name": "'
-                    + f["name"]
-                    + '", "arguments": '
-                    + args_text
-                    + "}\n</tool_call>",
-                )
-            )
+            call = '<tool_call>\n{"name": "' + f["name"] + '", "arguments": ' + args_text
+            segs.append(Segment("tool_call", call + "}\n</tool_call>"))
         segs.append(_END)
         return Rendering(tuple(segs))
 
