@@ -91,6 +91,22 @@ class SSEDecoder:
         ``data:`` events, and skipping one object per event matters there.
         Events with a type or an ID still come as :class:`SSEEvent`.
         """
+        if (
+            # Fast path: exactly one whole `data: ...\n\n` event, as vLLM frames it.
+            not self._partial
+            and not self._data
+            and not self._skip_lf
+            and data[:6] == b"data: "
+            and data.find(b"\n") == len(data) - 2
+            and data[-1:] == b"\n"
+            and b"\r" not in data
+        ):
+            self.lines += 2
+            self.events += 1
+            self._event_type = ""
+            if self._id_changed:
+                return [SSEEvent(data[6:-2], "message", self.last_event_id)]
+            return [data[6:-2]]
         if self._skip_lf:
             self._skip_lf = False
             if data[:1] == b"\n":
