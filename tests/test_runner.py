@@ -1,0 +1,399 @@
+"""The trio shell: ReplyHandle / start_reply / open_reply, and the turn loop."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+
+import tokstream
+from tokstream import Done, Error, Event, InBandError, ProtocolError, Token
+from tokstream._context import Context
+from tokstream._parser import ResponseParser, ToolCall, ToolCallStatus
+from tokstream._runner import open_reply, start_reply
+from tokstream._tokenizer import Tokenizer
+from tokstream._turns import ToolResult, ToolStarted, run_agent, run_turn
+
+from .parser_helpers import recorded_events
+from .replay_server import ReplayServer
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir: Path) -> Tokenizer:
+    return Tokenizer.load(tiny_model_dir)
+
+
+def hermes(name: str, args: object) -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+
+
+def done_for(ids: list[int]) -> Done:
+    return Done("stop", None, np.array(ids, dtype=np.int32))
+
+
+class FakeClient:
+    """Streams scripted replies as Token events, one every ``delay`` seconds.
+
+    It stands in for ``tokstream.Client.start_stream`` (same contract: Token
+    events, then exactly one Done or Error, then the channel closes) and logs
+    what happens, so tests can assert on the order of events.
+    """
+
+    def __init__(self, replies: list[list[int]], *, delay: float = 0.01) -> None:
+        self.replies = list(replies)
+        self.delay = delay
+        self.prompts: list[list[int]] = []
+        self.fields: list[dict[str, Any]] = []
+        self.log: list[str] = []
+        self.fail_after: int | None = None
+
+    def start_stream(
+        self, nursery: trio.Nursery, request: object, /, **fields: Any
+    ) -> trio.MemoryReceiveChannel[Event]:
+        self.prompts.append(np.asarray(request).tolist())
+        self.fields.append(fields)
+        send, receive = trio.open_memory_channel[Event](0)
+        nursery.start_soon(self._produce, send, self.replies.pop(0))
+        return receive
+
+    async def _produce(self, send: trio.MemorySendChannel[Event], ids: list[int]) -> None:
+        async with send:
+            try:
+                for k, i in enumerate(ids):
+                    if self.fail_after is not None and k == self.fail_after:
+                        err = InBandError(
+                            "boom", server_message="boom", type="InternalServerError", code=500
+                        )
+                        await send.send(Error(err, np.array(ids[:k], dtype=np.int32)))
+                        self.log.append("error")
+                        return
+                    await trio.sleep(self.delay)
+                    await send.send(Token(i))
+                    self.log.append(f"token {k}")
+                await send.send(done_for(ids))
+                self.log.append("done")
+            except trio.BrokenResourceError:
+                self.log.append("stream closed by reader")
+            except trio.Cancelled:
+                self.log.append("stream cancelled")
+                raise
+
+
+def scripted_channel(events: list[Event]) -> trio.MemoryReceiveChannel[Event]:
+    send, receive = trio.open_memory_channel[Event](len(events) + 1)
+    for ev in events:
+        send.send_nowait(ev)
+    send.close()
+    return receive
+
+
+# -- ReplyHandle ----------------------------------------------------------------------------------
+
+
+async def test_recorded_stream_through_start_reply(tok: Tokenizer) -> None:
+    events = recorded_events("forced_hermes.sse")
+    parser = ResponseParser(tok)
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel(events), parser)
+        calls = [call async for call in handle.tool_calls]
+        result = await handle.result()
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert result.tool_calls == tuple(calls)
+    assert isinstance(events[-1], Done)
+    assert result.done is events[-1]
+    assert result.reply.token_ids.tolist() == events[-1].token_ids.tolist()
+    assert handle.tokens_seen == len(events) - 1
+
+
+@pytest.mark.autojump
+async def test_tool_call_arrives_before_the_stream_ends(tok: Tokenizer) -> None:
+    ids = tok.encode("Hi " + hermes("a", {}) + " more text after the call<|im_end|>").tolist()
+    client = FakeClient([ids])
+    async with trio.open_nursery() as nursery:
+        chan = client.start_stream(nursery, [1])
+        handle = start_reply(nursery, chan, ResponseParser(tok))
+        async for call in handle.tool_calls:
+            client.log.append(f"call {call.name}")
+        await handle.result()
+    close_index = ids.index(151658)
+    got = client.log.index("call a")
+    assert client.log[got - 1] == f"token {close_index}"
+    assert client.log.index("done") > got
+
+
+@pytest.mark.autojump
+async def test_real_client_over_loopback(tok: Tokenizer) -> None:
+    # The lead's Client against a loopback server replaying forced_hermes with
+    # 10 ms between events: the call closes 1 token before the end.
+    seen: list[str] = []
+    server = ReplayServer()
+    async with trio.open_nursery() as outer:
+        await outer.start(server.serve)
+        url = server.url("slow=forced_hermes")
+        async with tokstream.Client(url, model="tiny-qwen") as client, trio.open_nursery() as n:
+            chan = client.start_stream(n, [1, 2, 3], max_tokens=64)
+
+            def log(ev: object) -> None:
+                seen.append(type(ev).__name__)
+
+            handle = start_reply(n, chan, ResponseParser(tok), on_event=log)
+            async for call in handle.tool_calls:
+                seen.append(f"got {call.name}")
+            result = await handle.result()
+        outer.cancel_scope.cancel()
+    assert result.tool_calls[0].arguments == {"city": "Paris"}
+    assert seen.index("got get_weather") < seen.index("Done")
+    assert seen[-2:] == ["Reply", "Done"]
+
+
+async def test_buffered_burst_is_parsed_in_bounded_batches(tok: Tokenizer) -> None:
+    # 600 tokens already buffered: the reader yields to other tasks between
+    # batches, so a tool task can run before the whole burst is parsed.
+    head = tok.encode(hermes("a", {})).tolist()
+    ids = head + [9707] * (600 - len(head))
+    events: list[Event] = [*(Token(i) for i in ids), done_for(ids)]
+    observed: set[int] = set()
+
+    async def observer() -> None:
+        while not handle.finished:
+            observed.add(handle.tokens_seen)
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok))
+        nursery.start_soon(observer)
+        calls = [c async for c in handle.tool_calls]
+        await handle.result()
+    assert calls[0].name == "a"
+    assert observed & {256, 512}
+
+
+async def test_stream_error_surfaces_through_result(tok: Tokenizer) -> None:
+    ids = tok.encode("x" + hermes("a", {}) + '<tool_call>{"name": "b"').tolist()
+    err = InBandError("boom", server_message="boom")
+    events: list[Event] = [*(Token(i) for i in ids), Error(err)]
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok))
+        calls = [c async for c in handle.tool_calls]
+        with pytest.raises(InBandError) as info:
+            await handle.result()
+    assert info.value is err
+    assert [c.status for c in calls] == [ToolCallStatus.OK, ToolCallStatus.UNTERMINATED]
+    assert handle.reply is not None and handle.reply.token_ids.tolist() == ids
+
+
+async def test_events_ending_without_terminal_are_a_protocol_error(tok: Tokenizer) -> None:
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel([Token(9707)]), ResponseParser(tok))
+        with pytest.raises(ProtocolError, match="no Done or Error"):
+            await handle.result()
+    assert handle.reply is not None and handle.reply.content == "Hello"
+
+
+async def test_parser_callback_error_is_not_lost(tok: Tokenizer) -> None:
+    def bad(ev: object) -> None:
+        raise ValueError("callback broke")
+
+    events: list[Event] = [Token(9707), done_for([9707])]
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok), on_event=bad)
+        with pytest.raises(ValueError, match="callback broke"):
+            await handle.result()
+
+
+async def test_async_iterable_source(tok: Tokenizer) -> None:
+    ids = tok.encode(hermes("a", {"x": 1})).tolist()
+
+    async def source() -> AsyncIterator[Event]:
+        for i in ids:
+            yield Token(i)
+        yield done_for(ids)
+
+    async with open_reply(source(), ResponseParser(tok)) as handle:
+        calls = [c async for c in handle.tool_calls]
+        result = await handle.result()
+    assert calls[0].arguments == {"x": 1} and result.done.token_ids.tolist() == ids
+
+
+@pytest.mark.autojump
+async def test_open_reply_exit_early_aborts_the_stream(tok: Tokenizer) -> None:
+    ids = tok.encode("word " * 50).tolist()
+    client = FakeClient([ids])
+    async with trio.open_nursery() as nursery:
+        chan = client.start_stream(nursery, [1])
+        async with open_reply(chan, ResponseParser(tok)) as handle:
+            await trio.sleep(0.1)
+        assert handle.finished
+        await trio.testing.wait_all_tasks_blocked()
+    assert "done" not in client.log
+    assert client.log[-1] == "stream closed by reader"
+
+
+async def test_open_reply_raises_unretrieved_error_on_exit(tok: Tokenizer) -> None:
+    err = InBandError("boom", server_message="boom")
+    with pytest.raises(InBandError):
+        async with open_reply(scripted_channel([Error(err)]), ResponseParser(tok)) as handle:
+            async for _ in handle.tool_calls:
+                pass
+
+
+# -- the turn loop ----------------------------------------------------------------------------
+
+
+def new_context(tok: Tokenizer) -> Context:
+    ctx = Context(tok)
+    ctx.add_user("Weather in Paris and Tokyo?")
+    return ctx
+
+
+@pytest.mark.autojump
+async def test_turn_runs_tools_while_generating_and_collects_in_order(tok: Tokenizer) -> None:
+    first = tok.encode(
+        "<think>\nTwo cities.\n</think>\n\n"
+        + hermes("get_weather", {"city": "Paris"})
+        + "\n"
+        + hermes("slow_weather", {"city": "Tokyo"})
+        + "<|im_end|>"
+    ).tolist()
+    second = tok.encode("Paris 21C, Tokyo 18C.<|im_end|>").tolist()
+    client = FakeClient([first, second])
+    log = client.log
+
+    async def get_weather(city: str) -> dict[str, Any]:
+        log.append(f"start get_weather {city}")
+        await trio.sleep(0.001)
+        log.append("end get_weather")
+        return {"city": city, "temp_c": 21}
+
+    async def slow_weather(city: str) -> str:
+        log.append(f"start slow_weather {city}")
+        await trio.sleep(5)
+        log.append("end slow_weather")
+        return f"{city}: 18C"
+
+    seen: list[object] = []
+    ctx = new_context(tok)
+    turns = await run_agent(
+        client,
+        ctx,
+        tools={"get_weather": get_weather, "slow_weather": slow_weather},
+        on_event=seen.append,
+        max_tokens=128,
+    )
+    assert len(turns) == 2
+    turn = turns[0]
+    # Tool 1 started while the model was still writing tool 2; tool 2 (slow)
+    # finished long after the stream's Done.
+    assert log.index("start get_weather Paris") < log.index("done")
+    assert log.index("end get_weather") < log.index("done")
+    assert log.index("done") < log.index("end slow_weather")
+    # Results in call order, not completion order.
+    assert [r.call.name for r in turn.tool_results] == ["get_weather", "slow_weather"]
+    assert [r.content for r in turn.tool_results] == [
+        '{"city": "Paris", "temp_c": 21}',
+        "Tokyo: 18C",
+    ]
+    r0 = turn.tool_results[0]
+    assert r0.started_at_token is not None and r0.started_at_token < len(first)
+    # Event order seen by the callback: call 0, its start, ..., Done, results.
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds.index("ToolStarted") < kinds.index("Done")
+    started = [e for e in seen if isinstance(e, ToolStarted)]
+    assert [s.call.name for s in started] == ["get_weather", "slow_weather"]
+    # The context holds the exact streamed IDs, then the tool results, then turn 2.
+    assert ctx.prompt_ids()[ctx.generation_mask()].tolist() == first + second
+    roles = [m.role for m in ctx.messages]
+    assert roles == ["user", "assistant", "tool", "tool", "assistant"]
+    # The second request's prompt was the context after turn 1.
+    assert client.prompts[1] == ctx.prompt_ids()[: len(client.prompts[1])].tolist()
+    assert first == client.prompts[1][len(client.prompts[0]) : len(client.prompts[0]) + len(first)]
+    assert turns[1].reply.content == "Paris 21C, Tokyo 18C."
+    assert client.fields[0] == {"max_tokens": 128}
+
+
+@pytest.mark.autojump
+async def test_tool_errors_become_results(tok: Tokenizer) -> None:
+    ids = tok.encode(
+        hermes("explode", {})
+        + hermes("missing", {})
+        + '<tool_call>\n{"name": "explode", bad}\n</tool_call>'
+        + "<|im_end|>"
+    ).tolist()
+    client = FakeClient([ids])
+
+    async def explode() -> str:
+        raise KeyError("nope")
+
+    ctx = new_context(tok)
+    turn = await run_turn(client, ctx, tools={"explode": explode})
+    results = turn.tool_results
+    assert [r.ok for r in results] == [False, False, False]
+    assert results[0].content == "error: KeyError('nope')"
+    assert results[0].started_at_token is not None
+    assert "unknown tool" in results[1].content
+    assert results[2].call.status is ToolCallStatus.INVALID_JSON
+    assert results[2].content.startswith("error: malformed tool call (invalid_json)")
+    assert [m.role for m in ctx.messages][-3:] == ["tool", "tool", "tool"]
+
+
+@pytest.mark.autojump
+async def test_cancelling_the_turn_cancels_stream_and_tools(tok: Tokenizer) -> None:
+    ids = tok.encode(hermes("hang", {}) + " and a long tail " * 20).tolist()
+    client = FakeClient([ids])
+    log = client.log
+
+    async def hang() -> str:
+        log.append("tool start")
+        try:
+            await trio.sleep_forever()
+        finally:
+            log.append("tool cancelled")
+        return "never"
+
+    ctx = new_context(tok)
+    before = len(ctx)
+    with trio.move_on_after(0.5) as scope:
+        await run_turn(client, ctx, tools={"hang": hang})
+    assert scope.cancelled_caught
+    assert "tool start" in log and "tool cancelled" in log
+    assert "done" not in log and "stream cancelled" in log
+    assert len(ctx) == before and ctx.open_reply is None
+    assert [m.role for m in ctx.messages] == ["user"]
+
+
+@pytest.mark.autojump
+async def test_stream_error_cancels_tools_and_raises(tok: Tokenizer) -> None:
+    ids = tok.encode(hermes("hang", {}) + " tail tail tail tail").tolist()
+    client = FakeClient([ids])
+    client.fail_after = len(ids) - 2
+    cancelled: list[bool] = []
+
+    async def hang() -> str:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.append(True)
+            raise
+        return "never"
+
+    ctx = new_context(tok)
+    before = len(ctx)
+    with pytest.raises(InBandError, match="boom"):
+        await run_turn(client, ctx, tools={"hang": hang})
+    assert cancelled == [True]
+    assert len(ctx) == before and ctx.open_reply is None
+
+
+def test_tool_result_and_started_are_frozen_nouns(tok: Tokenizer) -> None:
+    call = ToolCall(0, "f", {}, ToolCallStatus.OK, "", np.zeros(0, dtype=np.int32))
+    r = ToolResult(call, "x")
+    with pytest.raises(AttributeError):
+        r.content = "y"  # type: ignore[misc]
+    assert r.ok and not ToolResult(call, "e", "why").ok
+    assert ToolStarted(call, 3).token_index == 3

@@ -1,0 +1,271 @@
+"""The trio shell around the response parser: read a stream, hand out tool calls.
+
+:func:`start_reply` runs one task in the caller's nursery. It reads a token
+stream's events (``Client.start_stream``'s channel, or an open
+``Client.stream``), feeds the sans-IO :class:`~tokstream.ResponseParser`, and
+sends each :class:`~tokstream.ToolCall` on :attr:`ReplyHandle.tool_calls` the
+moment its closing tag arrives, so a tool can run while the model is still
+writing. :meth:`ReplyHandle.result` gives the outcome: the finished reply, or
+the stream's (or parser's) error, re-raised where it is awaited, never lost
+in the task. :func:`open_reply` is the ``async with`` form.
+
+The task does no I/O of its own and starts no other task. It drains what has
+already arrived with ``receive_nowait`` and feeds it to the parser in one
+batch of at most ``_BATCH`` tokens, then yields to trio (waiting for the next
+event, or an explicit checkpoint after a full batch, so a fast stream cannot
+starve running tools). A tool call is therefore handed out within one batch
+of already-arrived tokens after its closing tag, before any later event is
+awaited. Cancellation is trio's and is never
+swallowed; a channel it was given is closed when it stops, which makes the
+client abort the request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import trio
+
+from ._events import Done, Error, Event, Token
+from ._exceptions import ProtocolError
+from ._parser import ParseEvent, Reply, ResponseParser, ToolCall
+
+__all__ = ["ReplyHandle", "StreamedReply", "open_reply", "start_reply"]
+
+_BATCH = 256
+
+EventSource: TypeAlias = trio.MemoryReceiveChannel[Event] | AsyncIterable[Event]
+OnEvent: TypeAlias = Callable[[ParseEvent | Done | Error], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedReply:
+    """A finished reply: what the parser made of it, and how the stream ended.
+
+    Attributes:
+        reply: The parsed reply (reasoning, content, tool calls, segments).
+        done: The stream's ``Done`` event (finish reason, every ID, usage...).
+    """
+
+    reply: Reply
+    done: Done
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The reply's tool calls, in order (malformed ones included)."""
+        return self.reply.tool_calls
+
+
+class ReplyHandle:
+    """One running reply: its tool calls as they close, and its outcome.
+
+    Returned by :func:`start_reply` (or yielded by :func:`open_reply`).
+
+    Attributes:
+        tool_calls: Receives every :class:`~tokstream.ToolCall` the moment it
+            completes (malformed ones too: check ``call.status``), then closes
+            when the reply ends, however it ends. Unbounded, so a slow consumer
+            never stalls the stream.
+    """
+
+    def __init__(self, parser: ResponseParser) -> None:
+        self.parser = parser
+        send, receive = trio.open_memory_channel[ToolCall](math.inf)
+        self._send = send
+        self.tool_calls: trio.MemoryReceiveChannel[ToolCall] = receive
+        self._finished = trio.Event()
+        self._reply: Reply | None = None
+        self._value: StreamedReply | None = None
+        self._error: BaseException | None = None
+        self._retrieved = False
+        self._cancelled = False
+        self._tokens = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether the reply has ended (successfully or not)."""
+        return self._finished.is_set()
+
+    @property
+    def tokens_seen(self) -> int:
+        """How many tokens the parser has consumed so far."""
+        return self._tokens
+
+    @property
+    def reply(self) -> Reply | None:
+        """The parsed reply once the stream ended, also after a stream error
+        (then partial: an open call is ``UNTERMINATED``); else ``None``."""
+        return self._reply
+
+    async def result(self) -> StreamedReply:
+        """Wait for the reply to end and return it.
+
+        Returns:
+            The :class:`StreamedReply` (parsed reply and ``Done``).
+
+        Raises:
+            TokstreamError: The stream's error (the ``Error`` event's
+                ``error``), or :class:`~tokstream.ProtocolError` if the events
+                ended with no ``Done`` or ``Error``. The partial reply is on
+                :attr:`reply`.
+            Exception: Whatever the parser (or an ``on_event`` callback) raised.
+            RuntimeError: The reading task was cancelled before the end.
+        """
+        await self._finished.wait()
+        self._retrieved = True
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+    # -- the task -------------------------------------------------------------------------
+
+    async def _run(self, events: EventSource, on_event: OnEvent | None) -> None:
+        try:
+            if isinstance(events, trio.MemoryReceiveChannel):
+                async with events:
+                    await self._drain(events, on_event)
+            else:
+                terminal: Done | Error | None = None
+                async for ev in events:
+                    if isinstance(ev, Token):
+                        self._feed([ev], on_event)
+                    else:
+                        terminal = ev
+                        break
+                self._end(terminal, on_event)
+        except trio.Cancelled:
+            self._cancelled = True
+            self._fail(RuntimeError("the reply's reader task was cancelled before the end"))
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._send.close()
+            self._finished.set()
+
+    async def _drain(
+        self, recv: trio.MemoryReceiveChannel[Event], on_event: OnEvent | None
+    ) -> None:
+        batch: list[Token] = []
+        while True:
+            try:
+                ev = recv.receive_nowait()
+            except trio.WouldBlock:
+                if batch:
+                    self._feed(batch, on_event)
+                    batch = []
+                    continue
+                try:
+                    ev = await recv.receive()
+                except trio.EndOfChannel:
+                    self._end(None, on_event)
+                    return
+            except trio.EndOfChannel:
+                self._feed(batch, on_event)
+                self._end(None, on_event)
+                return
+            if isinstance(ev, Token):
+                batch.append(ev)
+                if len(batch) >= _BATCH:
+                    self._feed(batch, on_event)
+                    batch = []
+                    await trio.lowlevel.checkpoint()
+            else:
+                self._feed(batch, on_event)
+                self._end(ev, on_event)
+                return
+
+    def _feed(self, tokens: list[Token], on_event: OnEvent | None) -> None:
+        if tokens:
+            self._tokens += len(tokens)
+            self._publish(self.parser.feed(tokens), on_event)
+
+    def _publish(self, events: list[ParseEvent], on_event: OnEvent | None) -> None:
+        for ev in events:
+            if on_event is not None:
+                on_event(ev)
+            if isinstance(ev, ToolCall):
+                self._send.send_nowait(ev)
+
+    def _end(self, terminal: Done | Error | None, on_event: OnEvent | None) -> None:
+        events = self.parser.finish()
+        reply = events[-1]
+        assert isinstance(reply, Reply)
+        self._reply = reply
+        self._publish(events, on_event)
+        if on_event is not None and terminal is not None:
+            on_event(terminal)
+        if isinstance(terminal, Done):
+            self._value = StreamedReply(reply, terminal)
+        elif isinstance(terminal, Error):
+            self._error = terminal.error
+        else:
+            self._error = ProtocolError(
+                "the token stream ended with no Done or Error event after "
+                f"{self._tokens} tokens; the reply is incomplete (partial reply on "
+                "ReplyHandle.reply)"
+            )
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None and self._value is None:
+            self._error = exc
+
+
+def start_reply(
+    nursery: trio.Nursery,
+    events: EventSource,
+    parser: ResponseParser,
+    *,
+    on_event: OnEvent | None = None,
+) -> ReplyHandle:
+    """Start parsing a token stream in ``nursery``; return its handle.
+
+    Args:
+        nursery: Where the one reading task runs.
+        events: The stream's events: ``Client.start_stream``'s channel (closed
+            by the task when it stops, which aborts the request), or any async
+            iterable of events such as an open ``Client.stream``.
+        parser: A fresh :class:`~tokstream.ResponseParser` for this reply.
+        on_event: Called, in the task, with every parse event (deltas, calls,
+            the final :class:`~tokstream.Reply`) and then the stream's ``Done``
+            or ``Error``. Keep it quick; what it raises becomes the outcome.
+
+    Returns:
+        The :class:`ReplyHandle`. Always await :meth:`ReplyHandle.result`: it is
+        where a stream error surfaces.
+    """
+    handle = ReplyHandle(parser)
+    nursery.start_soon(handle._run, events, on_event)
+    return handle
+
+
+@asynccontextmanager
+async def open_reply(
+    events: EventSource,
+    parser: ResponseParser,
+    *,
+    on_event: OnEvent | None = None,
+) -> AsyncIterator[ReplyHandle]:
+    """``async with`` form of :func:`start_reply`, with its own nursery.
+
+    Leaving the block before the reply ends cancels the reading task (and,
+    for a channel, aborts the stream). If the reply failed and the block never
+    awaited :meth:`ReplyHandle.result`, the error is raised on exit.
+
+    Yields:
+        The :class:`ReplyHandle`.
+    """
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, events, parser, on_event=on_event)
+        try:
+            yield handle
+        finally:
+            if not handle.finished:
+                nursery.cancel_scope.cancel()
+    if handle._error is not None and not handle._retrieved and not handle._cancelled:
+        raise handle._error

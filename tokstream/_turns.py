@@ -1,0 +1,263 @@
+"""The agent turn loop: stream a reply, run its tools while it streams, continue.
+
+:func:`run_turn` does one turn on a :class:`~tokstream.Context`:
+
+1. begin the assistant reply and start the stream and the parser (whose
+   segments grow the context's reply leaf by leaf);
+2. start each tool call's async function in a nursery **the moment the call
+   closes**, while generation continues;
+3. collect the results in call order (not completion order);
+4. close the reply with the exact streamed IDs and append one tool message per
+   call;
+5. return, so the next turn can start (:func:`run_agent` loops until a reply
+   has no tool calls).
+
+A tool that raises, a malformed call and an unknown tool become tool-error
+results (the model sees the error) and the loop goes on. A stream error is
+raised from :func:`run_turn` after the running tools are cancelled, and the
+half-grown reply is discarded from the context. Cancelling the turn cancels the
+stream and every running tool; the reply is discarded and ``trio.Cancelled``
+propagates untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import trio
+
+from ._events import Done, Error, Event
+from ._parser import ParseEvent, Reply, ResponseParser, ThinkingMode, ToolCall, ToolFormat
+from ._parser._tools import ToolSpecs
+from ._runner import ReplyHandle, StreamedReply, start_reply
+
+if TYPE_CHECKING:
+    from ._context import Context, Message
+
+__all__ = ["ToolResult", "ToolStarted", "Turn", "run_agent", "run_turn"]
+
+ToolFunction: TypeAlias = Callable[..., Awaitable[Any]]
+
+
+class _StreamStarter(Protocol):
+    def start_stream(
+        self, nursery: trio.Nursery, request: object, /, **fields: Any
+    ) -> trio.MemoryReceiveChannel[Event]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    """A tool's function was started.
+
+    Attributes:
+        call: The call being run.
+        token_index: How many reply tokens had streamed when it started.
+    """
+
+    call: ToolCall
+    token_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What one tool call produced (or why it did not run or failed).
+
+    Attributes:
+        call: The call.
+        content: The text appended to the context as the tool message: the
+            function's return value (``str`` as is, else JSON), or an error
+            message starting with ``"error: "``.
+        error: ``None`` on success; else why: the exception's ``repr``, the
+            call's parse problem, or an unknown tool name.
+        started_at_token: Reply tokens streamed when the tool started
+            (``None`` if it never ran).
+        finished_at_token: Reply tokens streamed when it finished.
+    """
+
+    call: ToolCall
+    content: str
+    error: str | None = None
+    started_at_token: int | None = None
+    finished_at_token: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the tool ran and returned normally."""
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One finished turn.
+
+    Attributes:
+        reply: The parsed reply.
+        done: The stream's ``Done`` event.
+        tool_results: One result per tool call, in call order.
+        message: The assistant message node in the context.
+    """
+
+    reply: Reply
+    done: Done
+    tool_results: tuple[ToolResult, ...]
+    message: Message
+
+
+OnTurnEvent: TypeAlias = Callable[[ParseEvent | Done | Error | ToolStarted | ToolResult], None]
+
+
+def _as_content(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+async def _run_tool(
+    call: ToolCall,
+    fn: ToolFunction | None,
+    handle: ReplyHandle,
+    slot: int,
+    results: list[ToolResult | None],
+    on_event: OnTurnEvent | None,
+) -> None:
+    if not call.ok:
+        results[slot] = ToolResult(
+            call, f"error: malformed tool call ({call.status}): {call.error}", call.error
+        )
+    elif fn is None:
+        msg = f"unknown tool {call.name!r}"
+        results[slot] = ToolResult(call, f"error: {msg}", msg)
+    else:
+        start = handle.tokens_seen
+        if on_event is not None:
+            on_event(ToolStarted(call, start))
+        try:
+            value = await fn(**(call.arguments or {}))
+        except Exception as exc:
+            results[slot] = ToolResult(
+                call, f"error: {exc!r}", repr(exc), start, handle.tokens_seen
+            )
+        else:
+            results[slot] = ToolResult(call, _as_content(value), None, start, handle.tokens_seen)
+    if on_event is not None:
+        result = results[slot]
+        assert result is not None
+        on_event(result)
+
+
+async def run_turn(
+    client: _StreamStarter,
+    context: Context,
+    *,
+    tools: Mapping[str, ToolFunction],
+    tool_specs: ToolSpecs | None = None,
+    tool_format: ToolFormat = "hermes",
+    thinking: bool | None = None,
+    parser_thinking: ThinkingMode = "auto",
+    on_event: OnTurnEvent | None = None,
+    **sampling: Any,
+) -> Turn:
+    """Run one assistant turn with concurrent tool execution.
+
+    Args:
+        client: A :class:`~tokstream.Client` (anything with ``start_stream``).
+        context: The conversation; its reply and the tool results are appended.
+        tools: Tool name -> ``async def`` taking the call's arguments as
+            keyword arguments. The return value becomes the tool message.
+        tool_specs: Tool definitions for the parser (types for Qwen3-Coder
+            values, unknown-name detection). Default: the names in ``tools``.
+        tool_format: ``"hermes"`` or ``"qwen3_coder"``.
+        thinking: Passed to ``context.begin_assistant`` (generation prompt).
+        parser_thinking: The parser's ``thinking`` mode (``"open"`` if the
+            generation prompt opens ``<think>``).
+        on_event: Called with parse events, the stream's ``Done``/``Error``,
+            :class:`ToolStarted` and each :class:`ToolResult`, in order.
+        **sampling: Request fields for ``client.start_stream`` (``max_tokens``,
+            ``temperature``, ``extra_body``, ...).
+
+    Returns:
+        The :class:`Turn`.
+
+    Raises:
+        TokstreamError: The stream failed (running tools are cancelled first,
+            and the reply is discarded from the context).
+        InvalidRequest: Bad request fields, before any I/O.
+    """
+    specs: ToolSpecs = tool_specs if tool_specs is not None else {name: {} for name in tools}
+    builder = context.open_reply or context.begin_assistant(thinking=thinking)
+    parser = ResponseParser(
+        context.tokenizer,
+        tool_format=tool_format,
+        tools=specs,
+        thinking=parser_thinking,
+        reply=builder,
+    )
+    results: list[ToolResult | None] = []
+    failure: Exception | None = None
+    streamed: StreamedReply | None = None
+    closed = False
+    try:
+        async with trio.open_nursery() as nursery:
+            events = client.start_stream(nursery, context.prompt_ids(), **sampling)
+            handle = start_reply(nursery, events, parser, on_event=on_event)
+            async for call in handle.tool_calls:
+                results.append(None)
+                fn = tools.get(call.name) if call.name is not None else None
+                nursery.start_soon(_run_tool, call, fn, handle, len(results) - 1, results, on_event)
+            try:
+                streamed = await handle.result()
+            except Exception as exc:
+                failure = exc
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        assert streamed is not None
+        message = builder.finish(streamed.done)
+        closed = True
+    finally:
+        if not closed and builder.is_open:
+            builder.discard()
+    done_results = tuple(r for r in results if r is not None)
+    assert len(done_results) == len(results)
+    for r in done_results:
+        context.add_tool(r.content, name=r.call.name)
+    return Turn(streamed.reply, streamed.done, done_results, message)
+
+
+async def run_agent(
+    client: _StreamStarter,
+    context: Context,
+    *,
+    tools: Mapping[str, ToolFunction],
+    max_turns: int = 8,
+    **options: Any,
+) -> list[Turn]:
+    """Run turns until a reply makes no tool call (or ``max_turns`` is reached).
+
+    Args:
+        client: A :class:`~tokstream.Client`.
+        context: The conversation, ending with the user's message.
+        tools: As in :func:`run_turn`.
+        max_turns: The most turns to run.
+        **options: Passed to every :func:`run_turn` (``tool_specs``,
+            ``tool_format``, ``on_event``, sampling fields...).
+
+    Returns:
+        The turns, in order.
+
+    Raises:
+        TokstreamError: A stream failed (earlier turns stay in the context).
+    """
+    turns: list[Turn] = []
+    for _ in range(max_turns):
+        turn = await run_turn(client, context, tools=tools, **options)
+        turns.append(turn)
+        if not turn.reply.tool_calls:
+            break
+    return turns
