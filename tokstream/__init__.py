@@ -44,7 +44,20 @@ from ._exceptions import (
     TransportError,
     UnprocessableEntityError,
 )
+from ._parser import (
+    ParseEvent,
+    Reply,
+    ReplySegment,
+    ResponseParser,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallStarted,
+    ToolCallStatus,
+    parse_output,
+)
 from ._request import CompletionRequest
+from ._runner import ReplyHandle, StreamedReply, open_reply, start_reply
 from ._sse import SSEDecoder, SSEEvent
 from ._tokenizer import (
     IncrementalDetokenizer,
@@ -52,6 +65,7 @@ from ._tokenizer import (
     TokenizerNotFoundError,
     UnknownTokenError,
 )
+from ._turns import ToolResult, ToolStarted, Turn, run_agent, run_turn
 
 __version__ = "0.1.0"
 
@@ -82,24 +96,43 @@ __all__ = [
     "ModelInfo",
     "NotFoundError",
     "OutputError",
+    "ParseEvent",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",
+    "Reply",
     "ReplyBuilder",
+    "ReplyHandle",
+    "ReplySegment",
+    "ResponseParser",
     "SSEDecoder",
     "SSEEvent",
     "StallTimeout",
     "StreamDecoder",
     "StreamError",
     "StreamStatistics",
+    "StreamedReply",
+    "TextDelta",
+    "ThinkingDelta",
     "Timeouts",
     "Token",
     "Tokenizer",
     "TokenizerNotFoundError",
     "TokstreamError",
+    "ToolCall",
+    "ToolCallStarted",
+    "ToolCallStatus",
+    "ToolResult",
+    "ToolStarted",
     "TransportError",
+    "Turn",
     "UnknownTokenError",
     "UnprocessableEntityError",
     "Usage",
+    "open_reply",
+    "parse_output",
+    "run_agent",
+    "run_turn",
+    "start_reply",
 ]
