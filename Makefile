@@ -35,6 +35,11 @@ test-fast: venv
 demo: venv vllm
 	$(BIN)/python examples/demo.py $(ARGS)
 
+# Benchmarks print numbers and never fail. The parser's needs only the tiny model's tokenizer.
+bench: venv
+	$(BIN)/python -m tokstream.vllm_cpu model
+	$(BIN)/python tests/bench/bench_parser.py --tokenizer .vllm/tiny-qwen
+
 lint: venv
 	$(BIN)/ruff check tokstream tests examples
 	$(BIN)/ruff format --check tokstream tests examples
