@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokstream import Token
+from tokstream import OutputError, Token
 from tokstream._context import Context
 from tokstream._parser import (
     Reply,
@@ -142,6 +142,7 @@ def test_several_calls_text_around_and_between(tok: Tokenizer) -> None:
     assert [c.name for c in reply.tool_calls] == ["get_weather", "convert", "get_weather"]
     assert [c.index for c in reply.tool_calls] == [0, 1, 2]
     assert all(c.ok for c in reply.tool_calls)
+    reply.tool_calls[0].raise_for_status()
     assert reply.content == "Before. \nbetween\n after"
     assert [s.kind for s in reply.segments] == [
         "text",
@@ -198,6 +199,8 @@ def test_malformed_hermes_is_reported_not_dropped(
     assert call.name == name
     assert call.raw == f"\n{body}\n"
     assert reply.content == "ab"
+    with pytest.raises(OutputError, match=status.value):
+        call.raise_for_status()
 
 
 def test_unclosed_call_at_end(tok: Tokenizer) -> None:

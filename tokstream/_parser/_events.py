@@ -25,6 +25,8 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from .._exceptions import OutputError
+
 __all__ = [
     "ParseEvent",
     "Reply",
@@ -132,6 +134,21 @@ class ToolCall:
     def ok(self) -> bool:
         """Whether the call is well-formed (``status is ToolCallStatus.OK``)."""
         return self.status is ToolCallStatus.OK
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`~tokstream.OutputError` unless the call is well-formed.
+
+        Raises:
+            OutputError: ``status`` is not ``OK``; the message names the call,
+                the problem and the start of the raw text.
+        """
+        if self.status is not ToolCallStatus.OK:
+            raw = self.raw if len(self.raw) <= 200 else self.raw[:197] + "..."
+            raise OutputError(
+                f"tool call #{self.index} ({self.name or 'unnamed'}) is {self.status.value}: "
+                f"{self.error}; raw text {raw!r}. Check call.status before running it, or "
+                "answer the model with the error so it can retry."
+            )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToolCall):
