@@ -252,6 +252,7 @@ class ResponseParser:
         "_segments",
         "_state",
         "_state_codes",
+        "_tag_get",
         "_tag_ids",
         "_text_tags",
         "_thinking_unterminated",
@@ -317,6 +318,7 @@ class ResponseParser:
             self._text_tags[state] = tags
             self._prefixes[state] = frozenset(t[:k] for t, _ in tags for k in range(1, len(t)))
         self._feed_piece: Callable[[int], str] = tokenizer.detokenizer().feed
+        self._tag_get = self._tag_ids.get
         self._segments: list[ReplySegment] = []
         self._calls: list[ToolCall] = []
         self._content: list[str] = []
@@ -370,7 +372,7 @@ class ResponseParser:
             raise RuntimeError("ResponseParser.feed() after finish()")
         events: list[ParseEvent] = []
         self._events = events
-        tag_get = self._tag_ids.get
+        tag_get = self._tag_get
         piece_of = self._feed_piece
         delta = self._delta
         cur = self._cur
@@ -430,7 +432,7 @@ class ResponseParser:
             raise RuntimeError("ResponseParser.feed_ids() after finish()")
         events: list[ParseEvent] = []
         self._events = events
-        tag_get = self._tag_ids.get
+        tag_get = self._tag_get
         piece_of = self._feed_piece
         delta = self._delta
         cur = self._cur
