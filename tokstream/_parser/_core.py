@@ -482,8 +482,6 @@ class ResponseParser:
         self._events.append(reply)
         return self._events
 
-    # -- the per-token path --------------------------------------------------------------
-
     # -- the slow path: tags, hold-back, transitions ----------------------------------------
 
     def _slow(self, tid: int, lp: float | None, piece: str, code: int | None) -> None:
