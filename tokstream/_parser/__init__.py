@@ -7,14 +7,7 @@ convenience form for a finished output.
 
 from __future__ import annotations
 
-from ._core import (
-    Detokenizer,
-    LeafSink,
-    ParserTokenizer,
-    ResponseParser,
-    ThinkingMode,
-    ToolFormat,
-)
+from ._core import ResponseParser
 from ._events import (
     ParseEvent,
     Reply,
@@ -26,6 +19,7 @@ from ._events import (
     ToolCallStarted,
     ToolCallStatus,
 )
+from ._protocols import Detokenizer, LeafSink, ParserTokenizer, ThinkingMode, ToolFormat
 from ._whole import parse_output
 
 __all__ = [

@@ -65,7 +65,7 @@ run of same-kind text.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -83,59 +83,24 @@ from ._events import (
     ToolCallStatus,
 )
 from ._hermes import parse_hermes
+from ._protocols import LeafSink, ParserTokenizer, ThinkingMode, ToolFormat
 from ._qwen3_coder import parse_qwen3_coder
+from ._segments import OpenSegment, freeze_ids
+from ._tags import (
+    CALL_CLOSE,
+    STOP,
+    TEXT,
+    THINK,
+    THINK_CLOSE,
+    THINK_OPEN,
+    TOOL,
+    build_tag_tables,
+)
 from ._tools import ToolSchemas, ToolSpecs, normalise_tools
 
-__all__ = [
-    "Detokenizer",
-    "LeafSink",
-    "ParserTokenizer",
-    "ResponseParser",
-    "ThinkingMode",
-    "ToolFormat",
-]
+__all__ = ["ResponseParser"]
 
-ToolFormat: TypeAlias = Literal["hermes", "qwen3_coder"]
-ThinkingMode: TypeAlias = Literal["auto", "open", "off"]
-
-
-class Detokenizer(Protocol):
-    """An incremental detokenizer: one stream's IDs in, text deltas out."""
-
-    def feed(self, ids: int) -> str:
-        """Push one ID; return the text it completes (``""`` while held back)."""
-        ...
-
-
-class ParserTokenizer(Protocol):
-    """What the parser needs from a tokenizer (``tokstream.Tokenizer`` has it)."""
-
-    @property
-    def added_tokens(self) -> dict[str, int]:
-        """Added tokens (specials and tags such as ``<tool_call>``): name -> ID."""
-        ...
-
-    def detokenizer(self) -> Detokenizer:
-        """A fresh incremental detokenizer for one stream."""
-        ...
-
-    def encode(self, text: str) -> npt.NDArray[np.int32]:
-        """Encode text to IDs, adding no special tokens of its own."""
-        ...
-
-
-_TEXT, _THINK, _TOOL = 0, 1, 2
 _KIND: tuple[SegmentKind, SegmentKind, SegmentKind] = ("text", "thinking", "tool_call")
-
-# Tag codes.
-_THINK_OPEN, _THINK_CLOSE, _CALL_OPEN, _CALL_CLOSE, _STOP = range(5)
-_TAG_TEXT = {
-    _THINK_OPEN: "<think>",
-    _THINK_CLOSE: "</think>",
-    _CALL_OPEN: "<tool_call>",
-    _CALL_CLOSE: "</tool_call>",
-}
-_STOP_NAMES = ("<|im_end|>", "<|endoftext|>")
 
 # (id, logprob, piece, start offset of the piece in the scanned string)
 _Pending: TypeAlias = tuple[int, float | None, str, int]
@@ -146,52 +111,11 @@ _FORMATS: dict[str, Callable[[str, ToolSchemas | None], Any]] = {
 }
 
 
-class LeafSink(Protocol):
-    """Where segments go as they complete: ``tokstream.ReplyBuilder`` fits."""
-
-    def add_leaf(
-        self,
-        kind: Any,
-        ids: Any,
-        text: str | None = None,
-        logprobs: Any = None,
-    ) -> object:
-        """Add one complete leaf (kind, exact IDs, their text and logprobs)."""
-        ...
-
-
-class _Open:
-    """The segment being built: its tokens so far."""
-
-    __slots__ = ("ids", "kind", "lps", "pieces", "start")
-
-    def __init__(self, kind: SegmentKind, start: int) -> None:
-        self.kind = kind
-        self.start = start
-        self.ids: list[int] = []
-        self.lps: list[float | None] = []
-        self.pieces: list[str] = []
-
-
 # Deltas are built without the frozen-dataclass __init__ (object.__setattr__ per
 # field): the per-token path creates one per feed() call, so it must be cheap.
 _new = object.__new__
 _set_text: Callable[[object, str], None] = TextDelta.__dict__["text"].__set__
 _set_think: Callable[[object, str], None] = ThinkingDelta.__dict__["text"].__set__
-
-
-def _freeze_ids(ids: list[int]) -> npt.NDArray[np.int32]:
-    arr = np.array(ids, dtype=np.int32)
-    arr.flags.writeable = False
-    return arr
-
-
-def _freeze_lps(lps: list[float | None]) -> npt.NDArray[np.float32] | None:
-    if not lps or any(lp is None for lp in lps):
-        return None
-    arr = np.array(lps, dtype=np.float32)
-    arr.flags.writeable = False
-    return arr
 
 
 class ResponseParser:
@@ -288,35 +212,16 @@ class ResponseParser:
 
             on_segment = grow
         self._on_segment = on_segment
-        added = tokenizer.added_tokens
-        codes = dict(_TAG_TEXT)
-        if thinking == "off":
-            del codes[_THINK_OPEN], codes[_THINK_CLOSE]
-        self._tag_ids: dict[int, int] = {
-            added[text]: code for code, text in codes.items() if text in added
-        }
-        stops = (
-            [added[n] for n in _STOP_NAMES if n in added] if stop_ids is None else list(stop_ids)
+        tables = build_tag_tables(
+            tokenizer.added_tokens,
+            thinking_tags=thinking != "off",
+            match_text=match_text,
+            stop_ids=stop_ids,
         )
-        for sid in stops:
-            self._tag_ids[int(sid)] = _STOP
-        by_state = {
-            _TEXT: (_THINK_OPEN, _CALL_OPEN),
-            _THINK: (_THINK_CLOSE, _CALL_OPEN),
-            _TOOL: (_CALL_CLOSE, _CALL_OPEN),
-        }
-        self._text_tags: dict[int, tuple[tuple[str, int], ...]] = {}
-        self._prefixes: dict[int, frozenset[str]] = {}
-        self._state_codes: dict[int, frozenset[int]] = {}
-        for state, state_codes in by_state.items():
-            self._state_codes[state] = frozenset(c for c in state_codes if c in codes)
-            tags = tuple(
-                (codes[c], c)
-                for c in state_codes
-                if c in codes and (match_text or codes[c] not in added)
-            )
-            self._text_tags[state] = tags
-            self._prefixes[state] = frozenset(t[:k] for t, _ in tags for k in range(1, len(t)))
+        self._tag_ids = tables.by_id
+        self._text_tags = tables.text_tags
+        self._prefixes = tables.prefixes
+        self._state_codes = tables.state_codes
         self._feed_piece: Callable[[int], str] = tokenizer.detokenizer().feed
         self._tag_get = self._tag_ids.get
         self._segments: list[ReplySegment] = []
@@ -331,8 +236,8 @@ class ResponseParser:
         self._assigned = 0
         self._finished = False
         self._thinking_unterminated = False
-        self._state = _THINK if thinking == "open" else _TEXT
-        self._cur = _Open(_KIND[self._state], 0)
+        self._state = THINK if thinking == "open" else TEXT
+        self._cur = OpenSegment(_KIND[self._state], 0)
 
     # -- public API ------------------------------------------------------------------
 
@@ -392,7 +297,7 @@ class ResponseParser:
                 self._slow(tid, t.logprob, piece, code)
                 cur, hold = self._cur, self._hold
         if delta:
-            if len(delta) == 1 and self._state == _TEXT and delta[0]:
+            if len(delta) == 1 and self._state == TEXT and delta[0]:
                 # _flush_delta() inlined for the streaming case: one content token.
                 text = delta.pop()
                 self._content.append(text)
@@ -476,7 +381,7 @@ class ResponseParser:
             content="".join(self._content),
             tool_calls=tuple(self._calls),
             segments=tuple(self._segments),
-            token_ids=_freeze_ids([int(i) for seg in self._segments for i in seg.ids]),
+            token_ids=freeze_ids([int(i) for seg in self._segments for i in seg.ids]),
             thinking_unterminated=self._thinking_unterminated,
         )
         self._events.append(reply)
@@ -490,7 +395,7 @@ class ResponseParser:
         if code is None:
             self._scan(tid, lp, piece, index)
             return
-        if code == _STOP:
+        if code == STOP:
             self._release_hold()
             self._close_all()
             self._open_segment("stop").ids.append(tid)
@@ -498,7 +403,7 @@ class ResponseParser:
             cur.lps.append(lp)
             cur.pieces.append(piece)
             self._close_segment()
-            self._switch(_TEXT)
+            self._switch(TEXT)
             return
         valid = code in self._state_codes[self._state]
         if not valid:
@@ -567,25 +472,25 @@ class ResponseParser:
     ) -> None:
         self._assign(before)
         state = self._state
-        if (code == _THINK_CLOSE and state == _THINK) or (code == _CALL_CLOSE and state == _TOOL):
+        if (code == THINK_CLOSE and state == THINK) or (code == CALL_CLOSE and state == TOOL):
             self._assign(tag_toks)
             self._close_current(terminated=True)
-            self._switch(_TEXT)
+            self._switch(TEXT)
             return
         self._close_current(terminated=False, cut_by="the next <tool_call>")
-        if code == _THINK_OPEN:
-            self._switch(_THINK)
+        if code == THINK_OPEN:
+            self._switch(THINK)
         else:
-            self._switch(_TOOL)
+            self._switch(TOOL)
             self._events.append(ToolCallStarted(len(self._calls), index))
         self._assign(tag_toks)
 
     def _switch(self, state: int) -> None:
         self._flush_delta()
         self._state = state
-        if state == _TOOL:
+        if state == TOOL:
             self._body = []
-        self._cur = _Open(_KIND[state], self._assigned)
+        self._cur = OpenSegment(_KIND[state], self._assigned)
 
     def _flush_delta(self) -> None:
         delta = self._delta
@@ -594,10 +499,10 @@ class ResponseParser:
         if not text:
             return
         state = self._state
-        if state == _TOOL:
+        if state == TOOL:
             self._body.append(text)
             return
-        if state == _TEXT:
+        if state == TEXT:
             self._content.append(text)
             ev: ParseEvent = _new(TextDelta)
             _set_text(ev, text)
@@ -610,7 +515,7 @@ class ResponseParser:
     def _close_current(self, *, terminated: bool, cut_by: str = "the end of the reply") -> None:
         """Close the open segment; a call is parsed, thinking may be unterminated."""
         state = self._state
-        if state == _TOOL:
+        if state == TOOL:
             self._flush_delta()
             cur = self._cur
             body = "".join(self._body)
@@ -626,7 +531,7 @@ class ResponseParser:
                 arguments=args,
                 status=status,
                 raw=body,
-                ids=seg.ids if seg is not None else _freeze_ids([]),
+                ids=seg.ids if seg is not None else freeze_ids([]),
                 error=error,
                 start_token=start,
                 end_token=start + len(cur.ids),
@@ -638,36 +543,30 @@ class ResponseParser:
 
     def _close_all(self) -> None:
         self._release_hold()
-        if self._state == _TOOL:
+        if self._state == TOOL:
             self._close_current(terminated=False)
-            self._switch(_TEXT)
-        elif self._state == _THINK:
+            self._switch(TEXT)
+        elif self._state == THINK:
             self._thinking_unterminated = True
             self._close_current(terminated=False)
-            self._switch(_TEXT)
+            self._switch(TEXT)
         else:
             self._flush_delta()
             self._close_segment()
 
-    def _open_segment(self, kind: SegmentKind) -> _Open:
+    def _open_segment(self, kind: SegmentKind) -> OpenSegment:
         self._close_segment()
-        self._cur = _Open(kind, self._assigned)
+        self._cur = OpenSegment(kind, self._assigned)
         return self._cur
 
     def _close_segment(self) -> ReplySegment | None:
         cur = self._cur
         if not cur.ids:
             return None
-        seg = ReplySegment(
-            kind=cur.kind,
-            text="".join(cur.pieces),
-            ids=_freeze_ids(cur.ids),
-            logprobs=_freeze_lps(cur.lps),
-            tool_call=len(self._calls) if cur.kind == "tool_call" else None,
-        )
+        seg = cur.freeze(len(self._calls) if cur.kind == "tool_call" else None)
         self._segments.append(seg)
         self._assigned += len(cur.ids)
-        self._cur = _Open(cur.kind, self._assigned)
+        self._cur = OpenSegment(cur.kind, self._assigned)
         if self._on_segment is not None:
             self._on_segment(seg)
         return seg

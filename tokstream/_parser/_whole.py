@@ -11,8 +11,9 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from ._core import ParserTokenizer, ResponseParser, ThinkingMode, ToolFormat
+from ._core import ResponseParser
 from ._events import Reply
+from ._protocols import ParserTokenizer, ThinkingMode, ToolFormat
 from ._tools import ToolSpecs
 
 __all__ = ["parse_output"]
