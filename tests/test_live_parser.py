@@ -29,6 +29,9 @@ pytestmark = pytest.mark.vllm
 
 PROMPT = "<|im_start|>user\nWeather in Paris and Tokyo?<|im_end|>\n<|im_start|>assistant\n"
 SAMPLING: dict[str, Any] = {"temperature": 0.0, "top_p": 1.0}
+# Makes the model spend ~100+ tokens writing the second call, so the first tool
+# demonstrably runs while generation continues.
+LONG_NOTE = "Please include the hourly forecast, humidity, wind and pressure. " * 8
 
 
 def hermes(name: str, args: object) -> str:
@@ -152,7 +155,7 @@ async def test_live_tool_runs_before_done_two_calls_slow_second(
         "<think>\nTwo cities.\n</think>\n\n"
         + hermes("get_weather", {"city": "Paris"})
         + "\n"
-        + hermes("slow_weather", {"city": "Tokyo"})
+        + hermes("slow_weather", {"city": "Tokyo", "note": LONG_NOTE})
     ).tolist()
     second = tok.encode("Paris: 21 °C. Tokyo: 18 °C.").tolist()
     log: list[str] = []
@@ -161,7 +164,7 @@ async def test_live_tool_runs_before_done_two_calls_slow_second(
         log.append(f"start get_weather {city}")
         return {"city": city, "temp_c": 21}
 
-    async def slow_weather(city: str) -> str:
+    async def slow_weather(city: str, note: str) -> str:
         log.append(f"start slow_weather {city}")
         await trio.sleep(0.5)
         log.append("end slow_weather")
