@@ -66,6 +66,7 @@ class ReplyHandle:
     Returned by :func:`start_reply` (or yielded by :func:`open_reply`).
 
     Attributes:
+        parser: The :class:`~tokstream.ResponseParser` being fed.
         tool_calls: Receives every :class:`~tokstream.ToolCall` the moment it
             completes (malformed ones too: check ``call.status``), then closes
             when the reply ends, however it ends. Unbounded, so a slow consumer
@@ -237,7 +238,9 @@ def start_reply(
 
     Returns:
         The :class:`ReplyHandle`. Always await :meth:`ReplyHandle.result`: it is
-        where a stream error surfaces.
+        where a stream error surfaces. Cancelling ``nursery`` stops the task
+        (closing the channel, which aborts the request) and ends the handle:
+        ``tool_calls`` closes and ``result()`` raises ``RuntimeError``.
     """
     handle = ReplyHandle(parser)
     nursery.start_soon(handle._run, events, on_event)
