@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tokenizers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -369,3 +370,95 @@ def test_random_conversations_match_template(
         ctx.begin_assistant()
         want = render(tok, template, msgs, tools=tools, add_generation_prompt=True)
         assert same(ctx.prompt_ids(), want)
+
+
+# -- a second family: Llama 3 headers -----------------------------------------
+
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)  # Meta-Llama-3-8B-Instruct's chat_template
+
+
+@pytest.fixture(scope="module")
+def llama_tok(tiny_model_dir: Path) -> Tokenizer:
+    """The Qwen vocabulary plus Llama 3's header tokens as added special tokens."""
+    hf = tokenizers.Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    names = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    hf.add_special_tokens([tokenizers.AddedToken(n, special=True, normalized=False) for n in names])
+    return Tokenizer(hf)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    turns=st.lists(
+        st.tuples(st.sampled_from(["system", "user", "assistant"]), _TEXT), min_size=1, max_size=6
+    )
+)
+def test_llama3_format_matches_its_template(
+    llama_tok: Tokenizer, turns: list[tuple[str, str]]
+) -> None:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(LLAMA3_TEMPLATE)
+    ctx = Context(llama_tok, "llama3")
+    msgs: list[dict[str, Any]] = []
+    for role, text in turns:
+        if role == "system":
+            ctx.add_system(text)
+        elif role == "user":
+            ctx.add_user(text)
+        else:
+            ctx.add_assistant(text)
+        msgs.append({"role": role, "content": text})
+        want = template.render(messages=msgs, bos_token="<|begin_of_text|>")
+        assert same(ctx.prompt_ids(), llama_tok.encode(want))
+    reply = ctx.begin_assistant()
+    want = template.render(messages=msgs, bos_token="<|begin_of_text|>", add_generation_prompt=True)
+    assert same(ctx.prompt_ids(), llama_tok.encode(want))
+    eot = llama_tok.token_id("<|eot_id|>")
+    reply.add_leaf("text", llama_tok.encode("Hi there."))
+    reply.add_leaf("stop", eot)
+    reply.finish()
+    msgs.append({"role": "assistant", "content": "Hi there."})
+    assert same(
+        ctx.prompt_ids(),
+        llama_tok.encode(template.render(messages=msgs, bos_token="<|begin_of_text|>")),
+    )
+    assert ctx.prompt_ids()[0] == llama_tok.token_id("<|begin_of_text|>")
+    assert ctx.stop_token_ids == (eot,)
+
+
+def test_llama3_refuses_what_it_cannot_render(llama_tok: Tokenizer, tok: Tokenizer) -> None:
+    ctx = Context(llama_tok, "llama3")
+    with pytest.raises(ValueError, match="tool definitions"):
+        ctx.add_system("s", tools=TOOLS)
+    with pytest.raises(ValueError, match="neither tool calls nor reasoning"):
+        ctx.add_assistant("a", tool_calls=[{"name": "noop", "arguments": {}}])
+    with pytest.raises(KeyError, match="<\\|begin_of_text\\|>"):
+        Context(tok, "llama3")
+
+
+def test_wrapped_tool_response_is_not_a_user_query(tok: Tokenizer, template: Any) -> None:
+    """The template skips user messages that are wrapped tool responses when it looks
+    for the last query; so does tokstream when it decides whether reasoning renders."""
+    wrapped = "<tool_response>\nold style\n</tool_response>"
+    for first in ([], [{"role": "user", "content": "real question"}]):
+        ctx = Context(tok)
+        for m in first:
+            ctx.add_user(m["content"])
+        ctx.add_user(wrapped)
+        ctx.add_assistant("answer", reasoning="why")
+        ctx.add_tool("r")
+        msgs = [*first, {"role": "user", "content": wrapped}]
+        msgs += [
+            {"role": "assistant", "content": "answer", "reasoning_content": "why"},
+            {"role": "tool", "content": "r"},
+        ]
+        assert same(ctx.prompt_ids(), render(tok, template, msgs))
+        assert ("<think>\nwhy" in tok.decode(ctx.prompt_ids())) is bool(first)

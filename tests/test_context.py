@@ -196,8 +196,11 @@ def test_reply_builder_misuse(tok: Tokenizer) -> None:
         reply.extend_leaf(1)
     with pytest.raises(ContextError, match="unknown leaf kind"):
         reply.add_leaf("bogus", [1])  # type: ignore[arg-type]
+    for bad in ([-1], [2**40], [[1, 2]], [1.5], np.array([3, -3], dtype=np.int32)):
+        with pytest.raises(ContextError, match=r"integers in \[0, 2\*\*31\)"):
+            reply.add_leaf("text", bad)
     with pytest.raises(ContextError, match="non-negative"):
-        reply.add_leaf("text", [-1])
+        reply.add_leaf("text", -1)
     with pytest.raises(ContextError, match="one value per ID"):
         reply.add_leaf("text", [1, 2], logprobs=[0.0])
     with pytest.raises(ContextError, match="reply is open"):

@@ -190,9 +190,10 @@ class Context:
             ContextError: A reply is already open.
         """
         self._check_no_reply()
+        segments = self._format.generation_prompt(thinking=thinking).segments
         message = Message("assistant", self._tape)
+        self._append_segments(message, self._preamble() + segments)
         self._messages.append(message)
-        self._append_segments(message, self._format.generation_prompt(thinking=thinking).segments)
         self._reply = ReplyBuilder(self, message)
         return self._reply
 
@@ -244,6 +245,9 @@ class Context:
                 return True
         return False
 
+    def _preamble(self) -> tuple[Segment, ...]:
+        return () if self._messages else self._format.preamble().segments
+
     def _prev(self) -> Role | None:
         return self._messages[-1].role if self._messages else None
 
@@ -265,7 +269,7 @@ class Context:
         if rendering.retract:
             self._retract(rendering.retract)
         message = Message(role, self._tape, name, content)
-        self._append_segments(message, rendering.segments)
+        self._append_segments(message, self._preamble() + rendering.segments)
         self._messages.append(message)
         return message
 

@@ -8,7 +8,7 @@ it. It does no tokenization and no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ContextError", "Leaf", "Message", "ReplyBuilder"]
 
 _T = TypeVar("_T", bound=np.generic)
+_INT32_MAX = 2**31 - 1
 
 _NAN = np.float32("nan")
 _FORMAT_VERSION = 1
@@ -208,17 +209,24 @@ class Message:
 
 
 def _as_ids(ids: int | npt.ArrayLike) -> npt.NDArray[np.int32]:
-    arr = np.atleast_1d(np.asarray(ids))
-    if arr.ndim != 1 or (arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0)):
-        raise ContextError(
-            f"token IDs must be non-negative integers in a 1-D sequence, got {arr!r}"
-        )
-    return arr.astype(np.int32, copy=False)
+    if type(ids) is np.ndarray and ids.dtype == np.int32 and ids.ndim == 1:
+        if not ids.size or (ids[0] >= 0 if ids.size == 1 else ids.min() >= 0):
+            return ids
+        arr: npt.NDArray[Any] = ids
+    else:
+        arr = np.atleast_1d(np.asarray(ids))
+        if arr.ndim == 1 and (
+            not arr.size or (arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= _INT32_MAX)
+        ):
+            return arr.astype(np.int32, copy=False)
+    raise ContextError(f"token IDs must be integers in [0, 2**31) in a 1-D sequence, got {arr!r}")
 
 
 def _as_lp(lp: float | npt.ArrayLike | None, n: int) -> npt.NDArray[np.float32] | None:
     if lp is None:
         return None
+    if type(lp) is np.ndarray and lp.dtype == np.float32 and lp.shape == (n,):
+        return lp
     arr = np.atleast_1d(np.asarray(lp, dtype=np.float32))
     if arr.shape != (n,):
         raise ContextError(f"logprobs must have one value per ID ({n}), got shape {arr.shape}")
@@ -287,14 +295,21 @@ class ReplyBuilder:
         self._check_open()
         if kind not in LEAF_KINDS:
             raise ContextError(f"unknown leaf kind {kind!r}; expected one of {sorted(LEAF_KINDS)}")
-        arr = _as_ids(ids)
-        lp = _as_lp(logprobs, len(arr))
         tape = self._ctx._tape
-        if self._first is None:
-            self._first = tape.n
         start = tape.n
-        tape.append(arr, True, lp)
-        leaf = Leaf(tape, self._ctx._tok, kind, True, start, tape.n, text, lp is not None)
+        if isinstance(ids, int) and (logprobs is None or isinstance(logprobs, float)):
+            if ids < 0:
+                raise ContextError(f"token IDs must be non-negative, got {ids}")
+            tape.append_one(ids, logprobs)
+            has_lp = logprobs is not None
+        else:
+            arr = _as_ids(ids)
+            lp = _as_lp(logprobs, len(arr))
+            tape.append(arr, True, lp)
+            has_lp = lp is not None
+        if self._first is None:
+            self._first = start
+        leaf = Leaf(tape, self._ctx._tok, kind, True, start, tape.n, text, has_lp)
         self.message._leaves.append(leaf)
         self._last = leaf
         return leaf

@@ -1,7 +1,8 @@
 """Chat framing: render messages as the model's chat template does, one message at a time.
 
-Each family is one small class implementing :class:`ChatFormat` (see
-``_qwen.py`` for ChatML / Qwen). :func:`chat_format` picks one by name or by the
+Each family is one small class implementing :class:`ChatFormat`: ``_qwen.py``
+(ChatML / Qwen2.5 / Qwen3, with tools and thinking) and ``_llama3.py`` (Llama 3
+headers, about 100 lines). :func:`chat_format` picks one by name or by the
 tokenizer's special tokens. The context tree (:class:`tokstream.Context`) uses a
 format to tokenize each message once, when it is added.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
+from ._llama3 import Llama3Format
 from ._qwen import QwenFormat
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatFormat",
     "LeafKind",
+    "Llama3Format",
     "QwenFormat",
     "Rendering",
     "Role",
@@ -36,7 +39,10 @@ __all__ = [
     "register_chat_format",
 ]
 
-_FORMATS: dict[str, tuple[FormatFactory, str]] = {"qwen": (QwenFormat, "<|im_start|>")}
+_FORMATS: dict[str, tuple[FormatFactory, str]] = {
+    "qwen": (QwenFormat, "<|im_start|>"),
+    "llama3": (Llama3Format, "<|start_header_id|>"),
+}
 
 
 def register_chat_format(name: str, factory: FormatFactory, *, marker: str) -> None:

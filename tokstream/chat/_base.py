@@ -90,6 +90,10 @@ class ChatFormat(Protocol):
         """End-of-turn IDs to send as ``stop_token_ids``."""
         ...
 
+    def preamble(self) -> Rendering:
+        """Render what precedes the first message (e.g. Llama 3's ``<|begin_of_text|>``)."""
+        ...
+
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """Render the first system message, with tool definitions if given."""
         ...

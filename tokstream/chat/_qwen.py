@@ -113,6 +113,10 @@ class QwenFormat:
         """``(<|im_end|>,)``."""
         return (self._im_end,)
 
+    def preamble(self) -> Rendering:
+        """Nothing: ChatML has no BOS."""
+        return Rendering(())
+
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """Render the first system message; tool definitions go after its content."""
         if tools:

@@ -1,0 +1,113 @@
+"""Llama 3 header framing (``<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>``).
+
+Renders what the Llama 3 Instruct chat template renders: ``<|begin_of_text|>``
+once at the start, then one header block per message with its content
+``strip()``-ed (the template's ``| trim``), and the generation prompt
+``<|start_header_id|>assistant<|end_header_id|>\\n\\n``. The template is
+append-only, so there is nothing to retract.
+
+Deliberately not supported: tool definitions and tool calls (Llama 3.1's
+``ipython`` conventions differ per release), and reasoning (Llama 3 has none).
+Passing them raises :class:`ValueError` rather than rendering something the
+model's template would not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._base import LeafKind, Rendering, Role, Segment
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from .._tokenizer import Tokenizer
+
+__all__ = ["Llama3Format"]
+
+_EOT = Segment("framing", "<|eot_id|>")
+
+
+class Llama3Format:
+    """Llama 3 Instruct framing.
+
+    Args:
+        tokenizer: A tokenizer with ``<|begin_of_text|>``, ``<|start_header_id|>``,
+            ``<|end_header_id|>`` and ``<|eot_id|>``.
+
+    Raises:
+        UnknownTokenError: One of those tokens is missing.
+    """
+
+    __slots__ = ("_ends",)
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        for name in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>"):
+            tokenizer.token_id(name)
+        ends = [tokenizer.token_id("<|eot_id|>")]
+        added = tokenizer.added_tokens
+        ends += [added[n] for n in ("<|eom_id|>", "<|end_of_text|>") if n in added]
+        self._ends = tuple(ends)
+
+    @property
+    def name(self) -> str:
+        """``"llama3"``."""
+        return "llama3"
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """``<|eot_id|>`` (plus ``<|eom_id|>`` / ``<|end_of_text|>`` when present)."""
+        return self._ends
+
+    def preamble(self) -> Rendering:
+        """``<|begin_of_text|>``."""
+        return Rendering((Segment("framing", "<|begin_of_text|>"),))
+
+    def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
+        """Render the first system message (tools are not supported)."""
+        if tools:
+            raise ValueError("the llama3 chat format does not render tool definitions")
+        if content is None:
+            return Rendering(())
+        return self.message("system", content, prev_role=None)
+
+    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
+        """Render one header block; the content is stripped, as the template's ``trim``."""
+        kind: LeafKind = "text" if role == "assistant" else role
+        return Rendering(
+            (
+                Segment("framing", f"<|start_header_id|>{role}<|end_header_id|>\n\n"),
+                Segment(kind, content.strip()),
+                _EOT,
+            )
+        )
+
+    def assistant(
+        self,
+        content: str,
+        *,
+        reasoning: str | None,
+        tool_calls: Sequence[Mapping[str, Any]] | None,
+        current_turn: bool,
+    ) -> Rendering:
+        """Render an assistant message from text (no tool calls, no reasoning)."""
+        if tool_calls or reasoning:
+            raise ValueError("the llama3 chat format renders neither tool calls nor reasoning")
+        return self.message("assistant", content, prev_role=None)
+
+    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+        """``<|start_header_id|>assistant<|end_header_id|>\\n\\n`` (``thinking`` is ignored)."""
+        return Rendering((Segment("framing", "<|start_header_id|>assistant<|end_header_id|>\n\n"),))
+
+    def close_reply(self, last_id: int | None) -> Rendering:
+        """Nothing after a sampled end-of-turn ID, else ``<|eot_id|>``."""
+        return Rendering(() if last_id in self._ends else (_EOT,))
+
+    def split_reply(self, ids: npt.NDArray[np.int32]) -> list[tuple[LeafKind, int, int]]:
+        """One text leaf, then a ``stop`` leaf for a final end-of-turn ID."""
+        n = len(ids)
+        end = n - 1 if n and int(ids[-1]) in self._ends else n
+        out: list[tuple[LeafKind, int, int]] = [("text", 0, end)] if end else []
+        return out + ([("stop", end, n)] if end < n else [])
