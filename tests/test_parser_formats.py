@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from tokstream._parser import ToolCallStatus, parse_output
 from tokstream._parser._hermes import parse_hermes
@@ -194,3 +196,29 @@ def test_coder_unclosed_call_and_missing_parameter_end(tok: Tokenizer) -> None:
     [call] = reply.tool_calls
     assert call.status is ToolCallStatus.UNTERMINATED
     assert call.raw == text[len("<tool_call>") :]
+
+
+_VALUE_CHARS = st.sampled_from([*list('ab <>/=\n\t"{}'), "</parameter>", "<parameter=", "世"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.lists(_VALUE_CHARS, max_size=12).map("".join), min_size=1, max_size=3))
+def test_coder_values_round_trip(values: list[str]) -> None:
+    # Any value round-trips unless it itself contains markup in structural
+    # position (a "</parameter>" followed by a parameter/function tag or the end,
+    # or a "<parameter=" at a line start): those are ambiguous by design.
+    params = [(f"p{k}", v) for k, v in enumerate(values)]
+    body = coder("f", params)
+    for k, v in enumerate(values):
+        rest = body[body.index(f"<parameter=p{k}>") :]
+        assume("\n<parameter=" not in v and not v.startswith("<parameter="))
+        assume(
+            not any(
+                rest.find("</parameter>", i) == i
+                and rest[i + 12 :].lstrip(" \t\r\n").startswith(("<parameter=", "</function>"))
+                for i in range(len(f"<parameter=p{k}>\n"), len(f"<parameter=p{k}>\n") + len(v))
+            )
+        )
+    _, args, status, _ = parse_qwen3_coder(body, None)
+    assert status is ToolCallStatus.OK
+    assert args == dict(params)
