@@ -69,8 +69,15 @@ def vllm_server(tiny_model_dir: Path) -> Iterator[VLLMServer]:
 
 @pytest.fixture(scope="module")
 def vllm_server_serial(tiny_model_dir: Path) -> Iterator[VLLMServer]:
-    """A second live server with ``--max-num-seqs 1`` (requests queue), per module."""
-    yield from _serve(tiny_model_dir, "pytest-vllm-serial.log", max_num_seqs=1)
+    """A second live server, per module: ``--max-num-seqs 1`` makes requests queue
+    (for priority), and ``--max-logprobs 1000`` allows chunks big enough to fill the
+    socket buffers (for merged chunks)."""
+    yield from _serve(
+        tiny_model_dir,
+        "pytest-vllm-serial.log",
+        max_num_seqs=1,
+        extra_args=("--max-logprobs", "1000"),
+    )
 
 
 def _serve(model_dir: Path, log_name: str, **options: Any) -> Iterator[VLLMServer]:
