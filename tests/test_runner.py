@@ -152,6 +152,19 @@ async def test_real_client_over_loopback(tok: Tokenizer) -> None:
     assert seen[-2:] == ["Reply", "Done"]
 
 
+async def test_on_event_sees_each_token_then_what_it_completed(tok: Tokenizer) -> None:
+    events = recorded_events("forced_hermes.sse")
+    seen: list[object] = []
+    async with open_reply(scripted_channel(events), ResponseParser(tok), on_event=seen.append) as h:
+        await h.result()
+    tokens = [e for e in seen if isinstance(e, Token)]
+    assert [t.id for t in tokens] == [e.id for e in events if isinstance(e, Token)]
+    call = next(k for k, e in enumerate(seen) if isinstance(e, ToolCall))
+    closing = seen[call - 1]
+    assert isinstance(closing, Token) and closing.id == 151658
+    assert isinstance(seen[-1], Done) and type(seen[-2]).__name__ == "Reply"
+
+
 async def test_buffered_burst_is_parsed_in_bounded_batches(tok: Tokenizer) -> None:
     # 600 tokens already buffered: the reader yields to other tasks between
     # batches, so a tool task can run before the whole burst is parsed.

@@ -39,7 +39,7 @@ __all__ = ["ReplyHandle", "StreamedReply", "open_reply", "start_reply"]
 _BATCH = 256
 
 EventSource: TypeAlias = trio.MemoryReceiveChannel[Event] | AsyncIterable[Event]
-OnEvent: TypeAlias = Callable[[ParseEvent | Done | Error], None]
+OnEvent: TypeAlias = Callable[[Token | ParseEvent | Done | Error], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +182,17 @@ class ReplyHandle:
                 return
 
     def _feed(self, tokens: list[Token], on_event: OnEvent | None) -> None:
-        if tokens:
-            self._tokens += len(tokens)
-            self._publish(self.parser.feed(tokens), on_event)
+        if on_event is None:
+            if tokens:
+                self._tokens += len(tokens)
+                self._publish(self.parser.feed(tokens), None)
+            return
+        # A watcher sees each token, then what it completed: feed one at a time.
+        feed = self.parser.feed
+        for t in tokens:
+            self._tokens += 1
+            on_event(t)
+            self._publish(feed((t,)), on_event)
 
     def _publish(self, events: list[ParseEvent], on_event: OnEvent | None) -> None:
         for ev in events:
@@ -232,9 +240,11 @@ def start_reply(
             by the task when it stops, which aborts the request), or any async
             iterable of events such as an open ``Client.stream``.
         parser: A fresh :class:`~tokstream.ResponseParser` for this reply.
-        on_event: Called, in the task, with every parse event (deltas, calls,
-            the final :class:`~tokstream.Reply`) and then the stream's ``Done``
-            or ``Error``. Keep it quick; what it raises becomes the outcome.
+        on_event: Called, in the task, with each ``Token`` followed by the parse
+            events it completed (deltas, calls), then the final
+            :class:`~tokstream.Reply` and the stream's ``Done`` or ``Error``: a
+            live view of the reply. Keep it quick; what it raises becomes the
+            outcome. (With it, tokens are parsed one at a time.)
 
     Returns:
         The :class:`ReplyHandle`. Always await :meth:`ReplyHandle.result`: it is

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import trio
 
-from ._events import Done, Error, Event
+from ._events import Done, Error, Event, Token
 from ._parser import ParseEvent, Reply, ResponseParser, ThinkingMode, ToolCall, ToolFormat
 from ._parser._tools import ToolSpecs
 from ._runner import ReplyHandle, StreamedReply, start_reply
@@ -106,7 +106,9 @@ class Turn:
     message: Message
 
 
-OnTurnEvent: TypeAlias = Callable[[ParseEvent | Done | Error | ToolStarted | ToolResult], None]
+OnTurnEvent: TypeAlias = Callable[
+    [Token | ParseEvent | Done | Error | ToolStarted | ToolResult], None
+]
 
 
 def _as_content(value: Any) -> str:
@@ -176,8 +178,9 @@ async def run_turn(
         thinking: Passed to ``context.begin_assistant`` (generation prompt).
         parser_thinking: The parser's ``thinking`` mode (``"open"`` if the
             generation prompt opens ``<think>``).
-        on_event: Called with parse events, the stream's ``Done``/``Error``,
-            :class:`ToolStarted` and each :class:`ToolResult`, in order.
+        on_event: Called, in order, with each ``Token`` and the parse events
+            it completed, the stream's ``Done``/``Error``, :class:`ToolStarted`
+            and each :class:`ToolResult`: a live view of the turn.
         **sampling: Request fields for ``client.start_stream`` (``max_tokens``,
             ``temperature``, ``extra_body``, ...).
 
