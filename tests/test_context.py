@@ -184,9 +184,14 @@ def test_finish_rejects_ids_that_differ_from_the_stream(tok: Tokenizer) -> None:
     assert reply.is_open
     with pytest.raises(ContextError, match="reply is open"):
         ctx.add_user("no")
+    during = ctx.prompt_ids()
+    during_copy = during.copy()
     reply.discard()
     assert np.array_equal(ctx.prompt_ids(), before)
     assert ctx.messages[-1].role == "user"
+    ctx.add_user("overwrites the discarded positions")
+    assert np.array_equal(during, during_copy)  # handed-out views never change
+    assert np.array_equal(ctx.prompt_ids()[: len(before)], before)
 
 
 def test_reply_builder_misuse(tok: Tokenizer) -> None:

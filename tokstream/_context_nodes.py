@@ -241,11 +241,12 @@ class ReplyBuilder:
     reply's sampled IDs; :meth:`finish` checks them against the stream.
     """
 
-    __slots__ = ("_ctx", "_end", "_first", "_last", "_open", "message")
+    __slots__ = ("_begin", "_ctx", "_end", "_first", "_last", "_open", "message")
 
     def __init__(self, ctx: Context, message: Message) -> None:
         self._ctx = ctx
         self.message = message
+        self._begin = message.span[0] if message._leaves else ctx._tape.n
         self._first: int | None = None
         self._end = 0
         self._last: Leaf | None = None
@@ -417,9 +418,8 @@ class ReplyBuilder:
         """Remove the open reply (its prompt framing included) from the context."""
         self._check_open()
         ctx = self._ctx
-        start, _ = self.message.span
         if ctx._messages and ctx._messages[-1] is self.message:
             ctx._messages.pop()
-        ctx._tape.n = start
+        ctx._tape.n = self._begin
         self._open = False
         ctx._reply = None
