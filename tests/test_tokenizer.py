@@ -235,3 +235,13 @@ def test_window_fallback_long_stream_stays_exact(window_tok: Tokenizer) -> None:
     d = window_tok.detokenizer()
     assert "".join(d.feed(i) for i in ids) + d.flush() == text
     assert len(d._ids) < 100  # the window was trimmed: O(window) per step, not O(history)
+
+
+@pytest.mark.parametrize("which", ["byte-level", "window"])
+def test_feed_accepts_numpy_ids(tok: Tokenizer, window_tok: Tokenizer, which: str) -> None:
+    t = tok if which == "byte-level" else window_tok
+    ids = t.encode("Grüße 🫠 天气")
+    d = t.detokenizer()
+    one_by_one = "".join(d.feed(i) for i in ids) + d.flush()  # np.int32 scalars
+    whole = d.feed(ids) + d.flush()  # an int32 array
+    assert one_by_one == whole == t.decode(ids) == "Grüße 🫠 天气"

@@ -359,11 +359,12 @@ class IncrementalDetokenizer:
         self._prefix = 0
         self._read = 0
 
-    def feed(self, ids: int | Iterable[int]) -> str:
+    def feed(self, ids: int | np.integer | Iterable[int]) -> str:
         """Push one or more token IDs; return the newly completed text (maybe ``""``).
 
         Args:
-            ids: A token ID or an iterable of them.
+            ids: A token ID (``int`` is the fast path) or an iterable of them
+                (a list, a numpy array, ...).
 
         Returns:
             The text completed by these IDs.
@@ -379,13 +380,15 @@ class IncrementalDetokenizer:
                     if text is not None:
                         return text
                 return self._feed_bytes(table[ids])
+            if isinstance(ids, np.integer):
+                return self.feed(int(ids))
             specials = self._specials
             data = b"".join(table[i] for i in ids if 0 <= i < n and i not in specials)
             return self._feed_bytes(data) if data else ""
-        if isinstance(ids, int):
-            self._ids.append(ids)
+        if isinstance(ids, int | np.integer):
+            self._ids.append(int(ids))
         else:
-            self._ids.extend(ids)
+            self._ids.extend(int(i) for i in ids)
         return self._window_step()
 
     def _feed_bytes(self, data: bytes) -> str:
