@@ -9,6 +9,10 @@ Hierarchy::
 
     TokstreamError
     ├── InvalidRequest            bad input, found locally; nothing was sent (also ValueError)
+    ├── TokenizerNotFoundError    no tokenizer at a path (also FileNotFoundError; _tokenizer)
+    ├── UnknownTokenError         no such special token name (also KeyError; _tokenizer)
+    ├── ContextError              a context-tree operation that would break exactness
+    │                             (also ValueError; _context_nodes)
     ├── TransportError            the request never got going; safe to retry by policy
     │   ├── ConnectError          connection refused / DNS / TLS, naming the URL
     │   └── ConnectTimeout        no connection within the connect timeout (also TimeoutError)
@@ -29,7 +33,11 @@ Hierarchy::
     │   │   ├── RateLimitError            429
     │   │   └── InternalServerError       >= 500
     │   └── InBandError           an error event inside an HTTP 200 stream
-    └── OutputError               the model emitted malformed structure (response parser)
+    └── OutputError               the model emitted malformed structure (response parser;
+                                  ``ToolCall.raise_for_status()``)
+
+The three local errors near the top are defined beside the code that raises
+them and exported from ``tokstream``.
 
 ``ConnectTimeout``, ``StallTimeout`` and ``FirstTokenTimeout`` also derive from
 the builtin :class:`TimeoutError`, so ``except TimeoutError`` catches every
