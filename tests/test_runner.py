@@ -52,12 +52,16 @@ class FakeClient:
         self.fields: list[dict[str, Any]] = []
         self.log: list[str] = []
         self.fail_after: int | None = None
+        self.burst = False  # send everything at once, as after a stalled read
 
     def start_stream(
         self, nursery: trio.Nursery, request: object, /, **fields: Any
     ) -> trio.MemoryReceiveChannel[Event]:
         self.prompts.append(np.asarray(request).tolist())
         self.fields.append(fields)
+        if self.burst:
+            ids = self.replies.pop(0)
+            return scripted_channel([*(Token(i) for i in ids), done_for(ids)])
         send, receive = trio.open_memory_channel[Event](0)
         nursery.start_soon(self._produce, send, self.replies.pop(0))
         return receive
@@ -185,6 +189,45 @@ async def test_buffered_burst_is_parsed_in_bounded_batches(tok: Tokenizer) -> No
         await handle.result()
     assert calls[0].name == "a"
     assert observed & {256, 512}
+
+
+async def test_tool_starts_mid_burst_before_the_reply_ends(tok: Tokenizer) -> None:
+    # Everything (tokens and Done) has already arrived, as after a stalled read:
+    # the task spawned for the call still runs before the reply is finished.
+    ids = tok.encode(hermes("a", {}) + " tail" * 100).tolist()
+    events: list[Event] = [*(Token(i) for i in ids), done_for(ids)]
+    seen: list[tuple[bool, int]] = []
+
+    async with trio.open_nursery() as nursery:
+
+        async def tool() -> None:
+            seen.append((handle.finished, handle.tokens_seen))
+
+        handle = start_reply(
+            nursery,
+            scripted_channel(events),
+            ResponseParser(tok),
+            on_tool_call=lambda call: nursery.start_soon(tool),
+        )
+        await handle.result()
+    assert seen == [(False, len(ids))]  # one batch parsed, Done not yet read
+
+
+@pytest.mark.autojump
+async def test_turn_tool_starts_at_its_closing_token_even_in_a_burst(tok: Tokenizer) -> None:
+    ids = tok.encode("Hi " + hermes("a", {}) + " then more text" * 5 + "<|im_end|>").tolist()
+    client = FakeClient([ids], delay=0)
+    client.burst = True
+    seen: list[object] = []
+
+    async def a() -> str:
+        return "ok"
+
+    turn = await run_turn(client, new_context(tok), tools={"a": a}, on_event=seen.append)
+    [started] = [e for e in seen if isinstance(e, ToolStarted)]
+    assert started.token_index == ids.index(151658) + 1
+    assert turn.tool_results[0].started_at_token == started.token_index
+    assert seen.index(started) < next(k for k, e in enumerate(seen) if isinstance(e, Done))
 
 
 async def test_stream_error_surfaces_through_result(tok: Tokenizer) -> None:

@@ -11,11 +11,12 @@ in the task. :func:`open_reply` is the ``async with`` form.
 
 The task does no I/O of its own and starts no other task. It drains what has
 already arrived with ``receive_nowait`` and feeds it to the parser in one
-batch of at most ``_BATCH`` tokens, then yields to trio (waiting for the next
-event, or an explicit checkpoint after a full batch, so a fast stream cannot
-starve running tools). A tool call is therefore handed out within one batch
-of already-arrived tokens after its closing tag, before any later event is
-awaited. Cancellation is trio's and is never
+batch of at most ``_BATCH`` tokens (one token at a time when ``on_event``
+watches), then yields to trio: to wait for the next event, after a full batch
+(so a fast stream cannot starve running tools), and right after a batch that
+completed a tool call (so its tool starts before the rest of a burst of
+already-arrived tokens is parsed). Under load, vLLM's events do arrive in
+bursts: one network read can carry dozens of them. Cancellation is trio's and is never
 swallowed; a channel it was given is closed when it stops, which makes the
 client abort the request.
 """
@@ -73,8 +74,15 @@ class ReplyHandle:
             never stalls the stream.
     """
 
-    def __init__(self, parser: ResponseParser) -> None:
+    def __init__(
+        self,
+        parser: ResponseParser,
+        on_event: OnEvent | None = None,
+        on_tool_call: Callable[[ToolCall], None] | None = None,
+    ) -> None:
         self.parser = parser
+        self._on_event = on_event
+        self._on_tool_call = on_tool_call
         send, receive = trio.open_memory_channel[ToolCall](math.inf)
         self._send = send
         self.tool_calls: trio.MemoryReceiveChannel[ToolCall] = receive
@@ -125,20 +133,20 @@ class ReplyHandle:
 
     # -- the task -------------------------------------------------------------------------
 
-    async def _run(self, events: EventSource, on_event: OnEvent | None) -> None:
+    async def _run(self, events: EventSource) -> None:
         try:
             if isinstance(events, trio.MemoryReceiveChannel):
                 async with events:
-                    await self._drain(events, on_event)
+                    await self._drain(events)
             else:
                 terminal: Done | Error | None = None
                 async for ev in events:
                     if isinstance(ev, Token):
-                        self._feed([ev], on_event)
+                        await self._feed([ev])
                     else:
                         terminal = ev
                         break
-                self._end(terminal, on_event)
+                self._end(terminal)
         except trio.Cancelled:
             self._cancelled = True
             self._fail(RuntimeError("the reply's reader task was cancelled before the end"))
@@ -149,66 +157,81 @@ class ReplyHandle:
             self._send.close()
             self._finished.set()
 
-    async def _drain(
-        self, recv: trio.MemoryReceiveChannel[Event], on_event: OnEvent | None
-    ) -> None:
+    async def _drain(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
         batch: list[Token] = []
         while True:
             try:
                 ev = recv.receive_nowait()
             except trio.WouldBlock:
                 if batch:
-                    self._feed(batch, on_event)
+                    await self._feed(batch)
                     batch = []
                     continue
                 try:
                     ev = await recv.receive()
                 except trio.EndOfChannel:
-                    self._end(None, on_event)
+                    self._end(None)
                     return
             except trio.EndOfChannel:
-                self._feed(batch, on_event)
-                self._end(None, on_event)
+                await self._feed(batch)
+                self._end(None)
                 return
             if isinstance(ev, Token):
                 batch.append(ev)
                 if len(batch) >= _BATCH:
-                    self._feed(batch, on_event)
+                    await self._feed(batch)
                     batch = []
                     await trio.lowlevel.checkpoint()
             else:
-                self._feed(batch, on_event)
-                self._end(ev, on_event)
+                await self._feed(batch)
+                self._end(ev)
                 return
 
-    def _feed(self, tokens: list[Token], on_event: OnEvent | None) -> None:
+    async def _feed(self, tokens: list[Token]) -> None:
+        on_event = self._on_event
         if on_event is None:
             if tokens:
                 self._tokens += len(tokens)
-                self._publish(self.parser.feed(tokens), None)
+                if self._publish(self.parser.feed(tokens)):
+                    await self._let_tools_start()
             return
         # A watcher sees each token, then what it completed: feed one at a time.
         feed = self.parser.feed
         for t in tokens:
             self._tokens += 1
             on_event(t)
-            self._publish(feed((t,)), on_event)
+            if self._publish(feed((t,))):
+                await self._let_tools_start()
 
-    def _publish(self, events: list[ParseEvent], on_event: OnEvent | None) -> None:
+    async def _let_tools_start(self) -> None:
+        # A burst of already-arrived tokens must not delay a tool: yield before
+        # parsing on. The first checkpoint lets a channel consumer take the call
+        # (and spawn its tool); by the second, a task spawned for it (by the
+        # consumer or by on_tool_call) has begun running.
+        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+
+    def _publish(self, events: list[ParseEvent]) -> bool:
+        on_event, on_call = self._on_event, self._on_tool_call
+        called = False
         for ev in events:
             if on_event is not None:
                 on_event(ev)
             if isinstance(ev, ToolCall):
                 self._send.send_nowait(ev)
+                if on_call is not None:
+                    on_call(ev)
+                called = True
+        return called
 
-    def _end(self, terminal: Done | Error | None, on_event: OnEvent | None) -> None:
+    def _end(self, terminal: Done | Error | None) -> None:
         events = self.parser.finish()
         reply = events[-1]
         assert isinstance(reply, Reply)
         self._reply = reply
-        self._publish(events, on_event)
-        if on_event is not None and terminal is not None:
-            on_event(terminal)
+        self._publish(events)
+        if self._on_event is not None and terminal is not None:
+            self._on_event(terminal)
         if isinstance(terminal, Done):
             self._value = StreamedReply(reply, terminal)
         elif isinstance(terminal, Error):
@@ -231,6 +254,7 @@ def start_reply(
     parser: ResponseParser,
     *,
     on_event: OnEvent | None = None,
+    on_tool_call: Callable[[ToolCall], None] | None = None,
 ) -> ReplyHandle:
     """Start parsing a token stream in ``nursery``; return its handle.
 
@@ -245,6 +269,10 @@ def start_reply(
             :class:`~tokstream.Reply` and the stream's ``Done`` or ``Error``: a
             live view of the reply. Keep it quick; what it raises becomes the
             outcome. (With it, tokens are parsed one at a time.)
+        on_tool_call: Called, in the task, with each call the moment it
+            completes (as it is sent on ``tool_calls``), e.g. to start its tool
+            with ``nursery.start_soon``. Either way the task then yields twice,
+            so the tool begins before more already-arrived tokens are parsed.
 
     Returns:
         The :class:`ReplyHandle`. Always await :meth:`ReplyHandle.result`: it is
@@ -252,8 +280,8 @@ def start_reply(
         (closing the channel, which aborts the request) and ends the handle:
         ``tool_calls`` closes and ``result()`` raises ``RuntimeError``.
     """
-    handle = ReplyHandle(parser)
-    nursery.start_soon(handle._run, events, on_event)
+    handle = ReplyHandle(parser, on_event, on_tool_call)
+    nursery.start_soon(handle._run, events)
     return handle
 
 
@@ -263,6 +291,7 @@ async def open_reply(
     parser: ResponseParser,
     *,
     on_event: OnEvent | None = None,
+    on_tool_call: Callable[[ToolCall], None] | None = None,
 ) -> AsyncIterator[ReplyHandle]:
     """``async with`` form of :func:`start_reply`, with its own nursery.
 
@@ -274,7 +303,7 @@ async def open_reply(
         The :class:`ReplyHandle`.
     """
     async with trio.open_nursery() as nursery:
-        handle = start_reply(nursery, events, parser, on_event=on_event)
+        handle = start_reply(nursery, events, parser, on_event=on_event, on_tool_call=on_tool_call)
         try:
             yield handle
         finally:

@@ -208,11 +208,17 @@ async def run_turn(
     try:
         async with trio.open_nursery() as nursery:
             events = client.start_stream(nursery, context.prompt_ids(), **sampling)
-            handle = start_reply(nursery, events, parser, on_event=on_event)
-            async for call in handle.tool_calls:
+            handle: ReplyHandle | None = None
+
+            def dispatch(call: ToolCall) -> None:
+                # Runs in the reader task at the call's closing tag; the tool
+                # starts before the reader parses any further token.
+                assert handle is not None
                 results.append(None)
                 fn = tools.get(call.name) if call.name is not None else None
                 nursery.start_soon(_run_tool, call, fn, handle, len(results) - 1, results, on_event)
+
+            handle = start_reply(nursery, events, parser, on_event=on_event, on_tool_call=dispatch)
             try:
                 streamed = await handle.result()
             except Exception as exc:
