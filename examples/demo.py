@@ -1,14 +1,19 @@
-"""`make demo`: stream a forced agent reply from a real vLLM, token by token.
+"""`make demo`: an agent turn on a real vLLM, token by token, tools run as calls close.
 
 With no arguments it sets everything up itself: it installs CPU vLLM into
 ``.vllm/venv`` (once, about 100 s), builds the tiny Qwen3-shaped model (random
-weights, the real Qwen tokenizer), starts the server on 127.0.0.1, streams one
-reply and stops the server. The reply is forced to exact token IDs with a
-structured-output grammar (thinking, text, then a Hermes tool call), so the run
-is deterministic even though the weights are random. Each token is printed as it
-arrives with its ID and the text the server released with it; then the stats:
-tokens, time to first token, tokens/s, and whether the server's echo of the
-prompt IDs and the streamed IDs are exactly right.
+weights, the real Qwen tokenizer), starts the server on 127.0.0.1, runs two
+assistant turns and stops the server. The first reply is forced to exact token
+IDs with a structured-output grammar (thinking, text, then two Hermes tool
+calls), so the run is deterministic even though the weights are random. The
+response parser hands out each tool call the moment its closing tag streams,
+and its tool starts right then, while the model is still writing; the results
+are appended to the context in call order and a second (forced) turn answers.
+Each token is printed as it arrives with its ID and the text the server
+released with it, interleaved with what happened when ("tool get_weather
+started at token 41"); then, per turn, the stats: tokens, time to first token,
+tokens/s, and whether the server's echo of the prompt IDs (the context, token
+for token) and the streamed IDs are exactly right.
 
 Point it at your own vLLM instead (no local server is started)::
 
@@ -28,6 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,24 +65,45 @@ TOOLS = [
                 "required": ["city"],
             },
         },
-    }
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Local time in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    },
 ]
-PROMPT = (
-    "<|im_start|>system\nYou are a helpful assistant.\n\n# Tools\n\nYou may call one or more "
-    "functions to assist with the user query.\n\nYou are provided with function signatures "
-    "within <tools></tools> XML tags:\n<tools>\n" + json.dumps(TOOLS[0]) + "\n</tools>\n\n"
-    "For each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
-    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
-    "<|im_start|>user\nWhat's the weather in Paris right now? ☀️<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
-REPLY = (
-    "<think>\nThe user wants the current weather in Paris. I have a get_weather tool, "
-    "so I'll call it with city=Paris.\n</think>\n\n"
-    "Let me check the weather in Paris for you.\n"
-    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-)
+SYSTEM = "You are a helpful assistant."
+QUESTION = "What's the weather in Paris right now, and what time is it there? ☀️"
+REPLIES = [
+    "<think>\nThe user wants the current weather and the local time in Paris. I have "
+    "get_weather and get_time, so I'll call both with city=Paris.\n</think>\n\n"
+    "Let me check the weather and the time in Paris for you.\n"
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+    '<tool_call>\n{"name": "get_time", "arguments": {"city": "Paris"}}\n</tool_call>',
+    "<think>\nBoth tools answered.\n</think>\n\n"
+    "It is sunny and 21 °C in Paris, and the local time there is 14:05.",
+]
+
+
+async def get_weather(city: str) -> dict[str, object]:
+    """A stand-in weather tool: slow enough that its run overlaps the stream."""
+    await trio.sleep(0.2)
+    return {"city": city, "sky": "sunny", "temp_c": 21}
+
+
+async def get_time(city: str) -> str:
+    """A stand-in clock tool."""
+    return f"{city}: 14:05"
+
+
+TOOL_FUNCTIONS = {"get_weather": get_weather, "get_time": get_time}
 
 _OPEN_TAGS = {THINK_ID: ("think", THINK_END_ID), TOOL_CALL_ID: ("tool", TOOL_CALL_END_ID)}
 _COLORS = {"think": "2", "text": "0", "tool": "33", "eos": "36"}
@@ -121,39 +148,110 @@ def tool_calls(text: str) -> list[dict[str, object]]:
     return calls
 
 
-async def stream_reply(
+class LiveView:
+    """Prints each token as it streams, and what it set off: calls, tools, the end."""
+
+    def __init__(self, paint: Painter) -> None:
+        self.paint = paint
+        self.sections = Sections()
+        self.ids: list[int] = []
+        self.done = False
+
+    def _note(self, text: str, code: str = "35") -> None:
+        print(self.paint(f"{'':>16}{text}", code), flush=True)
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, tokstream.Token):
+            section = self.sections.label(event.id)
+            self.ids.append(event.id)
+            shown = json.dumps(event.text, ensure_ascii=False) if event.text else "·"
+            line = f"{len(self.ids):>4}  {event.id:>8}  {section:<7}  {shown}"
+            print(self.paint(line, _COLORS[section]), flush=True)
+        elif isinstance(event, tokstream.ToolCall):
+            args = json.dumps(event.arguments, ensure_ascii=False)
+            self._note(f"> call #{event.index} {event.name}({args}) closed [{event.status}]")
+        elif isinstance(event, tokstream.ToolStarted):
+            still = "" if self.done else " (the model is still writing)"
+            self._note(f"> tool {event.call.name} started at token {event.token_index}{still}")
+        elif isinstance(event, tokstream.ToolResult):
+            self._note(
+                f"> tool {event.call.name} finished at token {event.finished_at_token}: "
+                f"{event.content}"
+            )
+        elif isinstance(event, tokstream.Done):
+            self.done = True
+            self._note(f"> Done after {len(self.ids)} tokens ({event.finish_reason})", "36")
+
+
+async def run_agent_turns(
     base_url: str,
     model: str,
-    prompt: npt.NDArray[np.int32],
-    forced: npt.NDArray[np.int32] | None,
+    tok: tokstream.Tokenizer,
+    forced: list[npt.NDArray[np.int32]] | None,
     api_key: str | None,
 ) -> bool:
-    """Stream one reply, print it live, then print the stats; return True if verified."""
+    """Run the turns, print them live, then each turn's stats; return True if verified."""
     paint = Painter()
-    fields: dict[str, object] = {"max_tokens": 128, "temperature": 0.0, "top_p": 1.0}
-    if forced is not None:
-        fields["max_tokens"] = len(forced) + 4
-        fields["extra_body"] = forcing_body(forced.tolist())
+    ctx = tokstream.Context(tok)
+    ctx.add_system(SYSTEM, tools=TOOLS)
+    ctx.add_user(QUESTION)
     timeouts = tokstream.Timeouts(connect=10.0, stall=60.0)
-    print(f"\nstreaming from {base_url} (model {model}); prompt: {len(prompt)} token IDs\n")
-    print(paint(f"{'#':>4}  {'token ID':>8}  {'section':<7}  text released with it", "1"))
-    sections = Sections()
-    ids: list[int] = []
     client = tokstream.Client(base_url, model=model, api_key=api_key, timeouts=timeouts)
-    async with client, client.stream(prompt, request_id="tokstream-demo", **fields) as events:
-        async for event in events:
-            if isinstance(event, tokstream.Token):
-                section = sections.label(event.id)
-                ids.append(event.id)
-                shown = json.dumps(event.text, ensure_ascii=False) if event.text else "·"
-                line = f"{len(ids):>4}  {event.id:>8}  {section:<7}  {shown}"
-                print(paint(line, _COLORS[section]), flush=True)
-            elif isinstance(event, tokstream.Error):
-                print(f"\nstream failed: {event.error}", file=sys.stderr)
+    ok = True
+    async with client:
+        for k in range(len(forced) if forced is not None else 1):
+            fields: dict[str, Any] = {"max_tokens": 128, "temperature": 0.0, "top_p": 1.0}
+            if forced is not None:
+                fields["max_tokens"] = len(forced[k]) + 4
+                fields["extra_body"] = forcing_body(forced[k].tolist())
+            ctx.begin_assistant()
+            prompt = ctx.prompt_ids().copy()
+            print(
+                f"\nturn {k + 1}: streaming from {base_url} (model {model}); prompt: "
+                f"{len(prompt)} token IDs (the context so far)\n"
+            )
+            print(paint(f"{'#':>4}  {'token ID':>8}  {'section':<7}  text released with it", "1"))
+            view = LiveView(paint)
+            try:
+                turn = await tokstream.run_turn(
+                    client,
+                    ctx,
+                    tools=TOOL_FUNCTIONS,
+                    tool_specs=TOOLS,
+                    on_event=view,
+                    request_id=f"tokstream-demo-{k + 1}",
+                    **fields,
+                )
+            except tokstream.TokstreamError as exc:
+                print(f"\nstream failed: {exc}", file=sys.stderr)
                 return False
-            else:
-                return report(event, prompt, forced, ids, paint)
-    return False
+            turn_ok = report(
+                turn.done, prompt, None if forced is None else forced[k], view.ids, paint
+            )
+            turn_ok = turn_ok and check_tools(turn, view.ids, paint)
+            ok = ok and turn_ok and all(c.ok for c in turn.reply.tool_calls)
+            if not ok or not turn.tool_results:
+                break
+    roles = " -> ".join(m.role for m in ctx.messages)
+    print(f"\ncontext: {len(ctx)} token IDs; {roles}")
+    return ok
+
+
+def check_tools(turn: tokstream.Turn, ids: list[int], paint: Painter) -> bool:
+    """Print when each tool ran; True if every call ran and the first began before Done."""
+    results = turn.tool_results
+    for r in results:
+        line = (
+            f"tool {r.call.name}: started at token {r.started_at_token}, finished at token "
+            f"{r.finished_at_token} of {len(ids)}; {r.content}"
+        )
+        print(paint(line, "35"))
+    if not results:
+        return True
+    early = results[0].started_at_token is not None and results[0].started_at_token < len(ids)
+    print(f"  tool ran mid-stream {'yes' if early else 'NO'} (started before the stream's Done)")
+    print(f"  tool results       {len(results)}, appended to the context in call order")
+    return early and all(r.ok for r in results)
 
 
 def report(
@@ -197,12 +295,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer_path = args.tokenizer or ensure_model(report=print_reporter)
     tok = tokstream.Tokenizer.load(tokenizer_path)
-    prompt = tok.encode(PROMPT)
-    forced = None if args.free else tok.encode(REPLY)
+    forced = None if args.free else [tok.encode(reply) for reply in REPLIES]
     api_key = os.environ.get("TOKSTREAM_API_KEY") or None
 
     if args.base_url:
-        ok = trio.run(stream_reply, args.base_url, args.model, prompt, forced, api_key)
+        ok = trio.run(run_agent_turns, args.base_url, args.model, tok, forced, api_key)
     else:
         t0 = time.monotonic()
         ensure_vllm(report=print_reporter)
@@ -213,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"server: ready on {server.base_url} in {server.startup_seconds:.1f} s "
                 f"(PID {server.pid}, log {server.log_path})"
             )
-            ok = trio.run(stream_reply, server.base_url, server.model, prompt, forced, None)
+            ok = trio.run(run_agent_turns, server.base_url, server.model, tok, forced, None)
             print_reporter(f"server: stopping PID {server.pid}")
         print_reporter("server: stopped")
     print("\ndemo: all checks passed" if ok else "\ndemo: SOME CHECKS FAILED")
