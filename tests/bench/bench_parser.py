@@ -12,7 +12,8 @@ tokenizer, then fed to :class:`tokstream.ResponseParser`:
 The figure reported is the parser's cost **on top of** the incremental
 detokenizer it drives (which a stream consumer needs anyway to get text): the
 detokenizer-only loop is timed the same way and subtracted. Both totals are
-printed too. Each figure is the best of several runs (min), in µs per token.
+printed too. Each figure is the best of several interleaved runs (min), in µs
+per token, with the process pinned to one core.
 No assertion: this is a measurement, not a test.
 """
 
@@ -57,12 +58,15 @@ def _reply(fmt: str, repeat: int) -> str:
     return "".join(parts) + "<|im_end|>"
 
 
-def _best(fn: Callable[[], None], runs: int) -> float:
-    best = float("inf")
+def _best(fns: list[Callable[[], None]], runs: int) -> list[float]:
+    """Best (minimum) time of each function, measured interleaved so that drift
+    in machine load affects all of them alike."""
+    best = [float("inf")] * len(fns)
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
 
@@ -76,7 +80,9 @@ def main() -> int:
         print(f"no tokenizer at {a.tokenizer}; pass --tokenizer DIR", file=sys.stderr)
         return 2
     tok = Tokenizer.load(a.tokenizer)
-    print(f"python {sys.version.split()[0]}, tokenizer {a.tokenizer}")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, no migrations
+    print(f"python {sys.version.split()[0]}, tokenizer {a.tokenizer}, one core")
     for fmt in ("hermes", "qwen3_coder"):
         ids = tok.encode(_reply(fmt, a.repeat)).tolist()
         tokens = [Token(i) for i in ids]
@@ -104,9 +110,7 @@ def main() -> int:
         reply = check.finish()[-1]
         calls = getattr(reply, "tool_calls", ())
         assert len(calls) == 3 and all(c.ok for c in calls), calls
-        base = _best(detok_only, a.runs) / n * 1e6
-        pt = _best(per_token, a.runs) / n * 1e6
-        wh = _best(whole, a.runs) / n * 1e6
+        base, pt, wh = (t / n * 1e6 for t in _best([detok_only, per_token, whole], a.runs))
         print(
             f"{fmt:12s} {n:6d} tokens | detokenizer alone {base:.3f} µs/tok | "
             f"parser per-token total {pt:.3f} (adds {pt - base:.3f}) | "
