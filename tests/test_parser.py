@@ -84,6 +84,44 @@ def test_recorded_streams(
     assert len(started) == 1 and started[0].index == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        # </tool_call> is the stop token ID: the call still closes on it.
+        ("stop_token_id_tool_call_end.sse", ToolCallStatus.OK),
+        # "</tool_call>" is a stop string: vLLM cuts it (and lags text) but streams
+        # its ID, and the parser reads IDs, not text.
+        ("stop_string_tool_call_end.sse", ToolCallStatus.OK),
+        ("stop_string_include.sse", ToolCallStatus.OK),
+        # The stop string "get_weather" ends the stream inside the call.
+        ("stop_string_midtoken.sse", ToolCallStatus.UNTERMINATED),
+    ],
+)
+def test_recorded_stop_tokens_and_strings(
+    tok: Tokenizer, name: str, status: ToolCallStatus
+) -> None:
+    tokens = recorded_tokens(name)
+    ids = [t.id for t in tokens]
+    parser = ResponseParser(tok)
+    events = parser.feed(tokens) + parser.finish()
+    reply = check_invariants(tok, ids, events)
+    [call] = reply.tool_calls
+    assert call.status is status
+    if status is ToolCallStatus.OK:
+        assert (call.name, call.arguments) == ("get_weather", {"city": "Paris"})
+    assert [s.kind for s in reply.segments] == ["thinking", "text", "tool_call"]
+
+
+def test_recorded_utf8_hold_back(tok: Tokenizer) -> None:
+    for name in ("forced_utf8.sse", "so_utf8.sse"):
+        tokens = recorded_tokens(name)
+        ids = [t.id for t in tokens]
+        events, reply = run(tok, ids)
+        check_invariants(tok, ids, events)
+        assert reply.content == "Hi 🫠 龘 🦜 日本語 é!"
+        assert not any("\ufffd" in e.text for e in events if isinstance(e, TextDelta))
+
+
 def test_forced_hermes_segments_are_exact(tok: Tokenizer) -> None:
     ids = [t.id for t in recorded_tokens("forced_hermes.sse")]
     _, reply = run(tok, ids)
