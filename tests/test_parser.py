@@ -502,14 +502,21 @@ def _outputs(draw: st.DrawFn) -> tuple[str, list[int]]:
     data=_outputs(),
     groups=st.lists(st.integers(1, 7), max_size=40),
     fmt=st.sampled_from(["hermes", "qwen3_coder"]),
-    thinking=st.sampled_from(["auto", "open"]),
+    thinking=st.sampled_from(["auto", "open", "off"]),
+    match_text=st.booleans(),
 )
 def test_equivalence_whole_one_by_one_random_groups(
-    tok: Tokenizer, data: tuple[str, list[str]], groups: list[int], fmt: str, thinking: str
+    tok: Tokenizer,
+    data: tuple[str, list[str]],
+    groups: list[int],
+    fmt: str,
+    thinking: str,
+    match_text: bool,
 ) -> None:
     _, parts = data
     ids = spelled(tok, *parts)
     opts = {"tool_format": fmt, "thinking": thinking, "tools": WEATHER_TOOLS}
+    opts["match_text"] = match_text
     whole_events, whole = run(tok, ids, groups=[len(ids)], **opts)
     single_events, single = run(tok, ids, **opts)
     grouped_events, grouped = run(tok, ids, groups=groups, **opts)
