@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tokstream import OutputError, Token
@@ -530,3 +530,25 @@ def test_equivalence_whole_one_by_one_random_groups(
             == deltas(single_events, kind)
             == deltas(grouped_events, kind)
         )
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=_outputs(), fmt=st.sampled_from(["hermes", "qwen3_coder"]))
+def test_meaning_does_not_depend_on_how_tags_are_tokenized(
+    tok: Tokenizer, data: tuple[str, list[str]], fmt: str
+) -> None:
+    # The canonical encoding has every tag as its special ID; a random split
+    # spells some tags with ordinary tokens. Reasoning, content and calls agree.
+    text, parts = data
+    # A stop token ends the turn only as its ID: its text spelled out is content.
+    assume("<|im_end|>" not in text)
+    canonical = run(tok, tok.encode(text).tolist(), groups=[10**6], tool_format=fmt)[1]
+    split = run(tok, spelled(tok, *parts), groups=[10**6], tool_format=fmt)[1]
+
+    def meaning(r: Reply) -> object:
+        calls = [(c.name, c.arguments, c.status, c.raw, c.error) for c in r.tool_calls]
+        return r.reasoning, r.content, calls, r.thinking_unterminated
+
+    assert meaning(canonical) == meaning(split)
