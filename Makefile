@@ -2,7 +2,7 @@
 #   make test       the whole suite, live CPU vLLM included (installs vLLM on first run)
 #   make test-fast  everything that does not need a live server
 #   make lint       ruff + mypy --strict on tokstream/
-#   make demo       stream a forced agent reply from a tiny CPU vLLM, live
+#   make demo       a forced agent turn on a tiny CPU vLLM, live: tools run as their calls close
 #   make bench      speed and memory, as ratios against peers measured in the same run
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
