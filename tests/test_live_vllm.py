@@ -8,6 +8,7 @@ forcing exact token IDs with a structured-outputs grammar of token references.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -106,16 +107,6 @@ async def metric(server: VLLMServer, name: str, http: httpx.AsyncClient) -> floa
     ]
     assert values, f"{name} not found on {server.root_url}/metrics"
     return sum(values)
-
-
-async def wait_for_metric(
-    server: VLLMServer, name: str, value: float, http: httpx.AsyncClient
-) -> None:
-    with trio.fail_after(60):  # a hang guard, not a timing assertion
-        while True:
-            if await metric(server, name, http) == value:
-                return
-            await trio.sleep(0.02)
 
 
 def established_connections(port: int) -> int:
@@ -223,8 +214,9 @@ async def test_merged_chunks_deliver_every_id_once_in_order(
     vllm_server_serial: VLLMServer, tok: Tokenizer, prompt: np.ndarray[Any, np.dtype[np.int32]]
 ) -> None:
     # vLLM merges pending deltas into one chunk when the reader falls behind. Stall
-    # reading after the first event while ~23 KB chunks (1000 top logprobs each)
-    # fill the socket buffers, so the server's writer blocks and deltas pile up.
+    # reading after the first event while ~23 KB chunks (1000 top logprobs each,
+    # ~7 MB in all) fill the socket buffers, so the server's writer blocks and
+    # deltas pile up.
     base = encode(tok, "The quick brown fox jumps over the lazy dog. 日本語 🫠 ")
     forced = (base * (300 // len(base) + 1))[:300]
     transport = httpx.AsyncHTTPTransport(
@@ -238,9 +230,15 @@ async def test_merged_chunks_deliver_every_id_once_in_order(
             logprobs=1000,
             extra_body={**forcing_body(forced), "return_tokens_as_token_ids": True},
         )
-        async with stream as events:
+        async with stream as events, metrics_http() as http:
             first = await events.__anext__()
-            await trio.sleep(8.0)  # fall behind on purpose
+            # Fall behind on purpose: read nothing more until the engine has
+            # generated every token, however fast or slow this machine is.
+            with trio.fail_after(300):  # a hang guard, not a timing assertion
+                while True:
+                    if await metric(vllm_server_serial, "vllm:num_requests_running", http) == 0:
+                        break
+                    await trio.sleep(0.1)
             tokens, terminal = await collect(events)
     assert isinstance(first, Token)
     tokens.insert(0, first)
@@ -266,14 +264,13 @@ async def test_lower_priority_value_queued_later_runs_first(
     terminals: dict[str, Done | Error] = {}
     a_running = trio.Event()
 
-    async def run(name: str, priority: int, max_tokens: int) -> None:
+    async def run(name: str, priority: int, **fields: Any) -> None:
         async with client.stream(
             prompt,
-            max_tokens=max_tokens,
-            temperature=0.0,
             priority=priority,
             request_id=f"live-priority-{name}",
             extra_body={"ignore_eos": True},
+            **fields,
         ) as events:
             async for event in events:
                 if isinstance(event, Token) and name not in first_token_order:
@@ -283,20 +280,29 @@ async def test_lower_priority_value_queued_later_runs_first(
                 elif not isinstance(event, Token):
                     terminals[name] = event
 
+    async def queued(count: int) -> None:
+        with trio.fail_after(120):  # a hang guard, not a timing assertion
+            while await metric(server, "vllm:num_requests_waiting", http) != count:
+                assert "A" not in terminals, "blocker A ended before B and C were queued"
+                await trio.sleep(0.02)
+
+    greedy: dict[str, Any] = {"max_tokens": 4, "temperature": 0.0}
     async with client_for(server) as client, metrics_http() as http:
         async with trio.open_nursery() as nursery:
             blocker = trio.CancelScope()
 
             async def run_blocker() -> None:
+                # top_p < 1 makes each step slow (~30 ms here), so A holds the only
+                # slot (--max-num-seqs 1) for a long time, even on a loaded machine.
                 with blocker:
-                    await run("A", 10, 3000)
+                    await run("A", 10, max_tokens=3000, temperature=1.0, top_p=0.5)
 
             nursery.start_soon(run_blocker)
-            await a_running.wait()  # A holds the only slot (--max-num-seqs 1)
-            nursery.start_soon(run, "B", 10, 4)
-            await wait_for_metric(server, "vllm:num_requests_waiting", 1, http)
-            nursery.start_soon(run, "C", 0, 4)
-            await wait_for_metric(server, "vllm:num_requests_waiting", 2, http)
+            await a_running.wait()
+            nursery.start_soon(functools.partial(run, "B", 10, **greedy))
+            await queued(1)
+            nursery.start_soon(functools.partial(run, "C", 0, **greedy))
+            await queued(2)
             blocker.cancel()  # free the slot: the scheduler now picks by priority
     assert first_token_order == ["A", "C", "B"]
     for name in ("B", "C"):
