@@ -213,7 +213,7 @@ def test_forcing_body_refuses_stop_id_in_stop_token_ids() -> None:
 
 def test_install_step_failure_names_step_and_shows_output(tmp_path: Path) -> None:
     log = tmp_path / "install.log"
-    ctx = _Context(venv=tmp_path, python=Path(sys.executable), log=log, report=None, total=1)
+    ctx = _Context(log=log, report=None, total=1)
     script = "import sys; print('resolver says: no matching distribution'); sys.exit(3)"
     with pytest.raises(InstallError) as info:
         _run(ctx, 1, "install torch==2.13.0+cpu", [sys.executable, "-c", script])
@@ -357,3 +357,35 @@ def test_cli_status_on_empty_home(tmp_path: Path) -> None:
     )
     assert "vllm:   not installed" in proc.stdout
     assert "model:  missing" in proc.stdout
+
+
+def test_cli_serve_status_stop_round_trip(fake_venv: Path, tmp_path: Path) -> None:
+    # `serve` leaves the server running after the CLI exits; `stop` ends its family.
+    env = {**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)}
+    (tmp_path / "tiny-qwen").mkdir()
+    (tmp_path / "tiny-qwen" / "config.json").write_text("{}")
+    cli = [sys.executable, "-m", "tokstream.vllm_cpu"]
+    served = subprocess.run(
+        [*cli, "serve", "--timeout", "30"], capture_output=True, text=True, env=env, check=True
+    )
+    pid = int(served.stdout.strip().splitlines()[-1])
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_family(pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        family = process_family(pid)
+        assert len(family) == 3  # leader, stubborn child, orphan
+        status = subprocess.run(
+            [*cli, "status"], capture_output=True, text=True, env=env, check=True
+        )
+        assert f"server: PID {pid} http://127.0.0.1:" in status.stdout
+        assert "healthy" in status.stdout
+    finally:
+        stopped = subprocess.run(
+            [*cli, "stop", str(pid), "--timeout", "1"], capture_output=True, text=True, env=env
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    for p, start in family.items():
+        st = _stat(p)
+        assert st is None or st[2] != start or st[3] == "Z", f"PID {p} survived"
+    assert not (tmp_path / "servers" / f"{pid}.json").exists()

@@ -101,8 +101,6 @@ class InstallError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class _Context:
-    venv: Path
-    python: Path
     log: Path
     report: Reporter | None
     total: int
@@ -226,7 +224,7 @@ def ensure_vllm(venv: Path | str | None = None, *, report: Reporter | None = Non
     root.parent.mkdir(parents=True, exist_ok=True)
     log = root.parent / "install.log"
     log.write_bytes(b"")
-    ctx = _Context(venv=root, python=python, log=log, report=report, total=6)
+    ctx = _Context(log=log, report=report, total=6)
     pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
 
     if python.exists():
