@@ -18,6 +18,7 @@ vLLM abort the request. No task or connection outlives the stream.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -179,7 +180,6 @@ class EventStream:
         self._t0 = 0.0
         self._t_end: float | None = None
         self._ttft: float | None = None
-        self._counted_tokens = 0
 
     # -- context manager ----------------------------------------------------
 
@@ -207,7 +207,7 @@ class EventStream:
         if self._source is not None:
             await self._source.aclose()
         if not self._ended:
-            self._client._stream_ended(None, self._decoder.tokens - self._counted_tokens)
+            self._client._stream_ended(None, self._decoder.tokens)
 
     # -- iteration ----------------------------------------------------------
 
@@ -227,19 +227,11 @@ class EventStream:
 
     def statistics(self) -> StreamStatistics:
         """Return a frozen snapshot of this stream's counters."""
-        stats = self._decoder.statistics()
         end = self._t_end if self._t_end is not None else trio.current_time()
-        return StreamStatistics(
-            bytes_received=stats.bytes_received,
-            chunks=stats.chunks,
-            sse_lines=stats.sse_lines,
-            sse_events=stats.sse_events,
-            parse_errors=stats.parse_errors,
-            parse_error_previews=stats.parse_error_previews,
-            tokens=stats.tokens,
+        return dataclasses.replace(
+            self._decoder.statistics(),
             time_to_first_token=self._ttft,
             elapsed=end - self._t0 if self._entered else 0.0,
-            buffer_preview=stats.buffer_preview,
         )
 
     # -- internals ----------------------------------------------------------
@@ -358,10 +350,7 @@ class EventStream:
         events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
         self._pending.extend(events)
         self._ended = True
-        self._client._stream_ended(
-            isinstance(terminal, Done), self._decoder.tokens - self._counted_tokens
-        )
-        self._counted_tokens = self._decoder.tokens
+        self._client._stream_ended(isinstance(terminal, Done), self._decoder.tokens)
 
 
 def http_status_error(
