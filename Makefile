@@ -38,6 +38,7 @@ demo: venv vllm
 # Benchmarks print numbers and never fail. The parser's needs only the tiny model's tokenizer.
 bench: venv
 	$(BIN)/python -m tokstream.vllm_cpu model
+	$(BIN)/python tests/bench/bench_core.py
 	$(BIN)/python tests/bench/bench_parser.py --tokenizer .vllm/tiny-qwen
 
 lint: venv
