@@ -15,6 +15,9 @@ Scenarios (``NAME`` is a recording in tests/data without ``.sse``):
 * ``status=CODE,ERRFILE``   HTTP CODE with ``errors/ERRFILE.body`` (``text`` for plain text)
 * ``sse=ERRFILE``           HTTP 200 with ``errors/ERRFILE.body`` as the SSE body
 * ``slow=NAME``             the recording with a 10 ms pause between events
+* ``barrier=NAME,N``        hold every response until N requests are open at once
+* ``noheaders``             read the request, then send nothing until the client hangs up
+* ``hang``                  like ``noheaders``, for the server-fact GETs too
 
 It records every request and notices when a client hangs up mid-response.
 """
@@ -53,6 +56,9 @@ class ReplayServer:
     connections_closed: int = 0
     hangups: int = 0  # responses the client abandoned mid-way
     hangup_event: trio.Event = field(default_factory=trio.Event)
+    in_flight: int = 0  # requests being answered right now
+    peak_in_flight: int = 0
+    barrier_event: trio.Event = field(default_factory=trio.Event)
 
     def url(self, scenario: str) -> str:
         return f"http://127.0.0.1:{self.port}/{scenario}/v1"
@@ -87,7 +93,12 @@ class ReplayServer:
                 body = bytes(buf[:length])
                 del buf[:length]
                 self.requests.append(Seen(method, target, headers, body))
-                keep = await self._respond(stream, target)
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    keep = await self._respond(stream, target)
+                finally:
+                    self.in_flight -= 1
                 if not keep:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -102,6 +113,9 @@ class ReplayServer:
         parts = target.strip("/").split("/")
         scenario, rest = parts[0], "/".join(parts[1:])
         kind, _, arg = scenario.partition("=")
+        if kind in ("hang", "noheaders"):
+            await _wait_for_hangup(stream)
+            return False
         if rest == "health":
             await _send_simple(stream, 200, b"", "text/plain")
             return True
@@ -129,6 +143,15 @@ class ReplayServer:
             else:
                 body = (DATA / "errors" / f"{name}.body").read_bytes()
                 await _send_simple(stream, int(code), body, "application/json")
+            return True
+        if kind == "barrier":
+            name, _, n = arg.partition(",")
+            if self.in_flight >= int(n):
+                self.barrier_event.set()
+            with trio.move_on_after(30):
+                await self.barrier_event.wait()
+            await _send_head(stream)
+            await _send_events(stream, _events(name))
             return True
         await _send_head(stream)
         if kind == "replay":

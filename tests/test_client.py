@@ -59,6 +59,14 @@ async def settle(server: ReplayServer) -> None:
         await trio.sleep(0.01)
 
 
+async def assert_clean(server: ReplayServer, client: tokstream.Client) -> None:
+    """Nothing leaked: no stream counted open, every server connection closed."""
+    assert client.statistics().streams_open == 0
+    await client.aclose()
+    await settle(server)
+    assert server.connections_opened == server.connections_closed
+
+
 async def collect(client: tokstream.Client, prompt: object, **kw: object) -> list[tokstream.Event]:
     async with client.stream(prompt, **kw) as events:
         return [ev async for ev in events]
@@ -192,6 +200,7 @@ async def test_http_errors(code: int, errfile: str, cls: type, needle: str) -> N
 async def test_in_band_errors(errfile: str, needle: str) -> None:
     async with serving() as server, tokstream.Client(server.url(f"sse={errfile}"), model="m") as c:
         events = await collect(c, [1])
+        await assert_clean(server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
     err = events[0].error
     assert isinstance(err, tokstream.InBandError)
@@ -203,6 +212,7 @@ async def test_midstream_in_band_error_keeps_the_tokens() -> None:
     name = "midstream_error_internal"
     async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
         events = await collect(c, [1])
+        await assert_clean(server, c)
     err = events[-1]
     assert isinstance(err, Error) and isinstance(err.error, tokstream.InBandError)
     assert err.token_ids.tolist() == expected_ids(name)
@@ -213,6 +223,7 @@ async def test_garbage_payloads_are_skipped_and_counted() -> None:
     name = "forced_hermes"
     async with serving() as server, tokstream.Client(server.url(f"garbage={name}"), model="m") as c:
         events = await collect(c, [1])
+        await assert_clean(server, c)
     done = events[-1]
     assert isinstance(done, Done)
     assert done.token_ids.tolist() == expected_ids(name)
@@ -225,6 +236,7 @@ async def test_garbage_payloads_are_skipped_and_counted() -> None:
 async def test_junk_that_is_not_sse_is_a_protocol_error() -> None:
     async with serving() as server, tokstream.Client(server.url("junk"), model="m") as c:
         events = await collect(c, [1])
+        await assert_clean(server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
     assert isinstance(events[0].error, tokstream.ProtocolError)
     assert "ended before it finished" in str(events[0].error)
@@ -236,6 +248,7 @@ async def test_oversized_event_is_a_protocol_error_not_unbounded_memory() -> Non
             server.url("oversized"), model="m", max_event_size=1024 * 1024
         ) as client:
             events = await collect(client, [1])
+            await assert_clean(server, client)
         with trio.fail_after(10):
             await server.hangup_event.wait()
     assert len(events) == 1 and isinstance(events[0], Error)
@@ -251,6 +264,7 @@ async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens() -> 
     name = "forced_hermes"
     async with serving() as server, tokstream.Client(server.url(f"close={name},7"), model="m") as c:
         events = await collect(c, [1])
+        await assert_clean(server, c)
     err = events[-1]
     assert isinstance(err, Error)
     assert isinstance(err.error, tokstream.RemoteDisconnected)
@@ -268,6 +282,7 @@ async def test_stall_timeout_carries_diagnostics() -> None:
             server.url(f"stall={name},3"), model="m", timeouts=timeouts
         ) as client:
             events = await collect(client, [1])
+            await assert_clean(server, client)
         with trio.fail_after(60):
             await server.hangup_event.wait()
     err = events[-1]
@@ -296,6 +311,7 @@ async def test_first_token_timeout() -> None:
             server.url("stall=forced_hermes,0"), model="m", timeouts=timeouts
         ) as client:
             events = await collect(client, [1])
+            await assert_clean(server, client)
     assert len(events) == 1 and isinstance(events[0], Error)
     assert isinstance(events[0].error, tokstream.FirstTokenTimeout)
     assert "first_token=2.0s" in str(events[0].error)
@@ -351,7 +367,7 @@ async def test_nursery_form_gives_the_same_events() -> None:
     assert isinstance(via_channel[-1], Done)
 
 
-async def test_nursery_form_closing_the_channel_aborts_the_request() -> None:
+async def test_nursery_form_cancelling_the_nursery_closes_at_once() -> None:
     async with (
         serving() as server,
         tokstream.Client(server.url("stall=basic_stream,8"), model="m") as c,
@@ -359,11 +375,58 @@ async def test_nursery_form_closing_the_channel_aborts_the_request() -> None:
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
             first = await channel.receive()
-            await channel.aclose()
+            nursery.cancel_scope.cancel()
         assert isinstance(first, Token)
         with trio.fail_after(5):
             await server.hangup_event.wait()
-        assert c.statistics().streams_open == 0
+        await assert_clean(server, c)
+        assert c.statistics().streams_abandoned == 1
+
+
+async def test_nursery_form_closing_the_channel_stops_at_the_next_bytes() -> None:
+    name = "basic_stream"
+    async with (
+        serving() as server,
+        tokstream.Client(server.url(f"slow={name}"), model="m") as c,
+    ):
+        async with trio.open_nursery() as nursery:
+            channel = c.start_stream(nursery, [1])
+            first = await channel.receive()
+            await channel.aclose()
+        # The pump ended (the nursery exited) without waiting for the stream to
+        # finish: the server saw the client hang up mid-response.
+        assert isinstance(first, Token)
+        with trio.fail_after(5):
+            await server.hangup_event.wait()
+        stats = c.statistics()
+        assert stats.streams_abandoned == 1 and stats.tokens < len(expected_ids(name))
+        await assert_clean(server, c)
+
+
+@pytest.mark.autojump
+async def test_cancelled_before_response_headers_releases_everything() -> None:
+    async with serving() as server, tokstream.Client(server.url("noheaders"), model="m") as c:
+        with trio.move_on_after(3) as scope:
+            async with c.stream([1]) as events:
+                raise AssertionError(f"entered without headers: {events}")
+        assert scope.cancelled_caught
+        with trio.fail_after(5):
+            await server.hangup_event.wait()
+        stats = c.statistics()
+        assert (stats.streams_open, stats.streams_abandoned) == (0, 1)
+        await assert_clean(server, c)
+
+
+@pytest.mark.autojump
+async def test_health_and_models_do_not_hang_on_a_silent_server() -> None:
+    timeouts = tokstream.Timeouts(stall=5.0)
+    async with (
+        serving() as server,
+        tokstream.Client(server.url("hang"), model="m", timeouts=timeouts) as c,
+    ):
+        assert await c.health() is False
+        with pytest.raises(tokstream.TransportError, match="/hang/v1/models"):
+            await c.models()
 
 
 async def test_invalid_request_raises_before_any_io() -> None:
@@ -387,7 +450,10 @@ async def test_512_concurrent_streams_complete() -> None:
     name = "basic_stream"
     want = expected_ids(name)
     results: list[list[int]] = []
-    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+    async with (
+        serving() as server,
+        tokstream.Client(server.url(f"barrier={name},512"), model="m") as c,
+    ):
 
         async def one(i: int) -> None:
             async with c.stream([i + 1]) as events:
@@ -401,5 +467,7 @@ async def test_512_concurrent_streams_complete() -> None:
                 nursery.start_soon(one, i)
         stats = c.statistics()
     assert len(results) == 512
+    # All 512 were open at once: the pool neither capped nor starved them.
+    assert server.peak_in_flight == 512
     assert all(ids == want for ids in results)
     assert stats.streams_finished == 512 and stats.streams_failed == 0 and stats.streams_open == 0

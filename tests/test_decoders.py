@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -290,3 +291,75 @@ def test_sse_finish_reports_an_unterminated_event() -> None:
     assert d.feed(b"data: partial") == []
     assert "partial" in d.buffer_preview()
     assert d.finish() == len(b"data: partial")
+
+
+# -- audit follow-ups ---------------------------------------------------------
+
+SYNTHETIC = (
+    b": hello\r\n"
+    b'event: ping\ndata: {"x": 1}\n\n'
+    b"data: one\r\n\r\n"
+    b"id: 42\ndata: two\rdata: 2b\r\r"
+    b"event: note\r\nid: 43\r\ndata: \xe4\xb8\xad\xe6\x96\x87\n\n"
+    b"retry: 5\n\ndata: [DONE]\n\n"
+)
+
+
+def _sse_norm(events: list[SSEEvent]) -> list[tuple[bytes, str, str | None]]:
+    return [(e.data, e.event, e.id) for e in events]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, len(SYNTHETIC)), max_size=30))
+def test_sse_random_splits_of_events_ids_and_cr(cuts: list[int]) -> None:
+    whole = _sse_norm(SSEDecoder().feed(SYNTHETIC))
+    assert whole == [
+        (b'{"x": 1}', "ping", None),
+        (b"one", "message", None),
+        (b"two\n2b", "message", "42"),
+        ("中文".encode(), "note", "43"),
+        (b"[DONE]", "message", "43"),
+    ]
+    d = SSEDecoder()
+    got: list[SSEEvent] = []
+    bounds = [0, *sorted(cuts), len(SYNTHETIC)]
+    for a, b in itertools.pairwise(bounds):
+        got += d.feed(SYNTHETIC[a:b])
+    assert _sse_norm(got) == whole
+
+
+def test_an_event_type_split_from_its_data_is_kept() -> None:
+    d = SSEDecoder()
+    assert d.feed(b"event: ping\n") == []
+    (ev,) = d.feed(b"data: x\n\n")
+    assert (ev.event, ev.data) == ("ping", b"x")
+
+
+def test_oversized_event_in_one_read_is_an_error() -> None:
+    d = SSEDecoder(max_event_size=100)
+    with pytest.raises(tokstream.ProtocolError, match="max_event_size=100"):
+        d.feed(b"data: " + b"x" * 200 + b"\n\n")
+
+
+def test_oversized_event_after_whole_ones_in_one_read_keeps_their_tokens() -> None:
+    raw = (DATA / "basic_stream.sse").read_bytes()
+    events = raw.split(b"\n\n")
+    head = b"\n\n".join(events[:4]) + b"\n\n"
+    want = recorded_ids("basic_stream")[:4]
+    for pieces in ([head + b"data: " + b"y" * 5000], [head, b"data: " + b"y" * 5000]):
+        decoder = StreamDecoder(max_event_size=2000)
+        out: list[tokstream.Event] = []
+        for piece in pieces:
+            out += decoder.feed(piece)
+        assert [e.id for e in out if isinstance(e, Token)] == want
+        assert isinstance(out[-1], Error) and isinstance(out[-1].error, tokstream.ProtocolError)
+        assert out[-1].token_ids.tolist() == want
+
+
+def test_done_marker_before_any_finish_reason_is_a_protocol_error() -> None:
+    chunk = b'data: {"choices":[{"index":0,"text":"a","token_ids":[64]}]}\n\n'
+    events = StreamDecoder().feed(chunk + b"data: [DONE]\n\n")
+    assert isinstance(events[0], Token)
+    assert isinstance(events[-1], Error)
+    assert isinstance(events[-1].error, tokstream.ProtocolError)
+    assert "[DONE] came before any finish_reason" in str(events[-1].error)

@@ -142,3 +142,20 @@ def test_numpy_encoding_builds_no_python_object_per_token() -> None:
 def test_nan_and_inf_temperature_are_rejected_locally() -> None:
     with pytest.raises(InvalidRequest):
         CompletionRequest(prompt=[1], temperature=math.inf)
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"prompt": [1, 2**64]}, "prompt[1]=18446744073709551616: does not fit in int32"),
+        ({"prompt": [1, -(2**70)]}, "token IDs must be non-negative"),
+        ({"prompt": [1], "n": 1.0}, "n=1.0: must be an int"),
+        ({"prompt": [1], "n": True}, "n=True: must be an int"),
+        ({"prompt": [1], "extra_body": {"max_tokens": 0}}, "extra_body['max_tokens']=0"),
+        ({"prompt": [1], "extra_body": {"priority": 1.5}}, "is a request field"),
+    ],
+)
+def test_validation_holes_found_in_review(fields: dict[str, object], needle: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        CompletionRequest(**fields)  # type: ignore[arg-type]
+    assert needle in str(info.value)

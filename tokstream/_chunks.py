@@ -18,6 +18,8 @@ Theory of operation:
   The concatenation of all Token texts therefore equals the concatenation of
   the chunks' texts, exactly. Text may be "" while IDs arrive (a held-back
   UTF-8 byte, the stop token), and lags the IDs when stop strings are set.
+* ``[DONE]`` ends the stream; before any ``finish_reason`` it is a
+  ``ProtocolError`` (vLLM always finishes the choice first).
 * ``prompt_token_ids`` (first chunk only) is kept and returned on ``Done`` as
   int32, with ``finish_reason``, ``stop_reason`` (int, str or None), usage
   (from the ``choices: []`` usage chunk), every ID and the whole text.
@@ -39,6 +41,7 @@ client fills them in).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -81,7 +84,7 @@ class _Usage(msgspec.Struct):
 class _ErrorBody(msgspec.Struct):
     message: str = ""
     type: str | None = None
-    param: str | None = None
+    param: Any = None
     code: int | str | None = None
 
 
@@ -94,7 +97,7 @@ class _Chunk(msgspec.Struct):
     # The older flat error shape: {"object": "error", "message": ..., ...}
     message: str | None = None
     type: str | None = None
-    param: str | None = None
+    param: Any = None
     code: int | str | None = None
 
 
@@ -152,22 +155,24 @@ class StreamDecoder:
         self.bytes_received += len(data)
         self.chunks += 1
         out: list[Event] = []
-        try:
-            payloads = self._sse.feed_raw(data)
-        except ProtocolError as exc:
-            out.append(self.fail(exc))
-            return out
-        for payload in payloads:
+        for payload in self._sse.feed_raw(data):
             if isinstance(payload, SSEEvent):
                 if payload.event not in ("message", "error"):
                     continue
                 payload = payload.data
             if payload == _DONE:
-                out.append(self._done())
-                break
+                if self._finish_reason is None:
+                    problem = "[DONE] came before any finish_reason"
+                    out.append(self._protocol_error(problem, payload))
+                else:
+                    out.append(self._done())
+                return out
             self._chunk(payload, out)
             if out and isinstance(out[-1], (Done, Error)):
-                break
+                return out
+        if self._sse.error is not None:
+            # The events before the oversized one were delivered above.
+            out.append(self.fail(self._sse.error))
         return out
 
     def finish(self) -> list[Event]:
@@ -293,7 +298,6 @@ class StreamDecoder:
 
     def _done(self) -> Done:
         self.finished = True
-        self._sse.finish()
         logprobs = None
         if self._logprobs is not None:
             logprobs = np.array(self._logprobs, dtype=np.float32)
@@ -347,7 +351,7 @@ class StreamDecoder:
             f"[type={etype}, code={code}]",
             server_message=message,
             type=etype,
-            param=param,
+            param=None if param is None else str(param),
             code=code,
             url=self.url,
             request_id=self.request_id,

@@ -141,7 +141,7 @@ class _ModelList(msgspec.Struct):
 class _ErrorDetail(msgspec.Struct):
     message: str | None = None
     type: str | None = None
-    param: str | int | None = None
+    param: Any = None
     code: int | str | None = None
 
 
@@ -149,7 +149,7 @@ class _ErrorEnvelope(msgspec.Struct):
     error: _ErrorDetail | str | None = None
     message: str | None = None
     type: str | None = None
-    param: str | int | None = None
+    param: Any = None
     code: int | str | None = None
     detail: Any = None
 
@@ -188,7 +188,13 @@ class EventStream:
             raise RuntimeError("an EventStream can be entered only once")
         self._entered = True
         self._client._stream_started()
-        await self._open()
+        try:
+            await self._open()
+        except BaseException:
+            # Cancelled while connecting or reading an error body: release the
+            # connection and the open-stream count before trio.Cancelled goes on.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -253,7 +259,7 @@ class EventStream:
         try:
             with trio.move_on_at(self._deadline()):
                 response = await client._http.send(http_request, stream=True)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             self._terminate(
                 map_httpx_error(exc, url=self.url, request_id=self.request_id, started=False)
             )
@@ -400,6 +406,34 @@ def http_status_error(
     )
 
 
+def _check_base_url(base_url: object) -> None:
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise InvalidRequest("base_url", base_url, "must be an http:// or https:// URL")
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidRequest("base_url", base_url, f"is not a valid URL ({exc})") from None
+    if not url.host:
+        raise InvalidRequest("base_url", base_url, "has no host")
+
+
+def _check_api_key(api_key: object) -> None:
+    # Never echo the key: a bad one would otherwise end up in messages and logs.
+    if (
+        not isinstance(api_key, str)
+        or not api_key
+        or not api_key.isascii()
+        or not api_key.isprintable()
+        or any(c.isspace() for c in api_key)
+    ):
+        raise InvalidRequest(
+            "api_key",
+            "<redacted>",
+            "must be a non-empty printable ASCII string without whitespace "
+            "(a key read from a file often ends with a newline)",
+        )
+
+
 class Client:
     """A client for one vLLM server's OpenAI-style API, on trio.
 
@@ -438,8 +472,9 @@ class Client:
         headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise InvalidRequest("base_url", base_url, "must be an http:// or https:// URL")
+        _check_base_url(base_url)
+        if api_key is not None:
+            _check_api_key(api_key)
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model", model, "must be a non-empty string")
         self.base_url = base_url.rstrip("/")
@@ -456,6 +491,10 @@ class Client:
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
         t = self.timeouts
+        # Server-fact GETs are short: they get a read timeout (streams do their own).
+        self._get_timeout = httpx.Timeout(
+            connect=t.connect, read=t.stall or 60.0, write=t.write, pool=None
+        )
         self._http = httpx.AsyncClient(
             headers=all_headers,
             timeout=httpx.Timeout(connect=t.connect, read=None, write=t.write, pool=None),
@@ -525,11 +564,18 @@ class Client:
         """Start a token stream in ``nursery``; return a channel of its events.
 
         The channel yields the same events as :meth:`stream`: ``Token`` events,
-        then exactly one ``Done`` or ``Error``, then it closes. Closing the
-        receive channel (or cancelling ``nursery``) closes the response and
-        vLLM aborts the request. Events are sent with ``send_nowait`` while the
-        buffer (``stream_buffer``) has room; consumers that want speed should
-        drain with ``receive_nowait()`` before awaiting ``receive()``.
+        then exactly one ``Done`` or ``Error``, then it closes.
+
+        To stop a stream at once, cancel ``nursery`` (or a cancel scope around
+        the code that owns it): the response closes immediately and vLLM aborts
+        the request. Closing the receive channel also stops it, but only when
+        the next bytes arrive (a trio memory channel cannot wake a task that is
+        waiting on the network), or at the stall timeout if none do.
+
+        Events are sent with ``send_nowait`` while the buffer (``stream_buffer``)
+        has room, so a network read costs no await per token; consumers that
+        want speed should drain with ``receive_nowait()`` before awaiting
+        ``receive()``.
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
@@ -577,8 +623,8 @@ class Client:
     async def health(self) -> bool:
         """Return whether ``GET {root}/health`` answers 200 (False if unreachable)."""
         try:
-            response = await self._http.get(self.root_url + "/health")
-        except httpx.HTTPError:
+            response = await self._http.get(self.root_url + "/health", timeout=self._get_timeout)
+        except (httpx.HTTPError, httpx.InvalidURL):
             return False
         return response.status_code == 200
 
@@ -592,7 +638,7 @@ class Client:
 
     async def _get(self, url: str) -> bytes:
         try:
-            response = await self._http.get(url)
+            response = await self._http.get(url, timeout=self._get_timeout)
         except httpx.HTTPError as exc:
             raise map_httpx_error(exc, url=url, request_id=None, started=False) from None
         if response.status_code >= 400:

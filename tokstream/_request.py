@@ -54,6 +54,9 @@ def _normalise_prompt(prompt: object) -> npt.NDArray[np.int64]:
         for i, tok in enumerate(prompt):
             if not isinstance(tok, (int, np.integer)) or isinstance(tok, bool):
                 raise InvalidRequest(f"prompt[{i}]", tok, "token IDs must be integers")
+            if not 0 <= tok <= _MAX_ID:
+                problem = "token IDs must be non-negative" if tok < 0 else "does not fit in int32"
+                raise InvalidRequest(f"prompt[{i}]", tok, problem)
         arr = np.asarray(prompt, dtype=np.int64) if len(prompt) else np.zeros(0, np.int64)
     if arr.ndim != 1:
         raise InvalidRequest("prompt", f"array of shape {arr.shape}", "must be one-dimensional")
@@ -266,7 +269,7 @@ class CompletionRequest:
             not isinstance(self.request_id, str) or not self.request_id.isprintable()
         ):
             raise InvalidRequest("request_id", self.request_id, "must be a printable str")
-        if self.n != 1:
+        if _check_int("n", self.n) != 1:
             raise InvalidRequest(
                 "n", self.n, "is unsupported: tokstream streams one choice; send n requests"
             )
@@ -277,8 +280,12 @@ class CompletionRequest:
                 raise InvalidRequest(
                     f"extra_body[{key!r}]", self.extra_body[key], "is set by tokstream itself"
                 )
-            if key == "n" and self.extra_body[key] != 1:
-                raise InvalidRequest("n", self.extra_body[key], "is unsupported")
+            if key in _FIELD_NAMES:
+                raise InvalidRequest(
+                    f"extra_body[{key!r}]",
+                    self.extra_body[key],
+                    f"is a request field; pass {key}= so it is validated",
+                )
 
     def check_vocab(self, vocab_size: int) -> None:
         """Raise :class:`~tokstream.InvalidRequest` if a prompt ID is >= ``vocab_size``."""
@@ -348,3 +355,6 @@ class CompletionRequest:
             current.update(fields)
             return cls(**current)
         return cls(prompt=prompt_or_request, **fields)  # type: ignore[arg-type]
+
+
+_FIELD_NAMES = frozenset(CompletionRequest.__dataclass_fields__) - {"extra_body"}

@@ -71,31 +71,44 @@ class SSEDecoder:
         self._event_type = ""
         self._id_changed = False
         self._skip_lf = False  # the previous piece ended in CR: a leading LF is its pair
+        self.error: ProtocolError | None = None
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Push body bytes; return the events they complete, in order.
 
+        Events completed before an oversized one in the same ``data`` are still
+        returned; the error is then raised by the next call.
+
         Raises:
             ProtocolError: An event exceeded ``max_event_size``.
         """
-        return [
+        events = [
             # Plain bytes mean no event type and no event ID had been seen.
             item if isinstance(item, SSEEvent) else SSEEvent(item)
             for item in self.feed_raw(data)
         ]
+        if self.error is not None and not events:
+            raise self.error
+        return events
 
     def feed_raw(self, data: bytes) -> list[bytes | SSEEvent]:
         """Like :meth:`feed`, but a plain ``message`` event comes as its data bytes.
 
         This is the hot path the vLLM decoder uses: vLLM sends only unnamed
         ``data:`` events, and skipping one object per event matters there.
-        Events with a type or an ID still come as :class:`SSEEvent`.
+        Events with a type or an ID still come as :class:`SSEEvent`. An
+        oversized event sets :attr:`error` and stops decoding; the events before
+        it are returned, and every later call raises the error.
         """
+        if self.error is not None:
+            raise self.error
         if (
             # Fast path: exactly one whole `data: ...\n\n` event, as vLLM frames it.
             not self._partial
             and not self._data
             and not self._skip_lf
+            and not self._event_type
+            and len(data) <= self.max_event_size
             and data[:6] == b"data: "
             and data.find(b"\n") == len(data) - 2
             and data[-1:] == b"\n"
@@ -121,6 +134,11 @@ class SSEDecoder:
                 self._partial_size += len(data)
                 self._check_size()
             return []
+        if self._partial_size + self._data_size + len(data) > self.max_event_size:
+            return self._feed_lines_checked(data)
+        return self._feed_lines(data)
+
+    def _feed_lines(self, data: bytes) -> list[bytes | SSEEvent]:
         if self._partial:
             self._partial.append(data)
             data = b"".join(self._partial)
@@ -148,12 +166,35 @@ class SSEDecoder:
         self._check_size()
         return out
 
+    def _feed_lines_checked(self, data: bytes) -> list[bytes | SSEEvent]:
+        # Enough bytes for an oversized event: decode line by line so that the
+        # events before it survive and nothing past the limit is buffered.
+        out: list[bytes | SSEEvent] = []
+        start = 0
+        while self.error is None:
+            end = data.find(b"\n", start)
+            if end < 0:
+                out += self._feed_lines(data[start:]) if start < len(data) else []
+                break
+            if self._partial_size + self._data_size + (end - start) > self.max_event_size:
+                self._partial_size += end - start
+                self._check_size()
+                break
+            out += self._feed_lines(data[start : end + 1])
+            start = end + 1
+        return out
+
     def finish(self) -> int:
         """Declare end of input; return the bytes of an undispatched event, if any.
 
         Per the SSE rules an event without its closing blank line is dropped;
         the returned count lets callers report it. The decoder is reset.
+
+        Raises:
+            ProtocolError: An event exceeded ``max_event_size`` earlier.
         """
+        if self.error is not None:
+            raise self.error
         left = self._partial_size + self._data_size
         self._partial.clear()
         self._partial_size = 0
@@ -193,7 +234,9 @@ class SSEDecoder:
     def _check_size(self) -> None:
         size = self._partial_size + self._data_size
         if size > self.max_event_size:
-            raise ProtocolError(
+            self._partial.clear()
+            self._data.clear()
+            self.error = ProtocolError(
                 f"server-sent event exceeds max_event_size={self.max_event_size} bytes "
                 f"({size} bytes buffered without an event boundary); the stream is not valid "
                 "SSE or the limit is too low"

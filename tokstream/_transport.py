@@ -12,6 +12,7 @@ so they never leak to users (as httpcore's ``map_exceptions`` does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -28,6 +29,9 @@ from ._exceptions import (
 )
 
 __all__ = ["ByteSource", "HttpxByteSource", "map_httpx_error"]
+
+# httpx quotes header values in some errors; a key must never reach a message.
+_BEARER = re.compile(r"Bearer\s+[^\s'\"]+", re.IGNORECASE)
 
 
 class ByteSource(Protocol):
@@ -67,7 +71,7 @@ class HttpxByteSource:
 
 
 def map_httpx_error(
-    exc: httpx.HTTPError, *, url: str, request_id: str | None, started: bool
+    exc: httpx.HTTPError | httpx.InvalidURL, *, url: str, request_id: str | None, started: bool
 ) -> TokstreamError:
     """Translate an httpx exception into the tokstream tree.
 
@@ -78,7 +82,7 @@ def map_httpx_error(
         started: Whether the response had started (headers received).
     """
     where = f"{url} (request_id={request_id})" if request_id else url
-    detail = str(exc) or type(exc).__name__
+    detail = _BEARER.sub("Bearer <redacted>", str(exc)) or type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout):
         return ConnectTimeout(
             f"timed out connecting to {where}: {detail}; is the server up and reachable? "
