@@ -102,6 +102,8 @@ class SSEDecoder:
         """
         if self.error is not None:
             raise self.error
+        if not data:
+            return []
         if (
             # Fast path: exactly one whole `data: ...\n\n` event, as vLLM frames it.
             not self._partial
