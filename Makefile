@@ -4,6 +4,10 @@
 #   make lint       ruff + mypy --strict on tokstream/
 #   make demo       a forced agent turn on a tiny CPU vLLM, live: tools run as their calls close
 #   make bench      speed and memory, as ratios against peers measured in the same run
+#   make serve      start the tiny CPU vLLM in the background (PORT=N, else a free port);
+#                   prints its URL and PID, then returns
+#   make stop       stop a server `make serve` started, with its children: make stop PID=N
+#                   (SIGTERM, then SIGKILL after TIMEOUT seconds, default 20)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
@@ -11,7 +15,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv vllm test test-fast lint demo bench clean
+.PHONY: venv vllm test test-fast lint demo bench serve stop clean
 
 venv: $(STAMP)
 
@@ -34,6 +38,17 @@ test-fast: venv
 
 demo: venv vllm
 	$(BIN)/python examples/demo.py $(ARGS)
+
+# `serve` returns once /health answers; the server keeps running in its own session.
+serve: venv vllm
+	@pid=$$($(BIN)/python -m tokstream.vllm_cpu serve $(if $(PORT),--port $(PORT))) && \
+	url=$$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["base_url"])' \
+	  "$${TOKSTREAM_VLLM_HOME:-.vllm}/servers/$$pid.json") && \
+	echo "serve: $$url PID $$pid (stop it with: make stop PID=$$pid)"
+
+stop: venv
+	@test -n "$(PID)" || { echo "usage: make stop PID=N (the PID that make serve printed)" >&2; exit 2; }
+	$(BIN)/python -m tokstream.vllm_cpu stop $(PID) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 # Benchmarks print numbers and never fail. The parser's needs only the tiny model's tokenizer.
 bench: venv

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from tokstream.vllm_cpu import (
     forcing_body,
     free_port,
 )
+from tokstream.vllm_cpu.server import process_family
 
 pytestmark = pytest.mark.vllm
 
@@ -478,3 +481,36 @@ def test_demo_against_a_running_server(vllm_server: VLLMServer, tiny_model_dir: 
     assert "echo verified     yes" in out and "forced IDs exact  yes" in out
     assert 'tool call: {"name": "get_weather", "arguments": {"city": "Paris"}}' in out
     assert f"{TOOL_CALL_ID:>8}  tool" in out and f"{THINK_ID:>8}  think" in out
+
+
+def test_demo_starts_and_stops_its_own_server() -> None:
+    # `make demo`'s own path: no --base-url, so the demo starts a second tiny server,
+    # runs the turn and must stop that server with every process it spawned.
+    root = DEMO.parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(DEMO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "demo: all checks passed" in proc.stdout
+    assert "echo verified     yes" in proc.stdout
+    started = re.search(r"server: ready on http://127\.0\.0\.1:\d+/v1 .*\(PID (\d+),", proc.stderr)
+    assert started, proc.stderr
+    pid = int(started.group(1))
+    assert f"server: stopping PID {pid}" in proc.stderr
+    assert "server: stopped" in proc.stderr
+    # No live process is left in the server's session, nor below it, the moment the
+    # demo has exited; and once init has reaped any zombie, the group is empty.
+    assert process_family(pid) == {}
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, f"process group {pid} outlived the demo"
+        time.sleep(0.1)

