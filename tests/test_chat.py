@@ -65,8 +65,19 @@ def template(tiny_model_dir: Path) -> Any:
 def render(
     tok: Tokenizer, template: Any, messages: list[dict[str, Any]], tools: Any = None, **kw: Any
 ) -> np.ndarray:
-    text = template.render(messages=messages, tools=tools, **kw)
-    return tok.encode(text)
+    """The template's IDs for ``messages``, up to where a later message would change them.
+
+    After a tool result (and no generation prompt) the template's final
+    ``<|im_end|>\\n`` is not append-only: another tool result replaces it.
+    tokstream writes it with the next message or generation prompt, so the
+    expected prompt ends before it; the following checks see it in place.
+    """
+    ids = tok.encode(template.render(messages=messages, tools=tools, **kw))
+    if messages and messages[-1]["role"] == "tool" and not kw.get("add_generation_prompt"):
+        close = tok.encode("<|im_end|>\n").tolist()
+        assert ids[-len(close) :].tolist() == close
+        ids = ids[: -len(close)]
+    return ids
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:

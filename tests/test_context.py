@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokstream import Context, ContextError, Done, Error, ProtocolError, Tokenizer
+
+from .parser_helpers import spelled
 
 IM_START, IM_END, ENDOFTEXT, NL = 151644, 151645, 151643, 198
 TOOL_CALL, TOOL_CALL_END, THINK, THINK_END = 151657, 151658, 151667, 151668
@@ -126,14 +129,121 @@ def test_views_are_read_only_and_never_change(tok: Tokenizer) -> None:
     ctx.add_tool("sunny")
     mid = ctx.prompt_ids()
     mid_copy = mid.copy()
-    ctx.add_tool("windy")  # retracts the previous <|im_end|>\n: copy-on-write
+    # The run's closing <|im_end|>\n is held, so the next result only appends.
+    assert tok.decode(mid).endswith("<tool_response>\nsunny\n</tool_response>")
+    ctx.add_tool("windy")
     assert np.array_equal(first, snapshot)
     assert np.array_equal(mid, mid_copy)
-    assert np.array_equal(ctx.prompt_ids()[: len(mid) - 2], mid[:-2])
-    assert tok.decode(ctx.prompt_ids()).endswith(
-        "<tool_response>\nsunny\n</tool_response>\n<tool_response>\nwindy\n</tool_response>"
-        "<|im_end|>\n"
+    assert np.array_equal(ctx.prompt_ids()[: len(mid)], mid)
+    ctx.begin_assistant()
+    assert tok.decode(ctx.prompt_ids()[len(mid) :]) == (
+        "\n<tool_response>\nwindy\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
     )
+    assert [leaf.text for leaf in ctx.messages[-2].leaves][-2:] == [
+        "\n</tool_response>",
+        "<|im_end|>\n",
+    ]
+
+
+def test_appends_never_recopy_the_history(tok: Tokenizer) -> None:
+    """Issue 4 section 3: cost grows with the new tokens, not with the history.
+
+    A turn loop reads the views between appends (the prompt it sends, the mask,
+    leaf IDs) and adds runs of tool results, whose closing framing the template
+    moves. No append may copy the buffer then; only doubling reallocates, and
+    every array handed out keeps its values.
+    """
+    ctx = started(tok)
+    handed: list[tuple[np.ndarray, np.ndarray]] = []
+    prompts: list[np.ndarray] = []
+
+    def read() -> None:
+        views = [ctx.prompt_ids(), ctx.generation_mask(), ctx.logprobs()]
+        views += [leaf.ids for leaf in ctx.messages[-1].leaves]
+        handed.extend((v, v.copy()) for v in views)
+        prompts.append(views[0])
+
+    for i in range(150):
+        ctx.begin_assistant(thinking=None if i % 2 else False)
+        read()
+        ctx.append_reply(done([*HERMES, IM_END], [-0.5] * (len(HERMES) + 1)))
+        read()
+        for j in range(1 + i % 4):
+            ctx.add_tool(f"result {i}.{j}", name="get_weather")
+            read()
+        if i % 5 == 4:
+            ctx.add_user(f"and then {i}?")
+            read()
+    n = len(ctx)
+    assert n > 8 * 1024
+    # Doubling from 1024: one buffer per doubling, not one per tool result.
+    assert ctx._tape.allocations <= 1 + math.ceil(math.log2(n / 1024))
+    for view, values in handed:
+        assert np.array_equal(view, values, equal_nan=True)
+    for a, b in itertools.pairwise(prompts):
+        assert np.array_equal(b[: len(a)], a)  # each prompt extends the one before
+    # One user turn per tool run (the template's merge), plus the user messages.
+    assert tok.decode(ctx.prompt_ids()).count("<|im_start|>user") == 1 + 150 + 30
+
+
+def test_discard_restores_the_held_close_and_a_retry_does_not_copy(tok: Tokenizer) -> None:
+    ctx = started(tok)
+    ctx.begin_assistant()
+    ctx.append_reply([*HERMES, IM_END])
+    ctx.add_tool("sunny")
+    before = ctx.prompt_ids()
+    reply = ctx.begin_assistant()
+    sent = ctx.prompt_ids()
+    assert tok.decode(sent[len(before) :]) == "<|im_end|>\n<|im_start|>assistant\n"
+    reply.add_leaf("text", [9707, 1879])  # a stream that then failed
+    reply.discard()
+    assert np.array_equal(ctx.prompt_ids(), before)
+    assert ctx.messages[-1].leaves[-1].text == "\n</tool_response>"
+    allocations = ctx._tape.allocations
+    # Retrying writes the same framing over what was sent: no copy needed.
+    ctx.begin_assistant()
+    assert np.array_equal(ctx.prompt_ids(), sent)
+    ctx.append_reply([9707, IM_END])
+    assert ctx._tape.allocations == allocations
+    assert ctx.prompt_ids()[len(sent) :].tolist() == [9707, IM_END, NL]
+    assert sent.tolist() == ctx.prompt_ids()[: len(sent)].tolist()
+
+    # Discarded after a tool result, another result still joins the same run;
+    # overwriting the sent framing copies the buffer, and what was sent stays.
+    ctx.add_tool("one")
+    first_run = ctx.prompt_ids()
+    reply = ctx.begin_assistant()
+    sent = ctx.prompt_ids()
+    sent_values = sent.copy()
+    reply.discard()
+    ctx.add_tool("two")
+    assert np.array_equal(sent, sent_values)
+    assert np.array_equal(ctx.prompt_ids()[: len(first_run)], first_run)
+    assert tok.decode(ctx.prompt_ids()[len(first_run) :]) == (
+        "\n<tool_response>\ntwo\n</tool_response>"
+    )
+
+
+def test_non_canonical_reply_ids_reach_the_next_prompt_unchanged(tok: Tokenizer) -> None:
+    """A model may sample a split re-encoding would not give; the next prompt keeps it."""
+    ctx = started(tok)
+    ctx.begin_assistant()
+    ids = [
+        *spelled(tok, "<think>\n", "pl", "an", "\n</think>\n\n", "Hel", "lo", " wor", "ld"),
+        IM_END,
+    ]
+    assert tok.encode(tok.decode(ids)).tolist() != ids  # a re-encoding would differ
+    start = len(ctx)
+    msg = ctx.append_reply(done(ids))
+    assert msg.text == "<|im_start|>assistant\n<think>\nplan\n</think>\n\nHello world<|im_end|>\n"
+    ctx.add_user("more")
+    back = Context.from_json(ctx.to_json(), tok)  # saved and resumed: still not re-encoded
+    for c in (ctx, back):
+        c.begin_assistant()
+        prompt = c.prompt_ids()
+        assert prompt[start : start + len(ids)].tolist() == ids
+        mask = c.generation_mask()
+        assert np.flatnonzero(mask).tolist() == list(range(start, start + len(ids)))
 
 
 def test_growth_is_amortised_and_prompt_ids_is_a_view(tok: Tokenizer) -> None:
@@ -300,6 +410,28 @@ def test_json_round_trip_is_exact(tok: Tokenizer) -> None:
     assert back.to_json() == ctx.to_json()
 
 
+def test_json_keeps_a_held_close_and_reads_saves_without_one(tok: Tokenizer) -> None:
+    ctx = _conversation(tok)
+    ctx.add_tool("first")
+    saved = ctx.to_dict()
+    assert [c["text"] for c in saved["close"]] == ["<|im_end|>\n"]
+    # A save with the close written into the last message (no "close" key).
+    closed = json.loads(json.dumps(saved))
+    del closed["close"]
+    closed["messages"][-1]["leaves"].append(
+        {**saved["close"][0], "sampled": False, "logprobs": None}
+    )
+    back, legacy = Context.from_dict(saved, tok), Context.from_dict(closed, tok)
+    assert np.array_equal(back.prompt_ids(), ctx.prompt_ids())
+    assert tok.decode(legacy.prompt_ids()[len(ctx) :]) == "<|im_end|>\n"
+    for c in (ctx, back, legacy):
+        c.add_tool("second")  # joins the run: the close is dropped, held or written
+        c.begin_assistant()
+    assert np.array_equal(back.prompt_ids(), ctx.prompt_ids())
+    assert np.array_equal(legacy.prompt_ids(), ctx.prompt_ids())
+    assert tok.decode(ctx.prompt_ids()).count("<|im_end|>\n<|im_start|>assistant\n") == 3
+
+
 def test_json_errors(tok: Tokenizer) -> None:
     saved: dict[str, Any] = _conversation(tok).to_dict()
     with pytest.raises(ContextError, match="invalid JSON"):
@@ -320,3 +452,10 @@ def test_json_errors(tok: Tokenizer) -> None:
     bad["messages"][2]["leaves"][1]["logprobs"] = [0.0]
     with pytest.raises(ContextError, match="one value per ID"):
         Context.from_dict(bad, tok)
+    bad = {**saved, "close": [{"kind": "text", "text": "x", "ids": [87]}]}
+    with pytest.raises(ContextError, match="bad closing framing"):
+        Context.from_dict(bad, tok)
+    with pytest.raises(ContextError, match="closing framing without a message"):
+        Context.from_dict(
+            {**saved, "messages": [], "close": [{**bad["close"][0], "kind": "framing"}]}, tok
+        )

@@ -5,7 +5,9 @@ grammar (the tiny model's weights are random), interleaved with tool results and
 user messages. On every request the server's echoed ``prompt_token_ids`` must
 equal ``Context.prompt_ids()``; every sampled ID must reappear, unchanged and in
 place, in the next prompt; ``generation_mask()`` must cover exactly the sampled
-IDs and ``logprobs()`` must carry the server's logprobs there.
+IDs and ``logprobs()`` must carry the server's logprobs there. Two replies are
+forced with a non-canonical token split, so a context that re-encoded model
+output from its text would send other IDs and fail.
 """
 
 from __future__ import annotations
@@ -101,13 +103,24 @@ async def test_five_turn_conversation_is_token_exact(
     sampled: list[tuple[int, list[int]]] = []  # (start in the prompt, ids)
     all_lps: list[float] = []
     assert len(example.SCRIPT) == 5
+    non_canonical: list[tuple[int, list[int]]] = []  # sampled, unlike encode(decode(ids))
+    echoed_non_canonical = 0  # how often the server echoed such a reply back
+
+    def check_echoed(echoed: list[int]) -> None:
+        """Every earlier reply is in the echoed prompt, unchanged, where it was put."""
+        nonlocal echoed_non_canonical
+        for start, ids in sampled:
+            assert echoed[start : start + len(ids)] == ids
+        echoed_non_canonical += sum(
+            echoed[start : start + len(ids)] == ids for start, ids in non_canonical
+        )
 
     async with tokstream.Client(vllm_server.base_url, model=vllm_server.model) as client:
         for number, turn in enumerate(example.SCRIPT):
             ctx.begin_assistant(thinking=turn.thinking)
             prompt = ctx.prompt_ids()
             sent = prompt.copy()
-            forced = tok.encode(turn.reply).tolist()
+            forced = turn.ids(tok)
             max_tokens = len(forced) - 3 if turn.cut else len(forced) + 4
             done = await _stream(
                 client, prompt, max_tokens=max_tokens, extra_body=forcing_body(forced)
@@ -115,9 +128,7 @@ async def test_five_turn_conversation_is_token_exact(
             # The server saw exactly the context.
             assert done.prompt_token_ids is not None
             assert done.prompt_token_ids.tolist() == sent.tolist(), f"turn {number}"
-            # Every earlier reply is in this prompt, unchanged, where it was put.
-            for start, ids in sampled:
-                assert sent[start : start + len(ids)].tolist() == ids
+            check_echoed(done.prompt_token_ids.tolist())
             want = forced[:max_tokens] if turn.cut else [*forced, IM_END]
             assert done.token_ids.tolist() == want
             assert done.finish_reason == ("length" if turn.cut else "stop")
@@ -129,6 +140,10 @@ async def test_five_turn_conversation_is_token_exact(
             else:
                 ctx.append_reply(done)
             sampled.append((start, done.token_ids.tolist()))
+            if not isinstance(turn.reply, str):
+                text_ids = forced[:max_tokens] if turn.cut else forced
+                assert tok.encode(tok.decode(text_ids)).tolist() != text_ids, f"turn {number}"
+                non_canonical.append(sampled[-1])
             all_lps += done.logprobs.tolist()
             msg = ctx.messages[-1]
             assert msg.sampled_ids.tolist() == done.token_ids.tolist()
@@ -156,9 +171,12 @@ async def test_five_turn_conversation_is_token_exact(
         final = await _stream(client, ctx.prompt_ids(), max_tokens=1)
         assert final.prompt_token_ids is not None
         assert final.prompt_token_ids.tolist() == ctx.prompt_ids().tolist()
-        for start, ids in sampled:
-            assert final.prompt_token_ids[start : start + len(ids)].tolist() == ids
+        check_echoed(final.prompt_token_ids.tolist())
         reply.discard()
+    # Both non-canonical replies came back verbatim in every later prompt
+    # (turn 2's in the prompts of turns 3-5 and the final one; turn 5's in the final).
+    assert len(non_canonical) == 2
+    assert echoed_non_canonical == 4 + 1
 
     # The tree saved and resumed gives the same prompt and mask.
     back = Context.from_json(ctx.to_json(), tok)

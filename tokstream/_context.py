@@ -17,10 +17,16 @@ calls, the sampled stop token). Every leaf holds its ``text``, its ``ids``
 Theory of operation: all IDs live in one growth buffer (three parallel numpy
 arrays: ids, mask, logprobs, doubling capacity). A leaf is a ``[start, end)``
 span of it, so appending costs O(new tokens) and :meth:`prompt_ids` is an O(1)
-read-only view. Only the tail ever changes: a reply's leaves grow at the end,
-and a format may *retract* trailing framing of the last message (Qwen's tool
-result runs). Views handed out are never mutated afterwards: writing below the
-highest exported position first copies the buffer.
+read-only view. Views handed out never change, so the buffer is append-only:
+each :meth:`prompt_ids` is a prefix of every later one. Where a template is not
+append-only at the tail (Qwen closes a run of tool results only after the last
+one), the format marks the framing as a message's ``close``: it is tokenized
+with the message but *held*, and written only when a message that does not
+retract it, or the generation prompt, follows. Until then :meth:`prompt_ids`
+ends before it (a prompt is only sent after :meth:`begin_assistant`). The one
+exception is :meth:`ReplyBuilder.discard`, which takes back the open reply;
+writing different values over positions already handed out then copies the
+buffer once, so earlier views stay unchanged.
 
 A reply is grown through a :class:`ReplyBuilder` handle from
 :meth:`Context.begin_assistant`: the response parser adds a leaf per
@@ -41,7 +47,16 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _context_json as _json
-from ._context_nodes import ContextError, Leaf, Message, ReplyBuilder, _as_ids, _as_lp, _Tape
+from ._context_nodes import (
+    ContextError,
+    Leaf,
+    Message,
+    ReplyBuilder,
+    _as_ids,
+    _as_lp,
+    _Held,
+    _Tape,
+)
 from ._events import Done, Error
 from .chat import chat_format as _detect_format
 from .chat._base import LeafKind, Rendering, Role, Segment
@@ -71,7 +86,7 @@ class Context:
         ctx.append_reply(done)      # exact IDs, then the turn's closing framing
     """
 
-    __slots__ = ("_format", "_messages", "_reply", "_tape", "_tok")
+    __slots__ = ("_close", "_format", "_messages", "_reply", "_tape", "_tok")
 
     def __init__(self, tokenizer: Tokenizer, chat_format: ChatFormat | str | None = None) -> None:
         self._tok = tokenizer
@@ -81,6 +96,7 @@ class Context:
         self._tape = _Tape()
         self._messages: list[Message] = []
         self._reply: ReplyBuilder | None = None
+        self._close: _Held = ()  # the last message's held closing framing
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -116,7 +132,12 @@ class Context:
         )
 
     def prompt_ids(self) -> npt.NDArray[np.int32]:
-        """The whole context as one int32 array (a read-only view; O(1))."""
+        """The whole context as one int32 array (a read-only view; O(1)).
+
+        The array never changes afterwards. After a tool result it ends at the
+        result: the framing that closes a run of tool results is added by the
+        next message or :meth:`begin_assistant`.
+        """
         return self._tape.view(self._tape.ids, 0, self._tape.n)
 
     def generation_mask(self) -> npt.NDArray[np.bool_]:
@@ -158,7 +179,12 @@ class Context:
         return self._add("user", rendering, content=content)
 
     def add_tool(self, content: str, *, name: str | None = None) -> Message:
-        """Add a tool result (``name`` is kept on the node for reference)."""
+        """Add a tool result (``name`` is kept on the node for reference).
+
+        Consecutive results share one turn where the format says so (Qwen):
+        the turn's closing framing is held until something else follows, so
+        adding results never rewrites IDs already handed out.
+        """
         rendering = self._format.message("tool", content, prev_role=self._prev())
         return self._add("tool", rendering, name=name, content=content)
 
@@ -191,10 +217,12 @@ class Context:
         """
         self._check_no_reply()
         segments = self._format.generation_prompt(thinking=thinking).segments
+        held, begin = self._close, self._tape.n
+        self._write_close()
         message = Message("assistant", self._tape)
         self._append_segments(message, self._preamble() + segments)
         self._messages.append(message)
-        self._reply = ReplyBuilder(self, message)
+        self._reply = ReplyBuilder(self, message, begin, held)
         return self._reply
 
     def append_reply(
@@ -268,12 +296,39 @@ class Context:
         self._check_no_reply()
         if rendering.retract:
             self._retract(rendering.retract)
+        else:
+            self._write_close()
         message = Message(role, self._tape, name, content)
-        self._append_segments(message, self._preamble() + rendering.segments)
+        body = [s for s in self._preamble() + rendering.segments if s.text]
+        close = [s for s in rendering.close if s.text]
+        held: list[tuple[LeafKind, str, npt.NDArray[np.int32]]] = []
+        for first_seg, kind, text, ids in self._encode(body + close):
+            if first_seg < len(body):
+                self._write(message, kind, text, ids)
+            else:  # a clean boundary before the close: hold it back
+                held.append((kind, text, ids))
+        self._close = tuple(held)
         self._messages.append(message)
         return message
 
+    def _write_close(self) -> None:
+        """Write the held closing framing of the last message."""
+        if self._close:
+            message = self._messages[-1]
+            for kind, text, ids in self._close:
+                self._write(message, kind, text, ids)
+            self._close = ()
+
     def _retract(self, segments: tuple[Segment, ...]) -> None:
+        """Drop the last message's closing framing (held, or written: then copy-on-write)."""
+        held = "".join(text for _, text, _ in self._close)
+        want = "".join(s.text for s in segments)
+        if held and held == want and all(s.kind == "framing" for s in segments):
+            self._close = ()
+            return
+        # Written already (a close that shares a token with its message, or a
+        # context saved without held framing): take it back from the buffer.
+        self._write_close()
         leaves = self._messages[-1]._leaves if self._messages else []
         tail = leaves[len(leaves) - len(segments) :]
         if len(tail) != len(segments) or any(
@@ -287,19 +342,35 @@ class Context:
         del leaves[len(leaves) - len(segments) :]
 
     def _append_segments(self, message: Message, segments: Sequence[Segment]) -> list[Leaf]:
+        """Tokenize the segments once and write them to ``message`` as leaves."""
+        groups = self._encode([s for s in segments if s.text])
+        return [self._write(message, kind, text, ids) for _, kind, text, ids in groups]
+
+    def _write(
+        self, message: Message, kind: LeafKind, text: str, ids: npt.NDArray[np.int32]
+    ) -> Leaf:
+        tape = self._tape
+        start = tape.n
+        tape.append(ids, False, None)
+        leaf = Leaf(tape, self._tok, kind, False, start, tape.n, text, False)
+        message._leaves.append(leaf)
+        return leaf
+
+    def _encode(
+        self, segs: Sequence[Segment]
+    ) -> list[tuple[int, LeafKind, str, npt.NDArray[np.int32]]]:
         """Encode the segments as one string and split the IDs back at clean boundaries.
 
         A boundary is clean when no token spans it; otherwise the two segments
-        share one leaf (kind: the first non-framing one).
+        share one leaf (kind: the first non-framing one). Returns ``(index of
+        the leaf's first segment, kind, text, ids)`` per leaf.
         """
-        segs = [s for s in segments if s.text]
         if not segs:
             return []
         full = "".join(s.text for s in segs)
         ids, offsets = self._tok.encode_with_offsets(full)
-        tape = self._tape
-        new: list[Leaf] = []
-        i = first = pos = max_end = 0
+        out: list[tuple[int, LeafKind, str, npt.NDArray[np.int32]]] = []
+        i = first = pos = max_end = first_seg = 0
         kind: LeafKind | None = None
         texts: list[str] = []
         for j, seg in enumerate(segs):
@@ -311,14 +382,11 @@ class Context:
                 max_end = max(max_end, offsets[i][1])
                 i += 1
             if (max_end <= pos or j == len(segs) - 1) and i > first:
-                start = tape.n
-                tape.append(ids[first:i], False, None)
-                new.append(Leaf(tape, self._tok, kind, False, start, tape.n, "".join(texts), False))
-                first, kind, texts = i, None, []
+                out.append((first_seg, kind, "".join(texts), ids[first:i]))
+                first, kind, texts, first_seg = i, None, [], j + 1
         if first < len(ids):
             raise AssertionError("segment split lost IDs")  # pragma: no cover
-        message._leaves.extend(new)
-        return new
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the whole tree (see :meth:`from_dict`).
@@ -327,7 +395,7 @@ class Context:
             ContextError: A reply is open (finish or discard it first).
         """
         self._check_no_reply()
-        return _json.dump(self._messages, self._format.name)
+        return _json.dump(self._messages, self._close, self._format.name)
 
     def to_json(self) -> str:
         """Serialise to JSON; :meth:`from_json` restores it exactly."""
@@ -367,5 +435,9 @@ class Context:
             raise ContextError(
                 f"saved with chat format {name!r} but loading with {ctx._format.name!r}"
             )
-        ctx._messages.extend(_json.load(data, ctx._tape, tokenizer))
+        messages, close = _json.load(data, ctx._tape, tokenizer)
+        if close and not messages:
+            raise ContextError("not a saved context: closing framing without a message")
+        ctx._messages.extend(messages)
+        ctx._close = close
         return ctx

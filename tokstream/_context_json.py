@@ -5,9 +5,12 @@ The format (version 1)::
     {"version": 1, "chat_format": "qwen",
      "messages": [{"role": "user", "name": null, "content": "...",
                    "leaves": [{"kind": "framing", "text": "...", "ids": [...],
-                               "sampled": false, "logprobs": null | [float | null, ...]}]}]}
+                               "sampled": false, "logprobs": null | [float | null, ...]}]}],
+     "close": [{"kind": "framing", "text": "<|im_end|>\n", "ids": [...]}]}
 
-IDs are stored, never re-encoded on load. Logprobs round-trip exactly (float32
+``close`` is the last message's held closing framing (tokenized, not yet in the
+prompt; see ``tokstream._context``); it may be absent. IDs are stored, never
+re-encoded on load. Logprobs round-trip exactly (float32
 values survive a trip through JSON doubles); unknown ones are ``null``.
 """
 
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._context_nodes import _NAN, ContextError, Leaf, Message, _as_ids, _as_lp
+from ._context_nodes import _NAN, ContextError, Leaf, Message, _as_ids, _as_lp, _Held
 from .chat._base import LEAF_KINDS, ROLES
 
 if TYPE_CHECKING:
@@ -39,8 +42,8 @@ def _leaf(x: Leaf) -> dict[str, Any]:
     }
 
 
-def dump(messages: Iterable[Message], chat_format: str) -> dict[str, Any]:
-    """Return the JSON-ready dict for these messages."""
+def dump(messages: Iterable[Message], close: _Held, chat_format: str) -> dict[str, Any]:
+    """Return the JSON-ready dict for these messages and the held closing framing."""
     return {
         "version": VERSION,
         "chat_format": chat_format,
@@ -53,6 +56,7 @@ def dump(messages: Iterable[Message], chat_format: str) -> dict[str, Any]:
             }
             for m in messages
         ],
+        "close": [{"kind": k, "text": t, "ids": ids.tolist()} for k, t, ids in close],
     }
 
 
@@ -66,8 +70,8 @@ def format_name(data: object) -> str:
     return name
 
 
-def load(data: Mapping[str, Any], tape: _Tape, tokenizer: Tokenizer) -> list[Message]:
-    """Append the saved leaves to ``tape`` and return the rebuilt messages."""
+def load(data: Mapping[str, Any], tape: _Tape, tokenizer: Tokenizer) -> tuple[list[Message], _Held]:
+    """Append the saved leaves to ``tape``; return the rebuilt messages and held close."""
     out: list[Message] = []
     try:
         for m in data["messages"]:
@@ -99,6 +103,11 @@ def load(data: Mapping[str, Any], tape: _Tape, tokenizer: Tokenizer) -> list[Mes
                     )
                 )
             out.append(message)
+        close: _Held = ()
+        for x in data.get("close") or ():
+            if x["kind"] != "framing" or not isinstance(x["text"], str) or not x["ids"]:
+                raise ContextError(f"bad closing framing {x!r}: framing text and IDs expected")
+            close += ((x["kind"], x["text"], _as_ids(x["ids"])),)
     except (KeyError, TypeError) as exc:
         raise ContextError(f"not a saved context: missing or bad field ({exc!r})") from exc
-    return out
+    return out, close

@@ -8,7 +8,7 @@ it. It does no tokenization and no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,9 @@ _INT32_MAX = 2**31 - 1
 _NAN = np.float32("nan")
 _FORMAT_VERSION = 1
 
+_Held: TypeAlias = tuple[tuple[LeafKind, str, npt.NDArray[np.int32]], ...]
+"""A message's closing framing, tokenized but not written yet: ``(kind, text, ids)`` leaves."""
+
 
 class ContextError(TokstreamError, ValueError):
     """The context tree refused an operation (also a :class:`ValueError`).
@@ -39,9 +42,15 @@ class ContextError(TokstreamError, ValueError):
 
 
 class _Tape:
-    """Three parallel growth buffers: ids, sampled mask, logprobs."""
+    """Three parallel growth buffers: ids, sampled mask, logprobs.
 
-    __slots__ = ("exported", "ids", "lp", "mask", "n")
+    Positions below ``exported`` are visible through views handed out, so they
+    are never overwritten with different values: such a write first copies the
+    buffer (``allocations`` counts buffers). Rewriting identical values (a
+    discarded reply's framing, begun again) keeps the buffer.
+    """
+
+    __slots__ = ("allocations", "exported", "ids", "lp", "mask", "n")
 
     def __init__(self, capacity: int = 1024) -> None:
         self.ids = np.zeros(capacity, dtype=np.int32)
@@ -49,6 +58,7 @@ class _Tape:
         self.lp = np.full(capacity, _NAN, dtype=np.float32)
         self.n = 0
         self.exported = 0
+        self.allocations = 1
 
     def _grow(self, extra: int) -> None:
         need = self.n + extra
@@ -62,13 +72,30 @@ class _Tape:
         ids[:n], mask[:n], lp[:n] = self.ids[:n], self.mask[:n], self.lp[:n]
         self.ids, self.mask, self.lp = ids, mask, lp
         self.exported = 0
+        self.allocations += 1
+
+    def _rewrites(
+        self, ids: npt.NDArray[np.int32], sampled: bool, lp: npt.NDArray[np.float32] | None
+    ) -> bool:
+        """Whether writing at ``n`` would change an exported value."""
+        n = self.n
+        k = min(len(ids), self.exported - n)
+        if (
+            not np.array_equal(self.ids[n : n + k], ids[:k])
+            or (self.mask[n : n + k] != sampled).any()
+        ):
+            return True
+        old = self.lp[n : n + k]
+        return not (
+            np.isnan(old).all() if lp is None else np.array_equal(old, lp[:k], equal_nan=True)
+        )
 
     def append(
         self, ids: npt.NDArray[np.int32], sampled: bool, lp: npt.NDArray[np.float32] | None
     ) -> None:
         k = len(ids)
         n = self.n
-        if n + k > len(self.ids) or n < self.exported:
+        if n + k > len(self.ids) or (n < self.exported and self._rewrites(ids, sampled, lp)):
             self._grow(k)
         self.ids[n : n + k] = ids
         self.mask[n : n + k] = sampled
@@ -77,7 +104,14 @@ class _Tape:
 
     def append_one(self, token_id: int, lp: float | None) -> None:
         n = self.n
-        if n >= len(self.ids) or n < self.exported:
+        if n >= len(self.ids) or (
+            n < self.exported
+            and self._rewrites(
+                np.array([token_id], dtype=np.int32),
+                True,
+                None if lp is None else np.array([lp], dtype=np.float32),
+            )
+        ):
             self._grow(1)
         self.ids[n] = token_id
         self.mask[n] = True
@@ -241,12 +275,13 @@ class ReplyBuilder:
     reply's sampled IDs; :meth:`finish` checks them against the stream.
     """
 
-    __slots__ = ("_begin", "_ctx", "_end", "_first", "_last", "_open", "message")
+    __slots__ = ("_begin", "_ctx", "_end", "_first", "_held", "_last", "_open", "message")
 
-    def __init__(self, ctx: Context, message: Message) -> None:
+    def __init__(self, ctx: Context, message: Message, begin: int, held: _Held) -> None:
         self._ctx = ctx
         self.message = message
-        self._begin = message.span[0] if message._leaves else ctx._tape.n
+        self._begin = begin
+        self._held = held
         self._first: int | None = None
         self._end = 0
         self._last: Leaf | None = None
@@ -415,11 +450,18 @@ class ReplyBuilder:
         return self.message
 
     def discard(self) -> None:
-        """Remove the open reply (its prompt framing included) from the context."""
+        """Remove the open reply (its prompt framing included) from the context.
+
+        The context is left as it was before :meth:`Context.begin_assistant`.
+        """
         self._check_open()
         ctx = self._ctx
         if ctx._messages and ctx._messages[-1] is self.message:
             ctx._messages.pop()
+        if self._held:
+            leaves = ctx._messages[-1]._leaves
+            del leaves[len(leaves) - len(self._held) :]
+            ctx._close = self._held
         ctx._tape.n = self._begin
         self._open = False
         ctx._reply = None

@@ -9,10 +9,13 @@ conversation (for families whose messages start and end at special tokens).
 
 A format never sees the whole conversation. Where a template is not
 append-only (it rewrites earlier text when a later message arrives), the format
-says so in its docstring. The only rewrite the protocol supports is
-:attr:`Rendering.retract`: dropping trailing *framing* segments of the previous
-message (e.g. Qwen closes a run of tool results only after the last one). Model
-output is never rewritten.
+says so in its docstring. The only rewrite the protocol supports is dropping the
+previous message's *closing framing* (e.g. Qwen closes a run of tool results
+only after the last one): a message renders that framing as
+:attr:`Rendering.close`, and a following message that continues it says so with
+:attr:`Rendering.retract`. The context writes a ``close`` only once something
+else follows, so it never takes back tokens it has handed out. Model output is
+never rewritten.
 
 Adding a family means writing one small class with these methods (see
 ``_qwen.py``); nothing else changes.
@@ -65,12 +68,17 @@ class Rendering:
 
     Attributes:
         segments: The message's text, in order.
-        retract: Trailing segments of the previous message to remove first
-            (only framing; the context checks they match exactly).
+        retract: The previous message's ``close`` to drop (only framing; the
+            context checks it matches exactly).
+        close: Closing framing after ``segments`` that the next message may
+            retract. The context tokenizes it with the message but writes it
+            only when a message that does not retract it, or the generation
+            prompt, follows.
     """
 
     segments: tuple[Segment, ...]
     retract: tuple[Segment, ...] = ()
+    close: tuple[Segment, ...] = ()
 
 
 class ChatFormat(Protocol):

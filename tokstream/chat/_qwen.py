@@ -10,10 +10,12 @@ thinking on or off, exactly as the Qwen3 template (and the tiny test model's
 Where the Qwen3 template is **not** append-only, and what tokstream does:
 
 * **Consecutive tool results** share one ``user`` turn: the template closes it
-  (``<|im_end|>\\n``) only after the last one. tokstream closes every tool
-  result and, when another one follows, retracts that framing (never model
-  output), so the IDs still equal the template's rendering of the messages so
-  far.
+  (``<|im_end|>\\n``) only after the last one. A tool result renders that
+  framing as :attr:`~tokstream.chat.Rendering.close`; the next tool result
+  retracts it, and the context writes it only when something else follows (the
+  generation prompt included). So a prompt holds exactly the template's
+  rendering of the messages so far, and between tool results it ends at
+  ``</tool_response>``, the part no later message changes.
 * **Dropped reasoning.** The template renders an assistant's ``<think>`` block
   only for messages after the last user query: a new user message erases the
   reasoning of every earlier turn. tokstream keeps every sampled ID verbatim
@@ -137,11 +139,10 @@ class QwenFormat:
                 Segment("framing", "\n<tool_response>\n"),
                 Segment("tool", content),
                 Segment("framing", "\n</tool_response>"),
-                _END,
             )
             if prev_role == "tool":
-                return Rendering(body, retract=(_END,))
-            return Rendering((Segment("framing", "<|im_start|>user"), *body))
+                return Rendering(body, retract=(_END,), close=(_END,))
+            return Rendering((Segment("framing", "<|im_start|>user"), *body), close=(_END,))
         if role == "assistant":
             raise ValueError("render assistant messages with assistant()")
         return Rendering(
