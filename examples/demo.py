@@ -9,11 +9,15 @@ calls), so the run is deterministic even though the weights are random. The
 response parser hands out each tool call the moment its closing tag streams,
 and its tool starts right then, while the model is still writing; the results
 are appended to the context in call order and a second (forced) turn answers.
-Each token is printed as it arrives with its ID and the text the server
-released with it, interleaved with what happened when ("tool get_weather
-started at token 41"); then, per turn, the stats: tokens, time to first token,
-tokens/s, and whether the server's echo of the prompt IDs (the context, token
-for token) and the streamed IDs are exactly right.
+Each token is printed as it arrives with its ID and its own text, interleaved
+with what happened when ("tool get_weather started at token 41"); then, per
+turn, the reply's tool calls as the parser read them and the stats: tokens,
+time to first token, tokens/s, and whether the server's echo of the prompt IDs
+(the context, token for token) and the streamed IDs are exactly right. A
+token's text comes from the tokenizer's incremental detokenizer, not from the
+server: vLLM sends text per chunk, and when one chunk carries several tokens
+its text sits on the last of them (``·`` marks a token whose bytes end inside
+a character).
 
 Point it at your own vLLM instead (no local server is started)::
 
@@ -136,24 +140,13 @@ class Sections:
         return "eos" if token_id == IM_END_ID else "text"
 
 
-def tool_calls(text: str) -> list[dict[str, object]]:
-    """The Hermes ``<tool_call>`` JSON bodies in a reply's text."""
-    calls = []
-    for part in text.split("<tool_call>")[1:]:
-        body = part.split("</tool_call>")[0].strip()
-        try:
-            calls.append(json.loads(body))
-        except ValueError:
-            calls.append({"unparsable": body})
-    return calls
-
-
 class LiveView:
     """Prints each token as it streams, and what it set off: calls, tools, the end."""
 
-    def __init__(self, paint: Painter) -> None:
+    def __init__(self, paint: Painter, tok: tokstream.Tokenizer) -> None:
         self.paint = paint
         self.sections = Sections()
+        self.text_of = tok.detokenizer().feed
         self.ids: list[int] = []
         self.done = False
 
@@ -164,7 +157,8 @@ class LiveView:
         if isinstance(event, tokstream.Token):
             section = self.sections.label(event.id)
             self.ids.append(event.id)
-            shown = json.dumps(event.text, ensure_ascii=False) if event.text else "·"
+            piece = self.text_of(event.id)
+            shown = json.dumps(piece, ensure_ascii=False) if piece else "·"
             line = f"{len(self.ids):>4}  {event.id:>8}  {section:<7}  {shown}"
             print(self.paint(line, _COLORS[section]), flush=True)
         elif isinstance(event, tokstream.ToolCall):
@@ -210,8 +204,8 @@ async def run_agent_turns(
                 f"\nturn {k + 1}: streaming from {base_url} (model {model}); prompt: "
                 f"{len(prompt)} token IDs (the context so far)\n"
             )
-            print(paint(f"{'#':>4}  {'token ID':>8}  {'section':<7}  text released with it", "1"))
-            view = LiveView(paint)
+            print(paint(f"{'#':>4}  {'token ID':>8}  {'section':<7}  text", "1"))
+            view = LiveView(paint, tok)
             try:
                 turn = await tokstream.run_turn(
                     client,
@@ -225,9 +219,7 @@ async def run_agent_turns(
             except tokstream.TokstreamError as exc:
                 print(f"\nstream failed: {exc}", file=sys.stderr)
                 return False
-            turn_ok = report(
-                turn.done, prompt, None if forced is None else forced[k], view.ids, paint
-            )
+            turn_ok = report(turn, prompt, None if forced is None else forced[k], view.ids, paint)
             turn_ok = turn_ok and check_tools(turn, view.ids, paint)
             ok = ok and turn_ok and all(c.ok for c in turn.reply.tool_calls)
             if not ok or not turn.tool_results:
@@ -255,13 +247,14 @@ def check_tools(turn: tokstream.Turn, ids: list[int], paint: Painter) -> bool:
 
 
 def report(
-    done: tokstream.Done,
+    turn: tokstream.Turn,
     prompt: npt.NDArray[np.int32],
     forced: npt.NDArray[np.int32] | None,
     ids: list[int],
     paint: Painter,
 ) -> bool:
     """Print the reply, its tool calls and the stats; return True if every check held."""
+    done = turn.done
     stats = done.diagnostics
     ttft = stats.time_to_first_token
     decode_time = stats.elapsed - (ttft or 0.0)
@@ -270,8 +263,10 @@ def report(
     usage_ok = done.usage is not None and done.usage.completion_tokens == len(ids)
     forced_ok = forced is None or ids == [*forced.tolist(), IM_END_ID]
     print("\nreply text:\n" + paint(done.text, "1"))
-    for call in tool_calls(done.text):
-        print(paint(f"tool call: {json.dumps(call, ensure_ascii=False)}", "33"))
+    for call in turn.reply.tool_calls:
+        body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+        problem = "" if call.ok else f" [{call.status}: {call.error}]"
+        print(paint(f"tool call: {body}{problem}", "33"))
     print("\nstats:")
     print(f"  tokens            {len(ids)} ({done.finish_reason}; usage {done.usage})")
     print(f"  time to 1st token {ttft * 1000:.0f} ms" if ttft is not None else "  ttft  n/a")

@@ -8,6 +8,7 @@ from typing import Any
 
 from tokstream import Done, Error, Event, Token
 from tokstream._chunks import StreamDecoder
+from tokstream._context import Context
 from tokstream._parser import (
     ParseEvent,
     Reply,
@@ -69,26 +70,60 @@ def recorded_tokens(name: str) -> list[Token]:
     return [e for e in recorded_events(name) if isinstance(e, Token)]
 
 
+FEEDS = ("feed_ids", "feed", "feed_until_call")
+"""The parser's three ways in (each has its own inlined per-token loop)."""
+
+
 def run(
     tok: Tokenizer,
     ids: Sequence[int],
     groups: Iterable[int] | None = None,
+    *,
+    via: str = "feed_ids",
     **options: Any,
 ) -> tuple[list[ParseEvent], Reply]:
-    """Feed ``ids`` in groups of the given sizes (default: one by one)."""
+    """Feed ``ids`` in groups of the given sizes (default: one by one).
+
+    ``via`` picks the method: ``feed_ids`` (IDs), ``feed`` (``Token`` events) or
+    ``feed_until_call`` (``Token`` events, resumed after each completed call).
+    """
     parser = ResponseParser(tok, **options)
     events: list[ParseEvent] = []
     pos = 0
     sizes = list(groups) if groups is not None else [1] * len(ids)
+    if sum(sizes) < len(ids):
+        sizes.append(len(ids) - sum(sizes))
     for size in sizes:
-        events += parser.feed_ids(ids[pos : pos + size])
-        pos += size
-    if pos < len(ids):
-        events += parser.feed_ids(ids[pos:])
+        chunk = list(ids[pos : pos + size])
+        pos += len(chunk)
+        if via == "feed_ids":
+            events += parser.feed_ids(chunk)
+        elif via == "feed":
+            events += parser.feed([Token(i) for i in chunk])
+        else:
+            tokens = [Token(i) for i in chunk]
+            at = 0
+            while True:
+                got, stop = parser.feed_until_call(tokens, at)
+                if stop < len(tokens):  # it stops early only right after a call
+                    assert any(isinstance(e, ToolCall) for e in got)
+                events += got
+                at = stop
+                if at == len(tokens):
+                    break
     events += parser.finish()
     reply = events[-1]
     assert isinstance(reply, Reply)
     return events, reply
+
+
+def leaves(ctx: Context) -> list[tuple[str, list[int], str]]:
+    """The last message's sampled leaves: kind, IDs, text."""
+    return [
+        (leaf.kind, leaf.ids.tolist(), leaf.text)
+        for leaf in ctx.messages[-1].leaves
+        if leaf.sampled
+    ]
 
 
 def deltas(events: Iterable[ParseEvent], kind: type[TextDelta] | type[ThinkingDelta]) -> str:
@@ -106,9 +141,7 @@ def check_invariants(tok: Tokenizer, ids: Sequence[int], events: list[ParseEvent
     seg_ids = [int(i) for s in reply.segments for i in s.ids]
     assert seg_ids == list(ids)
     assert reply.token_ids.tolist() == list(ids)
-    decoded = tok.decode(ids)
-    if not decoded.endswith("\ufffd"):
-        assert "".join(s.text for s in reply.segments) == decoded
+    assert "".join(s.text for s in reply.segments) == tok.decode(ids)
     assert deltas(events, TextDelta) == reply.content
     assert deltas(events, ThinkingDelta) == reply.reasoning
     assert calls(events) == list(reply.tool_calls)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,10 +26,12 @@ from tokstream._parser import (
 from tokstream._tokenizer import Tokenizer
 
 from .parser_helpers import (
+    FEEDS,
     WEATHER_TOOLS,
     calls,
     check_invariants,
     deltas,
+    leaves,
     recorded_tokens,
     run,
     spelled,
@@ -120,6 +123,25 @@ def test_recorded_utf8_hold_back(tok: Tokenizer) -> None:
         check_invariants(tok, ids, events)
         assert reply.content == "Hi 🫠 龘 🦜 日本語 é!"
         assert not any("\ufffd" in e.text for e in events if isinstance(e, TextDelta))
+
+
+@pytest.mark.parametrize("via", FEEDS)
+def test_reply_cut_inside_a_character(tok: Tokenizer, via: str) -> None:
+    # "Hi 🫠" is [13048, 11162, 104, 254]: cut after 104, the emoji's bytes are
+    # incomplete. The segment's text is still the decode of its IDs (U+FFFD at
+    # the cut), while deltas and content carry only complete characters.
+    ids = [13048, 11162, 104]
+    assert tok.decode(ids) == "Hi \ufffd"
+    events, reply = run(tok, ids, via=via)
+    check_invariants(tok, ids, events)
+    assert [(s.kind, s.text) for s in reply.segments] == [("text", "Hi \ufffd")]
+    assert reply.content == "Hi " == deltas(events, TextDelta)
+    # Inside a call: the call's segment keeps it, its raw body does not.
+    ids = [*spelled(tok, "<tool_call>", '{"name": "f"} '), 11162, 104]
+    events, reply = run(tok, ids, via=via)
+    check_invariants(tok, ids, events)
+    [call] = reply.tool_calls
+    assert reply.segments[-1].text.endswith(" \ufffd") and call.raw == '{"name": "f"}  '
 
 
 def test_forced_hermes_segments_are_exact(tok: Tokenizer) -> None:
@@ -495,6 +517,7 @@ def _outputs(draw: st.DrawFn) -> tuple[str, list[int]]:
     return text, [p for p in parts if p]
 
 
+@pytest.mark.parametrize("via", FEEDS)
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -507,6 +530,7 @@ def _outputs(draw: st.DrawFn) -> tuple[str, list[int]]:
 )
 def test_equivalence_whole_one_by_one_random_groups(
     tok: Tokenizer,
+    via: str,
     data: tuple[str, list[str]],
     groups: list[int],
     fmt: str,
@@ -515,21 +539,26 @@ def test_equivalence_whole_one_by_one_random_groups(
 ) -> None:
     _, parts = data
     ids = spelled(tok, *parts)
-    opts = {"tool_format": fmt, "thinking": thinking, "tools": WEATHER_TOOLS}
+    opts: dict[str, Any] = {"tool_format": fmt, "thinking": thinking, "tools": WEATHER_TOOLS}
     opts["match_text"] = match_text
-    whole_events, whole = run(tok, ids, groups=[len(ids)], **opts)
-    single_events, single = run(tok, ids, **opts)
-    grouped_events, grouped = run(tok, ids, groups=groups, **opts)
-    for events in (whole_events, single_events, grouped_events):
+    results: list[tuple[object, ...]] = []
+    for grouping in ([len(ids)], None, groups):
+        # Each run also grows a context tree, through reply=.
+        ctx = Context(tok)
+        ctx.add_user("q")
+        builder = ctx.begin_assistant()
+        events, reply = run(tok, ids, groups=grouping, via=via, reply=builder, **opts)
         check_invariants(tok, ids, events)
+        builder.finish(ids)
+        grown = leaves(ctx)
+        assert grown == [(s.kind, s.ids.tolist(), s.text) for s in reply.segments]
+        text, thought = deltas(events, TextDelta), deltas(events, ThinkingDelta)
+        results.append((reply, calls(events), text, thought, grown))
+    whole, single, grouped = results
     assert whole == single == grouped
-    assert calls(whole_events) == calls(single_events) == calls(grouped_events)
-    for kind in (TextDelta, ThinkingDelta):
-        assert (
-            deltas(whole_events, kind)
-            == deltas(single_events, kind)
-            == deltas(grouped_events, kind)
-        )
+    # The three ways in agree with each other too (feed_ids is the reference).
+    if via != "feed_ids":
+        assert whole[0] == run(tok, ids, groups=[len(ids)], **opts)[1]
 
 
 @settings(

@@ -192,25 +192,79 @@ async def test_buffered_burst_is_parsed_in_bounded_batches(tok: Tokenizer) -> No
 
 
 async def test_tool_starts_mid_burst_before_the_reply_ends(tok: Tokenizer) -> None:
-    # Everything (tokens and Done) has already arrived, as after a stalled read:
-    # the task spawned for the call still runs before the reply is finished.
+    # Everything (tokens and Done) has already arrived, as after a stalled read,
+    # and nothing watches on_event: the reader still stops parsing at the call's
+    # closing token, and the task spawned for the call runs right then.
     ids = tok.encode(hermes("a", {}) + " tail" * 100).tolist()
     events: list[Event] = [*(Token(i) for i in ids), done_for(ids)]
     seen: list[tuple[bool, int]] = []
+    closed: list[ToolCall] = []
 
     async with trio.open_nursery() as nursery:
 
         async def tool() -> None:
             seen.append((handle.finished, handle.tokens_seen))
 
+        def dispatch(call: ToolCall) -> None:
+            closed.append(call)
+            nursery.start_soon(tool)
+
         handle = start_reply(
-            nursery,
-            scripted_channel(events),
-            ResponseParser(tok),
-            on_tool_call=lambda call: nursery.start_soon(tool),
+            nursery, scripted_channel(events), ResponseParser(tok), on_tool_call=dispatch
         )
         await handle.result()
-    assert seen == [(False, len(ids))]  # one batch parsed, Done not yet read
+    [call] = closed
+    assert call.end_token == ids.index(151658) + 1 < len(ids)
+    assert seen == [(False, call.end_token)]
+    assert handle.tokens_seen == len(ids)
+
+
+async def test_tool_spawned_by_a_channel_consumer_starts_at_the_closing_token(
+    tok: Tokenizer,
+) -> None:
+    # The nursery form: a consumer of tool_calls spawns each tool. Two calls in
+    # one already-arrived burst; each tool starts before the tokens after its
+    # own closing tag are parsed.
+    ids = tok.encode(hermes("a", {}) + " mid" * 40 + hermes("b", {}) + " tail" * 40).tolist()
+    events: list[Event] = [*(Token(i) for i in ids), done_for(ids)]
+    seen: list[tuple[str | None, int]] = []
+
+    async def tool(name: str | None) -> None:
+        seen.append((name, handle.tokens_seen))
+
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok))
+        async for call in handle.tool_calls:
+            nursery.start_soon(tool, call.name)
+        result = await handle.result()
+    ends = [k + 1 for k, i in enumerate(ids) if i == 151658]
+    assert [c.end_token for c in result.tool_calls] == ends
+    assert seen == [("a", ends[0]), ("b", ends[1])]
+
+
+@pytest.mark.autojump
+async def test_turn_tool_starts_at_its_closing_token_in_a_burst_without_on_event(
+    tok: Tokenizer,
+) -> None:
+    ids = tok.encode("Hi " + hermes("a", {}) + " then more text" * 5 + "<|im_end|>").tolist()
+    client = FakeClient([ids], delay=0)
+    client.burst = True
+    ctx = new_context(tok)
+    in_context: list[int] = []
+
+    async def a() -> str:
+        # The reply grows in the context leaf by leaf as it is parsed.
+        in_context.append(len(ctx))
+        return "ok"
+
+    turn = await run_turn(client, ctx, tools={"a": a})
+    close = ids.index(151658) + 1
+    [result] = turn.tool_results
+    assert result.call.end_token == close < len(ids)
+    assert result.started_at_token == close
+    # When the tool ran, the reply's leaves ended with the call: nothing after
+    # its closing tag had been parsed yet.
+    assert in_context == [len(client.prompts[0]) + close]
 
 
 @pytest.mark.autojump
@@ -234,14 +288,52 @@ async def test_stream_error_surfaces_through_result(tok: Tokenizer) -> None:
     ids = tok.encode("x" + hermes("a", {}) + '<tool_call>{"name": "b"').tolist()
     err = InBandError("boom", server_message="boom")
     events: list[Event] = [*(Token(i) for i in ids), Error(err)]
+    calls: list[ToolCall] = []
     async with trio.open_nursery() as nursery:
         handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok))
-        calls = [c async for c in handle.tool_calls]
+        with pytest.raises(InBandError) as from_iteration:
+            async for c in handle.tool_calls:
+                calls.append(c)
         with pytest.raises(InBandError) as info:
             await handle.result()
-    assert info.value is err
+    assert info.value is err and from_iteration.value is err
     assert [c.status for c in calls] == [ToolCallStatus.OK, ToolCallStatus.UNTERMINATED]
     assert handle.reply is not None and handle.reply.token_ids.tolist() == ids
+
+
+async def test_iterating_only_the_calls_cannot_lose_a_stream_error(tok: Tokenizer) -> None:
+    # A caller who only iterates tool_calls, and never awaits result(), still
+    # gets the stream's error: the iteration raises it instead of just ending.
+    ids = tok.encode(hermes("a", {}) + " partial").tolist()
+    err = InBandError("boom", server_message="boom")
+    got: list[str | None] = []
+    events: list[Event] = [*(Token(i) for i in ids), Error(err)]
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok))
+        with pytest.raises(InBandError) as info:
+            async for call in handle.tool_calls:
+                got.append(call.name)
+    assert info.value is err
+    assert got == ["a"]
+    # Events that end with no Done or Error: a ProtocolError, the same way.
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, scripted_channel([Token(9707)]), ResponseParser(tok))
+        with pytest.raises(trio.WouldBlock):
+            handle.tool_calls.receive_nowait()  # the reader has not run yet
+        with pytest.raises(ProtocolError):
+            async for _ in handle.tool_calls:
+                pass
+    with pytest.raises(ProtocolError):
+        handle.tool_calls.receive_nowait()
+    # A reply that ends with Done: the iteration just ends.
+    ok = tok.encode(hermes("a", {})).tolist()
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(
+            nursery, scripted_channel([*(Token(i) for i in ok), done_for(ok)]), ResponseParser(tok)
+        )
+        assert [c.name async for c in handle.tool_calls] == ["a"]
+    with pytest.raises(trio.EndOfChannel):
+        handle.tool_calls.receive_nowait()
 
 
 async def test_events_ending_without_terminal_are_a_protocol_error(tok: Tokenizer) -> None:
@@ -291,12 +383,57 @@ async def test_open_reply_exit_early_aborts_the_stream(tok: Tokenizer) -> None:
     assert client.log[-1] == "stream closed by reader"
 
 
+async def test_closing_tool_calls_drops_later_calls_not_the_reply(tok: Tokenizer) -> None:
+    ids = tok.encode(hermes("a", {}) + hermes("b", {})).tolist()
+    async with open_reply(
+        scripted_channel([*(Token(i) for i in ids), done_for(ids)]), ResponseParser(tok)
+    ) as handle:
+        first = await handle.tool_calls.receive()
+        await handle.tool_calls.aclose()
+        result = await handle.result()
+    assert first.name == "a"
+    assert [c.name for c in result.tool_calls] == ["a", "b"]
+
+
 async def test_open_reply_raises_unretrieved_error_on_exit(tok: Tokenizer) -> None:
     err = InBandError("boom", server_message="boom")
-    with pytest.raises(InBandError):
+    with pytest.raises(InBandError) as info:
         async with open_reply(scripted_channel([Error(err)]), ResponseParser(tok)) as handle:
-            async for _ in handle.tool_calls:
-                pass
+            await trio.testing.wait_all_tasks_blocked()
+            assert handle.finished
+    assert info.value is err
+
+
+async def test_async_generator_source_is_closed_when_the_reader_stops(tok: Tokenizer) -> None:
+    ids = tok.encode(hermes("a", {}) + " tail").tolist()
+    log: list[str] = []
+
+    async def source(then: Event | None) -> AsyncIterator[Event]:
+        try:
+            for i in ids:
+                yield Token(i)
+            if then is not None:
+                yield then
+            yield Token(9707)  # never read: the reader stops at the terminal event
+            log.append("ran past the end")
+        finally:
+            log.append("closed")
+
+    # The reader stops at Done while the generator is suspended after it.
+    gen = source(done_for(ids))
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(nursery, gen, ResponseParser(tok))
+        await handle.result()
+        assert log == ["closed"]
+    # Cancelled while the generator is suspended (the reader yields after a call).
+    gen = source(None)
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(
+            nursery, gen, ResponseParser(tok), on_tool_call=lambda c: nursery.cancel_scope.cancel()
+        )
+    assert log == ["closed", "closed"]
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await handle.result()
 
 
 # -- the turn loop ----------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from ._parser import (
     parse_output,
 )
 from ._request import CompletionRequest
-from ._runner import ReplyHandle, StreamedReply, open_reply, start_reply
+from ._runner import ReplyHandle, StreamedReply, ToolCallChannel, open_reply, start_reply
 from ._sse import SSEDecoder, SSEEvent
 from ._tokenizer import (
     IncrementalDetokenizer,
@@ -121,6 +121,7 @@ __all__ = [
     "TokenizerNotFoundError",
     "TokstreamError",
     "ToolCall",
+    "ToolCallChannel",
     "ToolCallStarted",
     "ToolCallStatus",
     "ToolResult",

@@ -9,25 +9,32 @@ writing. :meth:`ReplyHandle.result` gives the outcome: the finished reply, or
 the stream's (or parser's) error, re-raised where it is awaited, never lost
 in the task. :func:`open_reply` is the ``async with`` form.
 
+Nothing is lost in the nursery form either: iterating
+:attr:`ReplyHandle.tool_calls` ends normally only if the reply ended with
+``Done``; otherwise the iteration raises the same error as ``result()``.
+
 The task does no I/O of its own and starts no other task. It drains what has
-already arrived with ``receive_nowait`` and feeds it to the parser in one
-batch of at most ``_BATCH`` tokens (one token at a time when ``on_event``
-watches), then yields to trio: to wait for the next event, after a full batch
-(so a fast stream cannot starve running tools), and right after a batch that
-completed a tool call (so its tool starts before the rest of a burst of
-already-arrived tokens is parsed). Under load, vLLM's events do arrive in
-bursts: one network read can carry dozens of them. Cancellation is trio's and is never
-swallowed; a channel it was given is closed when it stops, which makes the
-client abort the request.
+already arrived with ``receive_nowait`` into a batch of at most ``_BATCH``
+tokens and feeds it with ``ResponseParser.feed_until_call``, which stops right
+after a token that completes a tool call. The call is then handed out and the
+task yields before it parses the rest of the batch, so the call's tool starts
+at its closing token even inside a burst of already-arrived tokens (under
+load, one network read can carry dozens of vLLM's events). It also yields to
+wait for the next event and after a full batch (so a fast stream cannot starve
+running tools). With ``on_event`` it feeds one token at a time. Cancellation is
+trio's and is never swallowed. When the task stops, it closes its source: a
+channel (which makes the client abort the request), or an async iterable with
+``aclose()`` such as an async generator or an open ``Client.stream``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import trio
 
@@ -35,12 +42,17 @@ from ._events import Done, Error, Event, Token
 from ._exceptions import ProtocolError
 from ._parser import ParseEvent, Reply, ResponseParser, ToolCall
 
-__all__ = ["ReplyHandle", "StreamedReply", "open_reply", "start_reply"]
+__all__ = ["ReplyHandle", "StreamedReply", "ToolCallChannel", "open_reply", "start_reply"]
 
 _BATCH = 256
 
 EventSource: TypeAlias = trio.MemoryReceiveChannel[Event] | AsyncIterable[Event]
 OnEvent: TypeAlias = Callable[[Token | ParseEvent | Done | Error], None]
+
+
+@runtime_checkable
+class _Closable(Protocol):
+    def aclose(self) -> Awaitable[object]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,64 @@ class StreamedReply:
         return self.reply.tool_calls
 
 
+class ToolCallChannel(trio.abc.ReceiveChannel[ToolCall]):
+    """A reply's completed tool calls, in order, as they close (``ReplyHandle.tool_calls``).
+
+    Iterate it with ``async for``, or call :meth:`receive`. Unbounded, so a slow
+    consumer never stalls the stream.
+
+    At the end of the reply: if it ended with ``Done``, iteration stops (and
+    :meth:`receive` raises ``trio.EndOfChannel``). Otherwise, after the calls
+    that did complete (an open call comes out ``UNTERMINATED``), iteration
+    raises what :meth:`ReplyHandle.result` raises: the stream's error, a
+    :class:`~tokstream.ProtocolError`, the parser's or a callback's exception,
+    or ``RuntimeError`` if the reading task was cancelled. So a caller that
+    only iterates the calls cannot mistake a broken reply for a finished one.
+    """
+
+    def __init__(self, handle: ReplyHandle, receive: trio.MemoryReceiveChannel[ToolCall]) -> None:
+        self._handle = handle
+        self._receive = receive
+
+    async def receive(self) -> ToolCall:
+        """Wait for the next completed call.
+
+        Raises:
+            trio.EndOfChannel: The reply ended with ``Done``; no more calls.
+            Exception: The reply ended otherwise (see the class docstring).
+        """
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            pass
+        self._handle._raise_failure()  # outside the except: no EndOfChannel context
+        raise trio.EndOfChannel
+
+    def receive_nowait(self) -> ToolCall:
+        """The next call if one is ready; else raise ``trio.WouldBlock``.
+
+        Raises:
+            trio.WouldBlock: No call yet, and the reply has not ended.
+            trio.EndOfChannel: The reply ended with ``Done``; no more calls.
+            Exception: The reply ended otherwise (see the class docstring).
+        """
+        try:
+            return self._receive.receive_nowait()
+        except trio.EndOfChannel:
+            pass
+        self._handle._raise_failure()
+        raise trio.EndOfChannel
+
+    def close(self) -> None:
+        """Stop receiving; later calls are dropped. The reply goes on."""
+        self._receive.close()
+
+    async def aclose(self) -> None:
+        """Async form of :meth:`close`."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+
 class ReplyHandle:
     """One running reply: its tool calls as they close, and its outcome.
 
@@ -69,9 +139,9 @@ class ReplyHandle:
     Attributes:
         parser: The :class:`~tokstream.ResponseParser` being fed.
         tool_calls: Receives every :class:`~tokstream.ToolCall` the moment it
-            completes (malformed ones too: check ``call.status``), then closes
-            when the reply ends, however it ends. Unbounded, so a slow consumer
-            never stalls the stream.
+            completes (malformed ones too: check ``call.status``). It ends when
+            the reply ends: normally after ``Done``, else by raising the
+            reply's error (see :class:`ToolCallChannel`).
     """
 
     def __init__(
@@ -85,7 +155,7 @@ class ReplyHandle:
         self._on_tool_call = on_tool_call
         send, receive = trio.open_memory_channel[ToolCall](math.inf)
         self._send = send
-        self.tool_calls: trio.MemoryReceiveChannel[ToolCall] = receive
+        self.tool_calls = ToolCallChannel(self, receive)
         self._finished = trio.Event()
         self._reply: Reply | None = None
         self._value: StreamedReply | None = None
@@ -125,11 +195,14 @@ class ReplyHandle:
             RuntimeError: The reading task was cancelled before the end.
         """
         await self._finished.wait()
-        self._retrieved = True
-        if self._error is not None:
-            raise self._error
+        self._raise_failure()
         assert self._value is not None
         return self._value
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            self._retrieved = True
+            raise self._error
 
     # -- the task -------------------------------------------------------------------------
 
@@ -140,12 +213,17 @@ class ReplyHandle:
                     await self._drain(events)
             else:
                 terminal: Done | Error | None = None
-                async for ev in events:
-                    if isinstance(ev, Token):
-                        await self._feed([ev])
-                    else:
-                        terminal = ev
-                        break
+                # An async generator left suspended would run its cleanup only
+                # when garbage-collected: close it (and any source with aclose)
+                # here, on the way out, also when cancelled.
+                closing = aclosing(events) if isinstance(events, _Closable) else nullcontext()
+                async with closing:
+                    async for ev in events:
+                        if isinstance(ev, Token):
+                            await self._feed([ev])
+                        else:
+                            terminal = ev
+                            break
                 self._end(terminal)
         except trio.Cancelled:
             self._cancelled = True
@@ -190,9 +268,14 @@ class ReplyHandle:
     async def _feed(self, tokens: list[Token]) -> None:
         on_event = self._on_event
         if on_event is None:
-            if tokens:
-                self._tokens += len(tokens)
-                if self._publish(self.parser.feed(tokens)):
+            # A call's tool must start before the tokens after its closing tag
+            # are parsed: stop there, hand the call out, yield, then go on.
+            feed_some, pos, n = self.parser.feed_until_call, 0, len(tokens)
+            while pos < n:
+                events, end = feed_some(tokens, pos)
+                self._tokens += end - pos
+                pos = end
+                if self._publish(events):
                     await self._let_tools_start()
             return
         # A watcher sees each token, then what it completed: feed one at a time.
@@ -204,10 +287,12 @@ class ReplyHandle:
                 await self._let_tools_start()
 
     async def _let_tools_start(self) -> None:
-        # A burst of already-arrived tokens must not delay a tool: yield before
-        # parsing on. The first checkpoint lets a channel consumer take the call
-        # (and spawn its tool); by the second, a task spawned for it (by the
-        # consumer or by on_tool_call) has begun running.
+        # Trio runs every task made runnable in one scheduling batch before
+        # any task made runnable during it. A task on_tool_call spawned runs in
+        # the batch after ours, so it has begun by our second checkpoint. A
+        # channel consumer wakes in that batch and spawns its tool for the
+        # one after: by our third checkpoint, that tool has begun too.
+        await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
 
@@ -218,7 +303,8 @@ class ReplyHandle:
             if on_event is not None:
                 on_event(ev)
             if isinstance(ev, ToolCall):
-                self._send.send_nowait(ev)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    self._send.send_nowait(ev)  # unless the caller closed tool_calls
                 if on_call is not None:
                     on_call(ev)
                 called = True
@@ -271,14 +357,16 @@ def start_reply(
             outcome. (With it, tokens are parsed one at a time.)
         on_tool_call: Called, in the task, with each call the moment it
             completes (as it is sent on ``tool_calls``), e.g. to start its tool
-            with ``nursery.start_soon``. Either way the task then yields twice,
-            so the tool begins before more already-arrived tokens are parsed.
+            with ``nursery.start_soon``. Either way the task then yields, so a
+            tool started for the call (here or by a ``tool_calls`` consumer)
+            begins before any token after the call's closing tag is parsed.
 
     Returns:
-        The :class:`ReplyHandle`. Always await :meth:`ReplyHandle.result`: it is
-        where a stream error surfaces. Cancelling ``nursery`` stops the task
-        (closing the channel, which aborts the request) and ends the handle:
-        ``tool_calls`` closes and ``result()`` raises ``RuntimeError``.
+        The :class:`ReplyHandle`. A stream error surfaces from
+        :meth:`ReplyHandle.result` and from iterating ``tool_calls``; await
+        one of them. Cancelling ``nursery`` stops the task (closing its
+        source, which for a channel aborts the request) and ends the handle:
+        ``tool_calls`` and ``result()`` raise ``RuntimeError``.
     """
     handle = ReplyHandle(parser, on_event, on_tool_call)
     nursery.start_soon(handle._run, events)
@@ -296,8 +384,9 @@ async def open_reply(
     """``async with`` form of :func:`start_reply`, with its own nursery.
 
     Leaving the block before the reply ends cancels the reading task (and,
-    for a channel, aborts the stream). If the reply failed and the block never
-    awaited :meth:`ReplyHandle.result`, the error is raised on exit.
+    for a channel, aborts the stream). If the reply failed and the block
+    neither awaited :meth:`ReplyHandle.result` nor got the error from
+    iterating ``tool_calls``, the error is raised on exit.
 
     Yields:
         The :class:`ReplyHandle`.

@@ -54,7 +54,10 @@ class ToolStarted:
 
     Attributes:
         call: The call being run.
-        token_index: How many reply tokens had streamed when it started.
+        token_index: How many reply tokens had been parsed when it started:
+            ``call.end_token``, the count through the call's closing token. The
+            tool starts before any later token is parsed, even when a burst of
+            tokens has already arrived.
     """
 
     call: ToolCall
@@ -72,9 +75,9 @@ class ToolResult:
             message starting with ``"error: "``.
         error: ``None`` on success; else why: the exception's ``repr``, the
             call's parse problem, or an unknown tool name.
-        started_at_token: Reply tokens streamed when the tool started
-            (``None`` if it never ran).
-        finished_at_token: Reply tokens streamed when it finished.
+        started_at_token: Reply tokens parsed when the tool started, which is
+            ``call.end_token`` (``None`` if it never ran).
+        finished_at_token: Reply tokens parsed when it finished.
     """
 
     call: ToolCall
@@ -136,7 +139,7 @@ async def _run_tool(
         msg = f"unknown tool {call.name!r}"
         results[slot] = ToolResult(call, f"error: {msg}", msg)
     else:
-        start = handle.tokens_seen
+        start = call.end_token
         if on_event is not None:
             on_event(ToolStarted(call, start))
         try:
@@ -211,8 +214,8 @@ async def run_turn(
             handle: ReplyHandle | None = None
 
             def dispatch(call: ToolCall) -> None:
-                # Runs in the reader task at the call's closing tag; the tool
-                # starts before the reader parses any further token.
+                # Runs in the reader task right after the call's closing token;
+                # the reader yields before parsing on, so the tool starts first.
                 assert handle is not None
                 results.append(None)
                 fn = tools.get(call.name) if call.name is not None else None

@@ -34,11 +34,9 @@ Recognising tags. Two ways, both always on unless ``match_text=False``:
   is the hot path's only structural check.
 * By text: for tags spelled by several ordinary tokens (a constrained decoder
   may pick ``"<" "tool" "_call" ">"``). A piece with no ``<`` and no pending
-  hold-back is appended as is. Otherwise the slow path scans for ``<``: a
-  complete tag switches state; a proper prefix of a tag valid in the current
-  state (``"<tool"``) is *held back*, neither emitted nor assigned, until the
-  next pieces prove it a tag or plain text. Held text is therefore never
-  emitted and then retracted.
+  hold-back is appended as is. Otherwise the hold-back scanner (``_holdback``)
+  finds complete tags and holds back a possible tag's prefix (``"<tool"``),
+  so held text is never emitted and then retracted.
 
 Segments and the token-boundary rule. Every token is assigned to exactly one
 segment (leaf), in stream order, so the segments' IDs concatenate to exactly
@@ -50,9 +48,13 @@ characters of two tags belongs to the first. Every other token belongs to the
 segment that is open when its text is consumed (tokens with empty text, e.g.
 UTF-8 hold-back, go with the position they occupy). So a piece ``"\\n<"`` that
 starts ``<tool_call>`` goes to the call's segment while its ``"\\n"`` is still
-reported as content: segment text is the exact decode of the segment's IDs,
-while deltas, ``content`` and ``reasoning`` are the semantic text between tags.
-With single-ID tags (real models) the two always agree.
+reported as content: segment text is the text of the segment's own tokens
+(the pieces join to ``tokenizer.decode(ids)``), while deltas, ``content`` and
+``reasoning`` are the semantic text between tags. With single-ID tags (real
+models) the two always agree. A piece is the text a token completes: a
+character whose UTF-8 bytes are split over several tokens is in the piece of
+the token that completes it, and bytes still incomplete when the reply ends
+become U+FFFD in the last piece (at ``finish()``; they yield no delta).
 
 Tool-call bodies are collected as text and parsed once, at the closing tag, by
 the format module (``_hermes``, ``_qwen3_coder``): no per-token regex, no
@@ -60,69 +62,49 @@ incremental JSON.
 
 Deltas are coalesced per ``feed()`` call: one call yields at most one delta per
 run of same-kind text.
+
+Layout: this module has the public API and the per-token loops; state changes,
+segment closing and deltas are in ``_transitions``, text-tag matching with
+hold-back in ``_holdback`` (both bases of :class:`ResponseParser`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .._events import Token
-from ._events import (
-    ParseEvent,
-    Reply,
-    ReplySegment,
-    SegmentKind,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolCallStarted,
-    ToolCallStatus,
-)
+from ._events import ParseEvent, Reply, ReplySegment, TextDelta, ToolCall
 from ._hermes import parse_hermes
 from ._protocols import LeafSink, ParserTokenizer, ThinkingMode, ToolFormat
 from ._qwen3_coder import parse_qwen3_coder
 from ._segments import OpenSegment, freeze_ids
-from ._tags import (
-    CALL_CLOSE,
-    STOP,
-    TEXT,
-    THINK,
-    THINK_CLOSE,
-    THINK_OPEN,
-    TOOL,
-    build_tag_tables,
-)
+from ._tags import STOP, TEXT, THINK, build_tag_tables
 from ._tools import ToolSchemas, ToolSpecs, normalise_tools
+from ._transitions import KIND, Transitions
 
 __all__ = ["ResponseParser"]
-
-_KIND: tuple[SegmentKind, SegmentKind, SegmentKind] = ("text", "thinking", "tool_call")
-
-# (id, logprob, piece, start offset of the piece in the scanned string)
-_Pending: TypeAlias = tuple[int, float | None, str, int]
 
 _FORMATS: dict[str, Callable[[str, ToolSchemas | None], Any]] = {
     "hermes": parse_hermes,
     "qwen3_coder": parse_qwen3_coder,
 }
 
-
-# Deltas are built without the frozen-dataclass __init__ (object.__setattr__ per
-# field): the per-token path creates one per feed() call, so it must be cheap.
+# feed() builds its one content delta without the frozen-dataclass __init__
+# (object.__setattr__ per field): in a live stream that is once per token.
 _new = object.__new__
 _set_text: Callable[[object, str], None] = TextDelta.__dict__["text"].__set__
-_set_think: Callable[[object, str], None] = ThinkingDelta.__dict__["text"].__set__
 
 
-class ResponseParser:
+class ResponseParser(Transitions):
     """Parse one assistant reply, token by token, into events and segments.
 
     Sans-IO: :meth:`feed` returns events at once; nothing is awaited. Feeding
-    the same IDs whole, one at a time, or in any grouping gives the same
+    the same IDs whole, one at a time, or in any grouping, through
+    :meth:`feed`, :meth:`feed_ids` or :meth:`feed_until_call`, gives the same
     segments and calls (and the same concatenated deltas).
 
     Args:
@@ -157,31 +139,7 @@ class ResponseParser:
             definition without a name.
     """
 
-    __slots__ = (
-        "_assigned",
-        "_body",
-        "_calls",
-        "_content",
-        "_cur",
-        "_delta",
-        "_events",
-        "_feed_piece",
-        "_finished",
-        "_format",
-        "_hold",
-        "_hold_toks",
-        "_on_segment",
-        "_prefixes",
-        "_reasoning",
-        "_segments",
-        "_state",
-        "_state_codes",
-        "_tag_get",
-        "_tag_ids",
-        "_text_tags",
-        "_thinking_unterminated",
-        "_tools",
-    )
+    __slots__ = ("_feed_piece", "_finished", "_flush_piece", "_state_codes", "_tag_get", "_tag_ids")
 
     def __init__(
         self,
@@ -222,7 +180,9 @@ class ResponseParser:
         self._text_tags = tables.text_tags
         self._prefixes = tables.prefixes
         self._state_codes = tables.state_codes
-        self._feed_piece: Callable[[int], str] = tokenizer.detokenizer().feed
+        detokenizer = tokenizer.detokenizer()
+        self._feed_piece: Callable[[int], str] = detokenizer.feed
+        self._flush_piece: Callable[[], str] = detokenizer.flush
         self._tag_get = self._tag_ids.get
         self._segments: list[ReplySegment] = []
         self._calls: list[ToolCall] = []
@@ -232,12 +192,12 @@ class ResponseParser:
         self._events: list[ParseEvent] = []
         self._delta: list[str] = []
         self._hold = ""
-        self._hold_toks: list[_Pending] = []
+        self._hold_toks = []
         self._assigned = 0
         self._finished = False
         self._thinking_unterminated = False
         self._state = THINK if thinking == "open" else TEXT
-        self._cur = OpenSegment(_KIND[self._state], 0)
+        self._cur = OpenSegment(KIND[self._state], 0)
 
     # -- public API ------------------------------------------------------------------
 
@@ -357,13 +317,72 @@ class ResponseParser:
             self._flush_delta()
         return events
 
+    def feed_until_call(
+        self, tokens: Sequence[Token], start: int = 0
+    ) -> tuple[list[ParseEvent], int]:
+        """Push ``tokens[start:]``, but stop right after a token that completes a call.
+
+        A streaming shell that holds a burst of already-arrived tokens uses it
+        to hand out each :class:`ToolCall` (and start its tool) before it parses
+        the tokens after the call's closing tag. Otherwise the same as
+        :meth:`feed`: feeding every token this way gives the same events.
+
+        Args:
+            tokens: :class:`~tokstream.Token` events, in stream order.
+            start: Index of the first token to feed.
+
+        Returns:
+            The new events, and the index of the first token not fed:
+            ``len(tokens)`` unless a token completed a call (the call is then
+            the last event, or followed only by the events of the same token).
+
+        Raises:
+            RuntimeError: :meth:`finish` was already called.
+        """
+        if self._finished:
+            raise RuntimeError("ResponseParser.feed_until_call() after finish()")
+        events: list[ParseEvent] = []
+        self._events = events
+        tag_get = self._tag_get
+        piece_of = self._feed_piece
+        delta = self._delta
+        cur = self._cur
+        hold = self._hold
+        calls = self._calls
+        n_calls = len(calls)
+        end = len(tokens)
+        for k in range(start, end):  # feed()'s loop; calls complete only on its slow path
+            t = tokens[k]
+            tid = t.id
+            piece = piece_of(tid)
+            code = tag_get(tid)
+            if code is None and not hold and "<" not in piece:
+                cur.ids.append(tid)
+                cur.lps.append(t.logprob)
+                cur.pieces.append(piece)
+                delta.append(piece)
+            else:
+                self._slow(tid, t.logprob, piece, code)
+                cur, hold = self._cur, self._hold
+                if len(calls) != n_calls:
+                    end = k + 1
+                    break
+        if delta:
+            self._flush_delta()
+        return events, end
+
     def finish(self) -> list[ParseEvent]:
         """End the reply: report what is unterminated, then the :class:`Reply`.
 
         Held-back text that never became a tag is released as text. An open
         tool call is reported with :attr:`ToolCallStatus.UNTERMINATED`; open
-        thinking sets ``Reply.thinking_unterminated``. Incomplete UTF-8 bytes
-        at the very end yield no text (as vLLM streams them).
+        thinking sets ``Reply.thinking_unterminated``.
+
+        Incomplete UTF-8 bytes at the very end (a reply cut inside a
+        character) become U+FFFD in the text of the segment that holds their
+        tokens, so the segments' texts still join to ``tokenizer.decode(ids)``.
+        They yield no delta and are not in ``content`` or ``reasoning``: like
+        vLLM's streamed text, deltas carry only complete characters.
 
         Returns:
             The final events; the last is the :class:`Reply`.
@@ -374,6 +393,13 @@ class ResponseParser:
         if self._finished:
             raise RuntimeError("ResponseParser.finish() was already called")
         self._events = []
+        self._release_hold()
+        tail = self._flush_piece()
+        if tail and self._cur.pieces:
+            # The cut character's tokens are the last fed. They are in the open
+            # segment unless a closing tag ended on them; that segment is
+            # already out, and its text keeps only the complete characters.
+            self._cur.pieces[-1] += tail
         self._close_all()
         self._finished = True
         reply = Reply(
@@ -412,161 +438,3 @@ class ResponseParser:
             return
         self._release_hold()
         self._transition(code, [], [(tid, lp, piece, 0)], index)
-
-    def _scan(self, tid: int, lp: float | None, piece: str, index: int) -> None:
-        hold = self._hold
-        s = hold + piece
-        toks = self._hold_toks
-        toks.append((tid, lp, piece, len(hold)))
-        pos = scan = 0
-        while True:
-            i = s.find("<", scan)
-            if i < 0:
-                self._emit(s[pos:])
-                self._assign(toks)
-                self._hold, self._hold_toks = "", []
-                return
-            found = self._match(s, i)
-            if found is None:
-                if s[i:] in self._prefixes[self._state]:
-                    self._emit(s[pos:i])
-                    before = [t for t in toks if t[3] + len(t[2]) <= i]
-                    self._assign(before)
-                    self._hold = s[i:]
-                    self._hold_toks = [(t[0], t[1], t[2], t[3] - i) for t in toks[len(before) :]]
-                    return
-                scan = i + 1
-                continue
-            tag, code = found
-            self._emit(s[pos:i])
-            before = [t for t in toks if t[3] + len(t[2]) <= i]
-            self._transition(code, before, toks[len(before) :], index)
-            toks = []
-            pos = scan = i + len(tag)
-
-    def _match(self, s: str, i: int) -> tuple[str, int] | None:
-        for tag, code in self._text_tags[self._state]:
-            if s.startswith(tag, i):
-                return tag, code
-        return None
-
-    def _release_hold(self) -> None:
-        if self._hold or self._hold_toks:
-            self._emit(self._hold)
-            self._assign(self._hold_toks)
-            self._hold, self._hold_toks = "", []
-
-    def _emit(self, text: str) -> None:
-        if text:
-            self._delta.append(text)
-
-    def _assign(self, toks: Iterable[_Pending]) -> None:
-        cur = self._cur
-        for tid, lp, piece, _ in toks:
-            cur.ids.append(tid)
-            cur.lps.append(lp)
-            cur.pieces.append(piece)
-
-    def _transition(
-        self, code: int, before: list[_Pending], tag_toks: list[_Pending], index: int
-    ) -> None:
-        self._assign(before)
-        state = self._state
-        if (code == THINK_CLOSE and state == THINK) or (code == CALL_CLOSE and state == TOOL):
-            self._assign(tag_toks)
-            self._close_current(terminated=True)
-            self._switch(TEXT)
-            return
-        self._close_current(terminated=False, cut_by="the next <tool_call>")
-        if code == THINK_OPEN:
-            self._switch(THINK)
-        else:
-            self._switch(TOOL)
-            self._events.append(ToolCallStarted(len(self._calls), index))
-        self._assign(tag_toks)
-
-    def _switch(self, state: int) -> None:
-        self._flush_delta()
-        self._state = state
-        if state == TOOL:
-            self._body = []
-        self._cur = OpenSegment(_KIND[state], self._assigned)
-
-    def _flush_delta(self) -> None:
-        delta = self._delta
-        text = delta[0] if len(delta) == 1 else "".join(delta)
-        delta.clear()
-        if not text:
-            return
-        state = self._state
-        if state == TOOL:
-            self._body.append(text)
-            return
-        if state == TEXT:
-            self._content.append(text)
-            ev: ParseEvent = _new(TextDelta)
-            _set_text(ev, text)
-        else:
-            self._reasoning.append(text)
-            ev = _new(ThinkingDelta)
-            _set_think(ev, text)
-        self._events.append(ev)
-
-    def _close_current(self, *, terminated: bool, cut_by: str = "the end of the reply") -> None:
-        """Close the open segment; a call is parsed, thinking may be unterminated."""
-        state = self._state
-        if state == TOOL:
-            self._flush_delta()
-            cur = self._cur
-            body = "".join(self._body)
-            seg = self._close_segment()
-            name, args, status, error = self._format(body, self._tools)
-            if not terminated:
-                status = ToolCallStatus.UNTERMINATED
-                error = f"no </tool_call> before {cut_by}"
-            start = cur.start
-            call = ToolCall(
-                index=len(self._calls),
-                name=name,
-                arguments=args,
-                status=status,
-                raw=body,
-                ids=seg.ids if seg is not None else freeze_ids([]),
-                error=error,
-                start_token=start,
-                end_token=start + len(cur.ids),
-            )
-            self._calls.append(call)
-            self._events.append(call)
-        else:
-            self._close_segment()
-
-    def _close_all(self) -> None:
-        self._release_hold()
-        if self._state == TOOL:
-            self._close_current(terminated=False)
-            self._switch(TEXT)
-        elif self._state == THINK:
-            self._thinking_unterminated = True
-            self._close_current(terminated=False)
-            self._switch(TEXT)
-        else:
-            self._flush_delta()
-            self._close_segment()
-
-    def _open_segment(self, kind: SegmentKind) -> OpenSegment:
-        self._close_segment()
-        self._cur = OpenSegment(kind, self._assigned)
-        return self._cur
-
-    def _close_segment(self) -> ReplySegment | None:
-        cur = self._cur
-        if not cur.ids:
-            return None
-        seg = cur.freeze(len(self._calls) if cur.kind == "tool_call" else None)
-        self._segments.append(seg)
-        self._assigned += len(cur.ids)
-        self._cur = OpenSegment(cur.kind, self._assigned)
-        if self._on_segment is not None:
-            self._on_segment(seg)
-        return seg

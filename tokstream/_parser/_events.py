@@ -187,7 +187,10 @@ class ReplySegment:
         kind: ``"thinking"`` (a ``<think>`` block, tags included), ``"text"``
             (content), ``"tool_call"`` (``<tool_call>...</tool_call>``, tags
             included) or ``"stop"`` (the end-of-turn token, e.g. ``<|im_end|>``).
-        text: The decoded text of exactly these IDs (tags included).
+        text: The text these IDs produced in the stream, tags included. The
+            segments' texts join to the decode of the reply's IDs; a character
+            whose UTF-8 bytes span two segments is in the later one, and bytes
+            left incomplete at the end of the reply are U+FFFD.
         ids: The token IDs (int32, read-only).
         logprobs: Their sampled log-probabilities (float32, read-only), or
             ``None`` unless every token carried one.

@@ -26,6 +26,10 @@ class Detokenizer(Protocol):
         """Push one ID; return the text it completes (``""`` while held back)."""
         ...
 
+    def flush(self) -> str:
+        """End the stream: return what is held back (incomplete bytes as U+FFFD)."""
+        ...
+
 
 class ParserTokenizer(Protocol):
     """What the parser needs from a tokenizer (``tokstream.Tokenizer`` has it)."""
