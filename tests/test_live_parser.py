@@ -246,4 +246,7 @@ def test_demo_is_an_agent_turn(vllm_server: VLLMServer, tiny_model_dir: Path) ->
     assert "turn 2:" in out and "It is sunny and 21 °C in Paris" in out
     assert "system -> user -> assistant -> tool -> tool -> assistant" in out
     assert out.count("echo verified     yes") == 2
+    assert "forced IDs exact  yes" in out
+    assert 'tool call: {"name": "get_weather", "arguments": {"city": "Paris"}}' in out
+    assert "  151657  tool" in out and "  151667  think" in out
     assert "demo: all checks passed" in out

@@ -469,20 +469,6 @@ async def test_models_and_health(vllm_server: VLLMServer) -> None:
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
 
 
-def test_demo_against_a_running_server(vllm_server: VLLMServer, tiny_model_dir: Path) -> None:
-    argv = [sys.executable, str(DEMO), "--base-url", vllm_server.base_url]
-    argv += ["--model", vllm_server.model, "--tokenizer", str(tiny_model_dir)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"}
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert "demo: all checks passed" in out
-    assert "echo verified     yes" in out and "forced IDs exact  yes" in out
-    assert 'tool call: {"name": "get_weather", "arguments": {"city": "Paris"}}' in out
-    assert f"{TOOL_CALL_ID:>8}  tool" in out and f"{THINK_ID:>8}  think" in out
-
-
 def test_demo_starts_and_stops_its_own_server() -> None:
     # `make demo`'s own path: no --base-url, so the demo starts a second tiny server,
     # runs the turn and must stop that server with every process it spawned.
