@@ -11,14 +11,7 @@ over one ``httpx.AsyncClient``. See ``README.md`` for a quickstart.
 from __future__ import annotations
 
 from ._chunks import StreamDecoder
-from ._client import (
-    Client,
-    ClientStatistics,
-    EventStream,
-    Limits,
-    ModelInfo,
-    Timeouts,
-)
+from ._client import Client, ClientStatistics, Limits, ModelInfo, Timeouts
 from ._context import Context, ContextError, Leaf, Message, ReplyBuilder
 from ._events import Done, Error, Event, StreamStatistics, Token, Usage
 from ._exceptions import (
@@ -59,6 +52,7 @@ from ._parser import (
 from ._request import CompletionRequest
 from ._runner import ReplyHandle, StreamedReply, ToolCallChannel, open_reply, start_reply
 from ._sse import SSEDecoder, SSEEvent
+from ._stream import EventStream
 from ._tokenizer import (
     IncrementalDetokenizer,
     Tokenizer,

@@ -6,10 +6,9 @@ nursery-explicit form returning a ``trio.MemoryReceiveChannel``. Both yield
 events, not exceptions, so nothing that arrived is lost. Only local validation
 raises (``InvalidRequest``), before any I/O.
 
-The stream loop is pull-based: each network read is pushed into the sans-IO
-:class:`~tokstream._chunks.StreamDecoder` and its events are handed out from a
-buffer, so there is no per-token await or channel operation. The channel form
-moves events with ``send_nowait`` while the buffer has room.
+The stream loop itself lives in ``_stream.py`` (:class:`EventStream`); error
+bodies are parsed in ``_http_errors.py``. This module holds the client, its
+configuration (:class:`Timeouts`, :class:`Limits`) and the server-fact calls.
 
 Cancellation is trio's: cancelling the enclosing scope, or leaving the
 ``async with`` early, closes the HTTP response at once (shielded), which makes
@@ -18,9 +17,7 @@ vLLM abort the request. No task or connection outlives the stream.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -29,24 +26,15 @@ import httpx
 import msgspec
 import trio
 
-from ._chunks import StreamDecoder, with_timing
-from ._events import Done, Error, Event, StreamStatistics
-from ._exceptions import (
-    FirstTokenTimeout,
-    HTTPStatusError,
-    InvalidRequest,
-    StallTimeout,
-    TokstreamError,
-    status_error_class,
-)
+from ._events import Done, Error, Event
+from ._exceptions import InvalidRequest, ProtocolError
+from ._http_errors import http_status_error
 from ._request import CompletionRequest
 from ._sse import DEFAULT_MAX_EVENT_SIZE
-from ._transport import ByteSource, HttpxByteSource, map_httpx_error
+from ._stream import EventStream, pump
+from ._transport import map_httpx_error
 
-__all__ = ["Client", "ClientStatistics", "EventStream", "Limits", "ModelInfo", "Timeouts"]
-
-_ERROR_BODY_LIMIT = 64 * 1024
-_BODY_PREVIEW = 500
+__all__ = ["Client", "ClientStatistics", "Limits", "ModelInfo", "Timeouts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,274 +124,6 @@ class _ModelCard(msgspec.Struct):
 
 class _ModelList(msgspec.Struct):
     data: list[_ModelCard]
-
-
-class _ErrorDetail(msgspec.Struct):
-    message: str | None = None
-    type: str | None = None
-    param: Any = None
-    code: int | str | None = None
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: _ErrorDetail | str | None = None
-    message: str | None = None
-    type: str | None = None
-    param: Any = None
-    code: int | str | None = None
-    detail: Any = None
-
-
-class EventStream:
-    """One token stream: an async context manager and an async iterator.
-
-    ``async with client.stream(...) as events: async for ev in events:`` yields
-    ``Token`` events and then exactly one ``Done`` or ``Error``; iteration ends
-    after it. Entering sends the request; failures to connect or HTTP errors
-    become that ``Error`` event rather than exceptions. Leaving the block (or
-    cancellation) closes the response at once.
-    """
-
-    def __init__(self, client: Client, request: CompletionRequest) -> None:
-        self._client = client
-        self.request = request
-        self.url = client.completions_url
-        self.request_id = request.request_id
-        self._decoder = StreamDecoder(
-            max_event_size=client.max_event_size, url=self.url, request_id=request.request_id
-        )
-        self._pending: deque[Event] = deque()
-        self._source: ByteSource | None = None
-        self._entered = False
-        self._ended = False  # the terminal event was produced
-        self._closed = False
-        self._t0 = 0.0
-        self._t_end: float | None = None
-        self._ttft: float | None = None
-
-    # -- context manager ----------------------------------------------------
-
-    async def __aenter__(self) -> EventStream:
-        if self._entered:
-            raise RuntimeError("an EventStream can be entered only once")
-        self._entered = True
-        self._client._stream_started()
-        try:
-            await self._open()
-        except BaseException:
-            # Cancelled while connecting or reading an error body: release the
-            # connection and the open-stream count before trio.Cancelled goes on.
-            await self.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the response now; idempotent. Unread events are dropped."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._source is not None:
-            await self._source.aclose()
-        if not self._ended:
-            self._client._stream_ended(None, self._decoder.tokens)
-
-    # -- iteration ----------------------------------------------------------
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        # Buffered events (and bytes httpx already holds) need no I/O, but a
-        # cancelled scope must still stop the loop at once. This raises only if
-        # cancelled and otherwise does not yield, so it costs no scheduling.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._pending:
-            if self._ended or self._closed:
-                raise StopAsyncIteration
-            await self._fill()
-        return self._pending.popleft()
-
-    def statistics(self) -> StreamStatistics:
-        """Return a frozen snapshot of this stream's counters."""
-        end = self._t_end if self._t_end is not None else trio.current_time()
-        return dataclasses.replace(
-            self._decoder.statistics(),
-            time_to_first_token=self._ttft,
-            elapsed=end - self._t0 if self._entered else 0.0,
-        )
-
-    # -- internals ----------------------------------------------------------
-
-    def _deadline(self) -> float:
-        timeouts = self._client.timeouts
-        deadline = math.inf
-        if timeouts.stall is not None:
-            deadline = trio.current_time() + timeouts.stall
-        if timeouts.first_token is not None and self._decoder.tokens == 0:
-            deadline = min(deadline, self._t0 + timeouts.first_token)
-        return deadline
-
-    async def _open(self) -> None:
-        client = self._client
-        self._t0 = trio.current_time()
-        http_request = client._build_http_request(self.request)
-        response: httpx.Response | None = None
-        try:
-            with trio.move_on_at(self._deadline()):
-                response = await client._http.send(http_request, stream=True)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            self._terminate(
-                map_httpx_error(exc, url=self.url, request_id=self.request_id, started=False)
-            )
-            return
-        if response is None:
-            self._timed_out(scope_reason="waiting for response headers")
-            return
-        self._source = HttpxByteSource(response)
-        server_id = response.headers.get("x-request-id")
-        if server_id and not self.request_id:
-            self.request_id = server_id
-            self._decoder.request_id = server_id
-        if response.status_code >= 400:
-            await self._http_error(response)
-
-    async def _http_error(self, response: httpx.Response) -> None:
-        assert self._source is not None
-        body = bytearray()
-        try:
-            with trio.move_on_at(self._deadline()):
-                while len(body) < _ERROR_BODY_LIMIT:
-                    data = await self._source.receive_some()
-                    if not data:
-                        break
-                    body += data
-        except httpx.HTTPError:
-            pass  # report the status with whatever body arrived
-        self._terminate(
-            http_status_error(
-                response.status_code,
-                bytes(body),
-                url=self.url,
-                request_id=response.headers.get("x-request-id") or self.request_id,
-            )
-        )
-        await self._source.aclose()
-
-    async def _fill(self) -> None:
-        source = self._source
-        decoder = self._decoder
-        while not self._pending and not self._ended:
-            assert source is not None
-            try:
-                with trio.move_on_at(self._deadline()) as scope:
-                    data = await source.receive_some()
-            except httpx.HTTPError as exc:
-                self._terminate(
-                    map_httpx_error(exc, url=self.url, request_id=self.request_id, started=True)
-                )
-                break
-            if scope.cancelled_caught:
-                self._timed_out(scope_reason="waiting for the next bytes")
-                break
-            events = decoder.feed(data) if data else decoder.finish()
-            if self._ttft is None and decoder.tokens:
-                self._ttft = trio.current_time() - self._t0
-            if decoder.finished:
-                self._finish_events(events)
-            else:
-                self._pending.extend(events)
-        if self._ended and self._source is not None and not self._closed:
-            await self._source.aclose()
-
-    def _timed_out(self, scope_reason: str) -> None:
-        timeouts = self._client.timeouts
-        now = trio.current_time()
-        waited = now - self._t0
-        stats = self.statistics().describe()
-        exc: TokstreamError
-        if (
-            timeouts.first_token is not None
-            and self._decoder.tokens == 0
-            and now >= self._t0 + timeouts.first_token
-        ):
-            exc = FirstTokenTimeout(
-                f"no token from {self.url} within first_token={timeouts.first_token}s "
-                f"({scope_reason}; request_id={self.request_id}); diagnostics: {stats}",
-            )
-        else:
-            exc = StallTimeout(
-                f"no bytes from {self.url} for stall={timeouts.stall}s after {waited:.3f}s "
-                f"({scope_reason}; request_id={self.request_id}); the server may be overloaded "
-                f"or the request queued; raise Timeouts.stall to wait longer; diagnostics: {stats}",
-            )
-        self._terminate(exc)
-
-    def _terminate(self, exc: TokstreamError) -> None:
-        self._finish_events([self._decoder.fail(exc)])
-
-    def _finish_events(self, events: list[Event]) -> None:
-        self._t_end = trio.current_time()
-        terminal = events[-1]
-        assert isinstance(terminal, (Done, Error))
-        events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
-        self._pending.extend(events)
-        self._ended = True
-        self._client._stream_ended(isinstance(terminal, Done), self._decoder.tokens)
-
-
-def http_status_error(
-    status: int, body: bytes, *, url: str, request_id: str | None
-) -> HTTPStatusError:
-    """Build the :class:`HTTPStatusError` subclass for an error response body.
-
-    Understands vLLM's ``{"error": {"message", "type", "param", "code"}}``, a
-    plain-string ``error``, the flat ``{"object": "error", "message": ...}``,
-    FastAPI's ``{"detail": ...}`` and non-JSON bodies.
-    """
-    preview = body[:_BODY_PREVIEW].decode("utf-8", "replace")
-    message: str | None = None
-    etype: str | None = None
-    param: str | None = None
-    code: int | str | None = None
-    try:
-        env = msgspec.json.decode(body, type=_ErrorEnvelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        env = None
-    if env is not None:
-        if isinstance(env.error, _ErrorDetail):
-            message, etype = env.error.message, env.error.type
-            param = None if env.error.param is None else str(env.error.param)
-            code = env.error.code
-        elif isinstance(env.error, str):
-            message = env.error
-        elif env.message is not None:
-            message, etype, code = env.message, env.type, env.code
-            param = None if env.param is None else str(env.param)
-        elif env.detail is not None:
-            message = env.detail if isinstance(env.detail, str) else str(env.detail)
-    if message is None:
-        message = preview.strip() or "(empty body)"
-    cls = status_error_class(status)
-    where = f"{url} (request_id={request_id})" if request_id else url
-    return cls(
-        f"HTTP {status} from {where}: {message}",
-        status_code=status,
-        body_preview=preview,
-        server_message=message,
-        type=etype,
-        param=param,
-        code=code,
-        url=url,
-        request_id=request_id,
-    )
 
 
 def _check_base_url(base_url: object) -> None:
@@ -582,7 +302,7 @@ class Client:
         """
         stream = self.stream(request, **fields)
         send, receive = trio.open_memory_channel[Event](self.stream_buffer)
-        nursery.start_soon(_pump, stream, send)
+        nursery.start_soon(pump, stream, send)
         return receive
 
     async def complete(self, request: object, /, **fields: Any) -> Done:
@@ -615,8 +335,6 @@ class Client:
         try:
             listing = msgspec.json.decode(body, type=_ModelList)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            from ._exceptions import ProtocolError
-
             raise ProtocolError(f"GET {url} did not return a model list: {exc}", url=url) from None
         return [ModelInfo(m.id, m.owned_by, m.root, m.max_model_len) for m in listing.data]
 
@@ -670,17 +388,3 @@ class Client:
             self._finished += 1
         else:
             self._failed += 1
-
-
-async def _pump(stream: EventStream, send: trio.MemorySendChannel[Event]) -> None:
-    async with send, stream:
-        async for event in stream:
-            try:
-                send.send_nowait(event)
-            except trio.WouldBlock:
-                try:
-                    await send.send(event)
-                except trio.BrokenResourceError:
-                    return
-            except trio.BrokenResourceError:
-                return
