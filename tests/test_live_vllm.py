@@ -95,8 +95,14 @@ def expect_done(terminal: Done | Error) -> Done:
 
 
 def metrics_http() -> httpx.AsyncClient:
-    """An HTTP client for ``/metrics`` that keeps no connection open between requests."""
-    return httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
+    """An HTTP client for ``/metrics`` that keeps no connection open between requests.
+
+    The timeout is generous: while the engine streams ~23 KB logprob chunks the
+    API server can take seconds to answer on a loaded 2-core machine.
+    """
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_keepalive_connections=0), timeout=httpx.Timeout(60.0)
+    )
 
 
 async def metric(server: VLLMServer, name: str, http: httpx.AsyncClient) -> float:
