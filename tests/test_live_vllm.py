@@ -264,55 +264,101 @@ async def test_merged_chunks_deliver_every_id_once_in_order(
 
 # -- 4. priority ---------------------------------------------------------------------
 
+PRIORITY_ATTEMPTS = 3
+
 
 async def test_lower_priority_value_queued_later_runs_first(
     vllm_server_serial: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]]
 ) -> None:
+    """With one slot busy, C (priority 0) queued after B (priority 10) runs first.
+
+    The premise is that a blocker A holds the only slot (``--max-num-seqs 1``)
+    until B and C are both queued. A is as long as the context allows, but on a
+    loaded machine it can still end first (once in CI, a ``/metrics`` request
+    stalled for about a minute). Then the scenario has not happened at all, so it
+    is run again from the start, up to :data:`PRIORITY_ATTEMPTS` times; the order
+    assertion itself is never relaxed.
+    """
     server = vllm_server_serial
-    first_token_order: list[str] = []
-    terminals: dict[str, Done | Error] = {}
-    a_running = trio.Event()
-
-    async def run(name: str, priority: int, **fields: Any) -> None:
-        async with client.stream(
-            prompt,
-            priority=priority,
-            request_id=f"live-priority-{name}",
-            extra_body={"ignore_eos": True},
-            **fields,
-        ) as events:
-            async for event in events:
-                if isinstance(event, Token) and name not in first_token_order:
-                    first_token_order.append(name)
-                    if name == "A":
-                        a_running.set()
-                elif not isinstance(event, Token):
-                    terminals[name] = event
-
-    async def queued(count: int) -> None:
-        with trio.fail_after(120):  # a hang guard, not a timing assertion
-            while await metric(server, "vllm:num_requests_waiting", http) != count:
-                assert "A" not in terminals, "blocker A ended before B and C were queued"
-                await trio.sleep(0.02)
-
     greedy: dict[str, Any] = {"max_tokens": 4, "temperature": 0.0}
-    async with client_for(server) as client, metrics_http() as http:
-        async with trio.open_nursery() as nursery:
-            blocker = trio.CancelScope()
+    blocker_tokens = 4096 - len(prompt)  # the whole context: about 2 minutes here
 
-            async def run_blocker() -> None:
-                # top_p < 1 makes each step slow (~30 ms here), so A holds the only
-                # slot (--max-num-seqs 1) for a long time, even on a loaded machine.
-                with blocker:
-                    await run("A", 10, max_tokens=3000, temperature=1.0, top_p=0.5)
+    async def waiting(http: httpx.AsyncClient) -> float | None:
+        try:
+            with trio.fail_after(5):  # a stalled poll is retried, not waited out
+                return await metric(server, "vllm:num_requests_waiting", http)
+        except (trio.TooSlowError, httpx.TimeoutException):
+            return None
 
-            nursery.start_soon(run_blocker)
-            await a_running.wait()
-            nursery.start_soon(functools.partial(run, "B", 10, **greedy))
-            await queued(1)
-            nursery.start_soon(functools.partial(run, "C", 0, **greedy))
-            await queued(2)
-            blocker.cancel()  # free the slot: the scheduler now picks by priority
+    async def attempt(
+        index: int,
+    ) -> tuple[list[str], dict[str, Done | Error]] | None:
+        """One run of the scenario; ``None`` if A ended before B and C were queued."""
+        first_token_order: list[str] = []
+        terminals: dict[str, Done | Error] = {}
+        a_running = trio.Event()
+
+        async def run(name: str, priority: int, **fields: Any) -> None:
+            async with client.stream(
+                prompt,
+                priority=priority,
+                request_id=f"live-priority-{index}-{name}",
+                extra_body={"ignore_eos": True},
+                **fields,
+            ) as events:
+                async for event in events:
+                    if isinstance(event, Token) and name not in first_token_order:
+                        first_token_order.append(name)
+                        if name == "A":
+                            a_running.set()
+                    elif not isinstance(event, Token):
+                        terminals[name] = event
+
+        async def queued(count: int) -> bool:
+            """Wait until ``count`` requests wait; False if the blocker ended first."""
+            with trio.fail_after(120):  # a hang guard, not a timing assertion
+                while await waiting(http) != count:
+                    if "A" in terminals:
+                        return False
+                    await trio.sleep(0.02)
+            return "A" not in terminals
+
+        async with client_for(server) as client, metrics_http() as http:
+            async with trio.open_nursery() as nursery:
+                blocker = trio.CancelScope()
+
+                async def run_blocker() -> None:
+                    # top_p < 1 makes each step slow (~30 ms here), so A holds the
+                    # only slot for a long time, even on a loaded machine.
+                    with blocker:
+                        await run("A", 10, max_tokens=blocker_tokens, temperature=1.0, top_p=0.5)
+
+                nursery.start_soon(run_blocker)
+                await a_running.wait()
+                nursery.start_soon(functools.partial(run, "B", 10, **greedy))
+                premise = await queued(1)
+                if premise:
+                    nursery.start_soon(functools.partial(run, "C", 0, **greedy))
+                    premise = await queued(2)
+                blocker.cancel()  # free the slot: the scheduler now picks by priority
+            # Nothing is left behind on the server for the next attempt or test.
+            with trio.fail_after(120):  # a hang guard, not a timing assertion
+                while True:
+                    if await metric(server, "vllm:num_requests_running", http) == 0:
+                        break
+                    await trio.sleep(0.05)
+        return (first_token_order, terminals) if premise else None
+
+    for index in range(PRIORITY_ATTEMPTS):
+        outcome = await attempt(index)
+        if outcome is not None:
+            break
+    else:
+        pytest.fail(
+            f"the blocker ended before B and C were queued, {PRIORITY_ATTEMPTS} times: "
+            "this machine is too loaded to set up the priority scenario"
+        )
+    first_token_order, terminals = outcome
     assert first_token_order == ["A", "C", "B"]
     for name in ("B", "C"):
         done = expect_done(terminals[name])
