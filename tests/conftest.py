@@ -17,11 +17,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
     from tokstream.vllm_cpu import VLLMServer
 
 DATA = Path(__file__).parent / "data"
+
+# No test may fail on timing: hypothesis's per-example deadline and its
+# too-slow health check would turn a loaded CI machine into a red run.
+settings.register_profile("tokstream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tokstream")
 
 
 @pytest.hookimpl(tryfirst=True)
