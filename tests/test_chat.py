@@ -341,9 +341,7 @@ def conversations(draw: st.DrawFn) -> tuple[Any, list[tuple[str, dict[str, Any]]
     return tools, steps
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conv=conversations())
 def test_random_conversations_match_template(
     tok: Tokenizer, template: Any, conv: tuple[Any, list[tuple[str, dict[str, Any]]]]
@@ -404,9 +402,7 @@ def llama_tok(tiny_model_dir: Path) -> Tokenizer:
     return Tokenizer(hf)
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     turns=st.lists(
         st.tuples(st.sampled_from(["system", "user", "assistant"]), _TEXT), min_size=1, max_size=6

@@ -341,9 +341,7 @@ def test_prefill_is_prompt_not_generation(tok: Tokenizer) -> None:
     assert kinds == ["thinking", "stop"]  # </think> closes the thinking the prompt opened
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_leaf_building_equals_append_reply(tok: Tokenizer, data: st.DataObject) -> None:
     ids = [*HERMES, IM_END]

@@ -105,7 +105,7 @@ def test_ids_and_text_match_the_recording(name: str) -> None:
     assert terminal.text == recorded_text(name)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(data=st.data(), name=st.sampled_from(RECORDINGS))
 def test_random_splits_give_identical_events(data: st.DataObject, name: str) -> None:
     raw = (DATA / f"{name}.sse").read_bytes()
@@ -309,7 +309,7 @@ def _sse_norm(events: list[SSEEvent]) -> list[tuple[bytes, str, str | None]]:
     return [(e.data, e.event, e.id) for e in events]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.integers(0, len(SYNTHETIC)), max_size=30))
 def test_sse_random_splits_of_events_ids_and_cr(cuts: list[int]) -> None:
     whole = _sse_norm(SSEDecoder().feed(SYNTHETIC))

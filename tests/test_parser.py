@@ -518,9 +518,7 @@ def _outputs(draw: st.DrawFn) -> tuple[str, list[int]]:
 
 
 @pytest.mark.parametrize("via", FEEDS)
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=_outputs(),
     groups=st.lists(st.integers(1, 7), max_size=40),
@@ -561,9 +559,7 @@ def test_equivalence_whole_one_by_one_random_groups(
         assert whole[0] == run(tok, ids, groups=[len(ids)], **opts)[1]
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=_outputs(), fmt=st.sampled_from(["hermes", "qwen3_coder"]))
 def test_meaning_does_not_depend_on_how_tags_are_tokenized(
     tok: Tokenizer, data: tuple[str, list[str]], fmt: str

@@ -201,7 +201,7 @@ def test_coder_unclosed_call_and_missing_parameter_end(tok: Tokenizer) -> None:
 _VALUE_CHARS = st.sampled_from([*list('ab <>/=\n\t"{}'), "</parameter>", "<parameter=", "世"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(values=st.lists(st.lists(_VALUE_CHARS, max_size=12).map("".join), min_size=1, max_size=3))
 def test_coder_values_round_trip(values: list[str]) -> None:
     # Any value round-trips unless it itself contains markup in structural

@@ -176,7 +176,7 @@ def _incomplete(b: bytes) -> bool:
     return False
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=SUPPRESS)
+@settings(max_examples=300, suppress_health_check=SUPPRESS)
 @given(text=_TEXTS)
 def test_valid_text_streams_without_replacement_chars(tok: Tokenizer, text: str) -> None:
     ids = tok.encode(text).tolist()
@@ -187,7 +187,7 @@ def test_valid_text_streams_without_replacement_chars(tok: Tokenizer, text: str)
         assert all("\ufffd" not in x for x in deltas)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=SUPPRESS)
+@settings(max_examples=300, suppress_health_check=SUPPRESS)
 @given(data=st.data())
 def test_random_ids_equal_full_decode(tok: Tokenizer, data: st.DataObject) -> None:
     pool = _byte_tokens(tok)
@@ -204,7 +204,7 @@ def test_random_ids_equal_full_decode(tok: Tokenizer, data: st.DataObject) -> No
     assert "".join(d.feed(i) for i in ids) + d.flush() == tok.decode(ids)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=SUPPRESS)
+@settings(max_examples=200, suppress_health_check=SUPPRESS)
 @given(text=_TEXTS, seed=st.integers(0, 2**32 - 1))
 def test_random_splits_give_the_same_text(tok: Tokenizer, text: str, seed: int) -> None:
     ids = tok.encode(text).tolist()
@@ -218,7 +218,7 @@ def test_random_splits_give_the_same_text(tok: Tokenizer, text: str, seed: int) 
     assert "".join(out) + d.flush() == tok.decode(ids)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS)
+@settings(max_examples=150, suppress_health_check=SUPPRESS)
 @given(text=_TEXTS)
 def test_window_fallback_matches_decode(window_tok: Tokenizer, text: str) -> None:
     ids = window_tok.encode(text).tolist()
