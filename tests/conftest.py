@@ -1,14 +1,12 @@
-"""Test harness: run ``async def`` tests under trio, and share fixtures.
+"""Shared fixtures. ``async def`` tests run under trio (pytest-trio, ``trio_mode``).
 
-``async def test_...`` functions run in a fresh ``trio.run``. Mark a test with
-``@pytest.mark.autojump`` to run it on ``trio.testing.MockClock(autojump_threshold=0)``
-so timeouts elapse instantly.
+Take pytest-trio's ``autojump_clock`` fixture to run a test on
+``trio.testing.MockClock(autojump_threshold=0)``, so timeouts elapse instantly,
+and ``replay_server`` for a loopback server replaying recorded vLLM streams.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-import trio.testing
 from hypothesis import HealthCheck, settings
 
+from .replay_server import ReplayServer
+
 if TYPE_CHECKING:
-    from tokstream.vllm_cpu import VLLMServer
+    from tokstream.testing import VLLMServer
 
 DATA = Path(__file__).parent / "data"
 
@@ -30,17 +29,15 @@ settings.register_profile("tokstream", deadline=None, suppress_health_check=[Hea
 settings.load_profile("tokstream")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    fn = pyfuncitem.obj
-    if not inspect.iscoroutinefunction(fn):
-        return None
-    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    clock: Any = None
-    if pyfuncitem.get_closest_marker("autojump") is not None:
-        clock = trio.testing.MockClock(autojump_threshold=0)
-    trio.run(functools.partial(fn, **kwargs), clock=clock)
-    return True
+@pytest.fixture
+async def replay_server(nursery: trio.Nursery) -> ReplayServer:
+    """A loopback HTTP/1.1 server replaying recorded vLLM streams (see ``replay_server.py``).
+
+    It runs in the test's nursery and stops when the test ends.
+    """
+    server = ReplayServer()
+    await nursery.start(server.serve)
+    return server
 
 
 @pytest.fixture
@@ -49,7 +46,7 @@ def data_dir() -> Path:
     return DATA
 
 
-# -- the live CPU vLLM server (tokstream.vllm_cpu) ----------------------------
+# -- the live CPU vLLM server (tokstream.testing) ----------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_HOME = Path(os.environ.get("TOKSTREAM_VLLM_HOME") or ROOT / ".vllm")
@@ -58,7 +55,7 @@ VLLM_HOME = Path(os.environ.get("TOKSTREAM_VLLM_HOME") or ROOT / ".vllm")
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The tiny Qwen3 model dir (real Qwen tokenizer.json); built once, no vLLM needed."""
-    from tokstream.vllm_cpu import ensure_model
+    from tokstream.testing import ensure_model
 
     return ensure_model(VLLM_HOME / "tiny-qwen")
 
@@ -87,7 +84,7 @@ def vllm_server_serial(tiny_model_dir: Path) -> Iterator[VLLMServer]:
 
 
 def _serve(model_dir: Path, log_name: str, **options: Any) -> Iterator[VLLMServer]:
-    from tokstream.vllm_cpu import ServerStartError, VLLMServer
+    from tokstream.testing import ServerStartError, VLLMServer
 
     log_path = VLLM_HOME / "logs" / log_name
     server = VLLMServer(venv=VLLM_HOME / "venv", model_dir=model_dir, log_path=log_path, **options)

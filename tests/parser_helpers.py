@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from tokstream import Done, Error, Event, Token
-from tokstream._chunks import StreamDecoder
-from tokstream._context import Context
-from tokstream._parser import (
+from tokstream._tokenizer import Tokenizer
+from tokstream.context import Context
+from tokstream.core._decoder import StreamDecoder
+from tokstream.core.parser import (
     ParseEvent,
     Reply,
     ResponseParser,
@@ -17,7 +18,6 @@ from tokstream._parser import (
     ThinkingDelta,
     ToolCall,
 )
-from tokstream._tokenizer import Tokenizer
 
 DATA = Path(__file__).parent / "data"
 

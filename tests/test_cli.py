@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tokstream.__main__ import main
+from tokstream._trio._cli import main
 
 DATA = Path(__file__).parent / "data"
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
 import trio
 import trio.testing
+from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Token
@@ -41,15 +40,6 @@ def prompt_of(name: str) -> list[int]:
     return json.loads((DATA / f"{name}.req.json").read_text())["prompt"]  # type: ignore[no-any-return]
 
 
-@asynccontextmanager
-async def serving() -> AsyncIterator[ReplayServer]:
-    server = ReplayServer()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        yield server
-        nursery.cancel_scope.cancel()
-
-
 async def settle(server: ReplayServer) -> None:
     """Let the server's tasks notice closed connections."""
     for _ in range(50):
@@ -72,14 +62,13 @@ async def collect(client: tokstream.Client, prompt: object, **kw: object) -> lis
         return [ev async for ev in events]
 
 
-async def test_replay_forced_hermes_round_trip() -> None:
+async def test_replay_forced_hermes_round_trip(replay_server: ReplayServer) -> None:
     name = "forced_hermes"
-    async with serving() as server:
-        prompt = np.array(prompt_of(name), dtype=np.int32)
-        async with tokstream.Client(server.url(f"replay={name}"), model="tiny-qwen") as client:
-            events = await collect(client, prompt, max_tokens=64, temperature=0.0)
-            stats = client.statistics()
-        await settle(server)
+    prompt = np.array(prompt_of(name), dtype=np.int32)
+    async with tokstream.Client(replay_server.url(f"replay={name}"), model="tiny-qwen") as client:
+        events = await collect(client, prompt, max_tokens=64, temperature=0.0)
+        stats = client.statistics()
+    await settle(replay_server)
     tokens = [e for e in events if isinstance(e, Token)]
     done = events[-1]
     assert isinstance(done, Done)
@@ -95,21 +84,23 @@ async def test_replay_forced_hermes_round_trip() -> None:
     assert done.diagnostics.sse_events == done.diagnostics.chunks  # one event per HTTP chunk
     assert done.diagnostics.time_to_first_token is not None
     assert done.diagnostics.elapsed >= done.diagnostics.time_to_first_token
-    sent = server.requests[0].json()
+    sent = replay_server.requests[0].json()
     assert sent["prompt"] == prompt.tolist()
     assert sent["stream"] is True and sent["return_token_ids"] is True
     assert sent["stream_options"] == {"include_usage": True}
     assert sent["skip_special_tokens"] is False
     assert sent["max_tokens"] == 64 and sent["model"] == "tiny-qwen"
     assert "top_p" not in sent  # only what is set is sent
-    assert server.requests[0].path == f"/replay={name}/v1/completions"
+    assert replay_server.requests[0].path == f"/replay={name}/v1/completions"
     assert stats == tokstream.ClientStatistics(0, 1, 0, 0, len(tokens))
-    assert server.connections_opened == server.connections_closed  # nothing leaked
+    assert replay_server.connections_opened == replay_server.connections_closed  # nothing leaked
 
 
-async def test_stop_string_text_lags_ids_but_concatenation_is_exact() -> None:
+async def test_stop_string_text_lags_ids_but_concatenation_is_exact(
+    replay_server: ReplayServer,
+) -> None:
     name = "stop_string_tool_call_end"
-    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+    async with tokstream.Client(replay_server.url(f"replay={name}"), model="m") as c:
         events = await collect(c, prompt_of(name))
     done = events[-1]
     assert isinstance(done, Done)
@@ -118,20 +109,21 @@ async def test_stop_string_text_lags_ids_but_concatenation_is_exact() -> None:
     assert "".join(e.text for e in events if isinstance(e, Token)) == expected_text(name)
 
 
-async def test_api_key_request_id_and_health_and_models() -> None:
-    async with serving() as server:
-        client = tokstream.Client(server.url("replay=basic_stream") + "/", model="m", api_key="k1")
-        async with client:
-            assert "k1" not in repr(client)
-            events = await collect(client, [1, 2, 3], request_id="req-42")
-            assert isinstance(events[-1], Done)
-            assert await client.health() is True
-            models = await client.models()
-    seen = server.requests[0]
+async def test_api_key_request_id_and_health_and_models(replay_server: ReplayServer) -> None:
+    client = tokstream.Client(
+        replay_server.url("replay=basic_stream") + "/", model="m", api_key="k1"
+    )
+    async with client:
+        assert "k1" not in repr(client)
+        events = await collect(client, [1, 2, 3], request_id="req-42")
+        assert isinstance(events[-1], Done)
+        assert await client.health() is True
+        models = await client.models()
+    seen = replay_server.requests[0]
     assert seen.headers["authorization"] == "Bearer k1"
     assert seen.headers["x-request-id"] == "req-42"
     assert seen.path == "/replay=basic_stream/v1/completions"  # trailing slash tolerated
-    assert server.requests[1].path == "/replay=basic_stream/health"
+    assert replay_server.requests[1].path == "/replay=basic_stream/health"
     assert models == [tokstream.ModelInfo("tiny-qwen", "vllm", "/models/tiny", 4096)]
 
 
@@ -171,12 +163,13 @@ async def test_connection_refused_names_the_url() -> None:
         (500, "text", tokstream.InternalServerError, "Internal Server Error"),
     ],
 )
-async def test_http_errors(code: int, errfile: str, cls: type, needle: str) -> None:
-    async with serving() as server:
-        async with tokstream.Client(server.url(f"status={code},{errfile}"), model="m") as client:
-            events = await collect(client, [1, 2])
-        await settle(server)
-        assert server.connections_opened == server.connections_closed
+async def test_http_errors(
+    replay_server: ReplayServer, code: int, errfile: str, cls: type, needle: str
+) -> None:
+    async with tokstream.Client(replay_server.url(f"status={code},{errfile}"), model="m") as client:
+        events = await collect(client, [1, 2])
+    await settle(replay_server)
+    assert replay_server.connections_opened == replay_server.connections_closed
     assert len(events) == 1 and isinstance(events[0], Error)
     err = events[0].error
     assert type(err) is cls
@@ -197,10 +190,10 @@ async def test_http_errors(code: int, errfile: str, cls: type, needle: str) -> N
         ("oov_token_id_beyond_embedding", "out of vocabulary"),
     ],
 )
-async def test_in_band_errors(errfile: str, needle: str) -> None:
-    async with serving() as server, tokstream.Client(server.url(f"sse={errfile}"), model="m") as c:
+async def test_in_band_errors(replay_server: ReplayServer, errfile: str, needle: str) -> None:
+    async with tokstream.Client(replay_server.url(f"sse={errfile}"), model="m") as c:
         events = await collect(c, [1])
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
     err = events[0].error
     assert isinstance(err, tokstream.InBandError)
@@ -208,22 +201,22 @@ async def test_in_band_errors(errfile: str, needle: str) -> None:
     assert err.type == "BadRequestError" and err.code == 400
 
 
-async def test_midstream_in_band_error_keeps_the_tokens() -> None:
+async def test_midstream_in_band_error_keeps_the_tokens(replay_server: ReplayServer) -> None:
     name = "midstream_error_internal"
-    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+    async with tokstream.Client(replay_server.url(f"replay={name}"), model="m") as c:
         events = await collect(c, [1])
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
     err = events[-1]
     assert isinstance(err, Error) and isinstance(err.error, tokstream.InBandError)
     assert err.token_ids.tolist() == expected_ids(name)
     assert [e.id for e in events[:-1] if isinstance(e, Token)] == expected_ids(name)
 
 
-async def test_garbage_payloads_are_skipped_and_counted() -> None:
+async def test_garbage_payloads_are_skipped_and_counted(replay_server: ReplayServer) -> None:
     name = "forced_hermes"
-    async with serving() as server, tokstream.Client(server.url(f"garbage={name}"), model="m") as c:
+    async with tokstream.Client(replay_server.url(f"garbage={name}"), model="m") as c:
         events = await collect(c, [1])
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
     done = events[-1]
     assert isinstance(done, Done)
     assert done.token_ids.tolist() == expected_ids(name)
@@ -233,24 +226,25 @@ async def test_garbage_payloads_are_skipped_and_counted() -> None:
     assert done.diagnostics.parse_error_previews[0] == "{this is not json"
 
 
-async def test_junk_that_is_not_sse_is_a_protocol_error() -> None:
-    async with serving() as server, tokstream.Client(server.url("junk"), model="m") as c:
+async def test_junk_that_is_not_sse_is_a_protocol_error(replay_server: ReplayServer) -> None:
+    async with tokstream.Client(replay_server.url("junk"), model="m") as c:
         events = await collect(c, [1])
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
     assert isinstance(events[0].error, tokstream.ProtocolError)
     assert "ended before it finished" in str(events[0].error)
 
 
-async def test_oversized_event_is_a_protocol_error_not_unbounded_memory() -> None:
-    async with serving() as server:
-        async with tokstream.Client(
-            server.url("oversized"), model="m", max_event_size=1024 * 1024
-        ) as client:
-            events = await collect(client, [1])
-            await assert_clean(server, client)
-        with trio.fail_after(10):
-            await server.hangup_event.wait()
+async def test_oversized_event_is_a_protocol_error_not_unbounded_memory(
+    replay_server: ReplayServer,
+) -> None:
+    async with tokstream.Client(
+        replay_server.url("oversized"), model="m", max_event_size=1024 * 1024
+    ) as client:
+        events = await collect(client, [1])
+        await assert_clean(replay_server, client)
+    with trio.fail_after(10):
+        await replay_server.hangup_event.wait()
     assert len(events) == 1 and isinstance(events[0], Error)
     err = events[0].error
     assert isinstance(err, tokstream.ProtocolError)
@@ -260,11 +254,13 @@ async def test_oversized_event_is_a_protocol_error_not_unbounded_memory() -> Non
     assert err.diagnostics.bytes_received < 3 * 1024 * 1024
 
 
-async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens() -> None:
+async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens(
+    replay_server: ReplayServer,
+) -> None:
     name = "forced_hermes"
-    async with serving() as server, tokstream.Client(server.url(f"close={name},7"), model="m") as c:
+    async with tokstream.Client(replay_server.url(f"close={name},7"), model="m") as c:
         events = await collect(c, [1])
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
     err = events[-1]
     assert isinstance(err, Error)
     assert isinstance(err.error, tokstream.RemoteDisconnected)
@@ -273,18 +269,18 @@ async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens() -> 
     assert [e.id for e in events if isinstance(e, Token)] == expected_ids(name)[:7]
 
 
-@pytest.mark.autojump
-async def test_stall_timeout_carries_diagnostics() -> None:
+async def test_stall_timeout_carries_diagnostics(
+    autojump_clock: MockClock, replay_server: ReplayServer
+) -> None:
     name = "forced_hermes"
-    async with serving() as server:
-        timeouts = tokstream.Timeouts(stall=5.0)
-        async with tokstream.Client(
-            server.url(f"stall={name},3"), model="m", timeouts=timeouts
-        ) as client:
-            events = await collect(client, [1])
-            await assert_clean(server, client)
-        with trio.fail_after(60):
-            await server.hangup_event.wait()
+    timeouts = tokstream.Timeouts(stall=5.0)
+    async with tokstream.Client(
+        replay_server.url(f"stall={name},3"), model="m", timeouts=timeouts
+    ) as client:
+        events = await collect(client, [1])
+        await assert_clean(replay_server, client)
+    with trio.fail_after(60):
+        await replay_server.hangup_event.wait()
     err = events[-1]
     assert isinstance(err, Error)
     assert isinstance(err.error, tokstream.StallTimeout)
@@ -303,57 +299,53 @@ async def test_stall_timeout_carries_diagnostics() -> None:
     assert err.diagnostics.elapsed >= 5.0
 
 
-@pytest.mark.autojump
-async def test_first_token_timeout() -> None:
-    async with serving() as server:
-        timeouts = tokstream.Timeouts(stall=100.0, first_token=2.0)
-        async with tokstream.Client(
-            server.url("stall=forced_hermes,0"), model="m", timeouts=timeouts
-        ) as client:
-            events = await collect(client, [1])
-            await assert_clean(server, client)
+async def test_first_token_timeout(autojump_clock: MockClock, replay_server: ReplayServer) -> None:
+    timeouts = tokstream.Timeouts(stall=100.0, first_token=2.0)
+    async with tokstream.Client(
+        replay_server.url("stall=forced_hermes,0"), model="m", timeouts=timeouts
+    ) as client:
+        events = await collect(client, [1])
+        await assert_clean(replay_server, client)
     assert len(events) == 1 and isinstance(events[0], Error)
     assert isinstance(events[0].error, tokstream.FirstTokenTimeout)
     assert "first_token=2.0s" in str(events[0].error)
 
 
-async def test_cancelling_the_scope_closes_the_response() -> None:
-    async with serving() as server:
-        async with tokstream.Client(server.url("stall=forced_hermes,10"), model="m") as client:
-            got: list[int] = []
-            with trio.CancelScope() as scope:
-                async with client.stream([1]) as events:
-                    async for ev in events:
-                        assert isinstance(ev, Token)
-                        got.append(ev.id)
-                        if len(got) == 5:
-                            scope.cancel()
-            assert scope.cancelled_caught
-            with trio.fail_after(5):
-                await server.hangup_event.wait()
-            stats = client.statistics()
-            assert (stats.streams_open, stats.streams_abandoned, stats.streams_failed) == (0, 1, 0)
-            assert 5 <= stats.tokens <= 10  # what had been read when the scope was cancelled
-        await settle(server)
-    assert got == expected_ids("forced_hermes")[:5], (got, expected_ids("forced_hermes")[:8])
-    assert server.hangups == 1
-    assert server.connections_opened == server.connections_closed
-
-
-async def test_leaving_the_block_early_closes_the_response() -> None:
-    async with serving() as server:
-        async with tokstream.Client(server.url("stall=forced_hermes,10"), model="m") as client:
+async def test_cancelling_the_scope_closes_the_response(replay_server: ReplayServer) -> None:
+    async with tokstream.Client(replay_server.url("stall=forced_hermes,10"), model="m") as client:
+        got: list[int] = []
+        with trio.CancelScope() as scope:
             async with client.stream([1]) as events:
-                async for _ in events:
-                    break
-            with trio.fail_after(5):
-                await server.hangup_event.wait()
-            assert client.statistics().streams_open == 0
+                async for ev in events:
+                    assert isinstance(ev, Token)
+                    got.append(ev.id)
+                    if len(got) == 5:
+                        scope.cancel()
+        assert scope.cancelled_caught
+        with trio.fail_after(5):
+            await replay_server.hangup_event.wait()
+        stats = client.statistics()
+        assert (stats.streams_open, stats.streams_abandoned, stats.streams_failed) == (0, 1, 0)
+        assert 5 <= stats.tokens <= 10  # what had been read when the scope was cancelled
+    await settle(replay_server)
+    assert got == expected_ids("forced_hermes")[:5], (got, expected_ids("forced_hermes")[:8])
+    assert replay_server.hangups == 1
+    assert replay_server.connections_opened == replay_server.connections_closed
 
 
-async def test_nursery_form_gives_the_same_events() -> None:
+async def test_leaving_the_block_early_closes_the_response(replay_server: ReplayServer) -> None:
+    async with tokstream.Client(replay_server.url("stall=forced_hermes,10"), model="m") as client:
+        async with client.stream([1]) as events:
+            async for _ in events:
+                break
+        with trio.fail_after(5):
+            await replay_server.hangup_event.wait()
+        assert client.statistics().streams_open == 0
+
+
+async def test_nursery_form_gives_the_same_events(replay_server: ReplayServer) -> None:
     name = "forced_utf8"
-    async with serving() as server, tokstream.Client(server.url(f"replay={name}"), model="m") as c:
+    async with tokstream.Client(replay_server.url(f"replay={name}"), model="m") as c:
         direct = await collect(c, [1])
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
@@ -367,93 +359,86 @@ async def test_nursery_form_gives_the_same_events() -> None:
     assert isinstance(via_channel[-1], Done)
 
 
-async def test_nursery_form_cancelling_the_nursery_closes_at_once() -> None:
-    async with (
-        serving() as server,
-        tokstream.Client(server.url("stall=basic_stream,8"), model="m") as c,
-    ):
+async def test_nursery_form_cancelling_the_nursery_closes_at_once(
+    replay_server: ReplayServer,
+) -> None:
+    async with tokstream.Client(replay_server.url("stall=basic_stream,8"), model="m") as c:
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
             first = await channel.receive()
             nursery.cancel_scope.cancel()
         assert isinstance(first, Token)
         with trio.fail_after(5):
-            await server.hangup_event.wait()
-        await assert_clean(server, c)
+            await replay_server.hangup_event.wait()
+        await assert_clean(replay_server, c)
         assert c.statistics().streams_abandoned == 1
 
 
-async def test_nursery_form_closing_the_channel_stops_at_the_next_bytes() -> None:
+async def test_nursery_form_closing_the_channel_stops_at_the_next_bytes(
+    replay_server: ReplayServer,
+) -> None:
     name = "basic_stream"
-    async with (
-        serving() as server,
-        tokstream.Client(server.url(f"slow={name}"), model="m") as c,
-    ):
+    async with tokstream.Client(replay_server.url(f"slow={name}"), model="m") as c:
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
             first = await channel.receive()
             await channel.aclose()
         # The pump ended (the nursery exited) without waiting for the stream to
-        # finish: the server saw the client hang up mid-response.
+        # finish: the replay_server saw the client hang up mid-response.
         assert isinstance(first, Token)
         with trio.fail_after(5):
-            await server.hangup_event.wait()
+            await replay_server.hangup_event.wait()
         stats = c.statistics()
         assert stats.streams_abandoned == 1 and stats.tokens < len(expected_ids(name))
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
 
 
-@pytest.mark.autojump
-async def test_cancelled_before_response_headers_releases_everything() -> None:
-    async with serving() as server, tokstream.Client(server.url("noheaders"), model="m") as c:
+async def test_cancelled_before_response_headers_releases_everything(
+    autojump_clock: MockClock, replay_server: ReplayServer
+) -> None:
+    async with tokstream.Client(replay_server.url("noheaders"), model="m") as c:
         with trio.move_on_after(3) as scope:
             async with c.stream([1]) as events:
                 raise AssertionError(f"entered without headers: {events}")
         assert scope.cancelled_caught
         with trio.fail_after(5):
-            await server.hangup_event.wait()
+            await replay_server.hangup_event.wait()
         stats = c.statistics()
         assert (stats.streams_open, stats.streams_abandoned) == (0, 1)
-        await assert_clean(server, c)
+        await assert_clean(replay_server, c)
 
 
-@pytest.mark.autojump
-async def test_health_and_models_do_not_hang_on_a_silent_server() -> None:
+async def test_health_and_models_do_not_hang_on_a_silent_server(
+    autojump_clock: MockClock, replay_server: ReplayServer
+) -> None:
     timeouts = tokstream.Timeouts(stall=5.0)
-    async with (
-        serving() as server,
-        tokstream.Client(server.url("hang"), model="m", timeouts=timeouts) as c,
-    ):
+    async with tokstream.Client(replay_server.url("hang"), model="m", timeouts=timeouts) as c:
         assert await c.health() is False
         with pytest.raises(tokstream.TransportError, match="/hang/v1/models"):
             await c.models()
 
 
-async def test_invalid_request_raises_before_any_io() -> None:
-    async with serving() as server:
-        async with tokstream.Client(
-            server.url("replay=basic_stream"), model="m", vocab_size=100
-        ) as c:
-            with pytest.raises(tokstream.InvalidRequest, match=r"prompt\[1\]=150"):
-                c.stream([1, 150])
-            with pytest.raises(tokstream.InvalidRequest, match="top_p"):
-                c.stream([1], top_p=0)
-            with pytest.raises(tokstream.InvalidRequest, match="not a request field"):
-                c.stream([1], bogus=1)
-            async with trio.open_nursery() as nursery:
-                with pytest.raises(tokstream.InvalidRequest, match="n=2"):
-                    c.start_stream(nursery, [1], n=2)
-    assert server.requests == []
+async def test_invalid_request_raises_before_any_io(replay_server: ReplayServer) -> None:
+    async with tokstream.Client(
+        replay_server.url("replay=basic_stream"), model="m", vocab_size=100
+    ) as c:
+        with pytest.raises(tokstream.InvalidRequest, match=r"prompt\[1\]=150"):
+            c.stream([1, 150])
+        with pytest.raises(tokstream.InvalidRequest, match="top_p"):
+            c.stream([1], top_p=0)
+        with pytest.raises(tokstream.InvalidRequest, match="not a request field"):
+            c.stream([1], bogus=1)
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(tokstream.InvalidRequest, match="n=2"):
+                c.start_stream(nursery, [1], n=2)
+    assert replay_server.requests == []
 
 
-async def test_512_concurrent_streams_complete() -> None:
+async def test_512_concurrent_streams_complete(replay_server: ReplayServer) -> None:
     name = "basic_stream"
     want = expected_ids(name)
     results: list[list[int]] = []
-    async with (
-        serving() as server,
-        tokstream.Client(server.url(f"barrier={name},512"), model="m") as c,
-    ):
+    async with tokstream.Client(replay_server.url(f"barrier={name},512"), model="m") as c:
 
         async def one(i: int) -> None:
             async with c.stream([i + 1]) as events:
@@ -468,6 +453,6 @@ async def test_512_concurrent_streams_complete() -> None:
         stats = c.statistics()
     assert len(results) == 512
     # All 512 were open at once: the pool neither capped nor starved them.
-    assert server.peak_in_flight == 512
+    assert replay_server.peak_in_flight == 512
     assert all(ids == want for ids in results)
     assert stats.streams_finished == 512 and stats.streams_failed == 0 and stats.streams_open == 0

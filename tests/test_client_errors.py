@@ -7,8 +7,8 @@ import pytest
 
 import tokstream
 from tokstream import Error, Token
-from tokstream._http_errors import http_status_error
-from tokstream._transport import map_httpx_error
+from tokstream._trio._transport import map_httpx_error
+from tokstream.core._http_errors import http_status_error
 
 URL = "http://127.0.0.1:9/v1"
 

@@ -177,7 +177,7 @@ def test_appends_never_recopy_the_history(tok: Tokenizer) -> None:
     n = len(ctx)
     assert n > 8 * 1024
     # Doubling from 1024: one buffer per doubling, not one per tool result.
-    assert ctx._tape.allocations <= 1 + math.ceil(math.log2(n / 1024))
+    assert ctx._s.tape.allocations <= 1 + math.ceil(math.log2(n / 1024))
     for view, values in handed:
         assert np.array_equal(view, values, equal_nan=True)
     for a, b in itertools.pairwise(prompts):
@@ -199,12 +199,12 @@ def test_discard_restores_the_held_close_and_a_retry_does_not_copy(tok: Tokenize
     reply.discard()
     assert np.array_equal(ctx.prompt_ids(), before)
     assert ctx.messages[-1].leaves[-1].text == "\n</tool_response>"
-    allocations = ctx._tape.allocations
+    allocations = ctx._s.tape.allocations
     # Retrying writes the same framing over what was sent: no copy needed.
     ctx.begin_assistant()
     assert np.array_equal(ctx.prompt_ids(), sent)
     ctx.append_reply([9707, IM_END])
-    assert ctx._tape.allocations == allocations
+    assert ctx._s.tape.allocations == allocations
     assert ctx.prompt_ids()[len(sent) :].tolist() == [9707, IM_END, NL]
     assert sent.tolist() == ctx.prompt_ids()[: len(sent)].tolist()
 
@@ -251,12 +251,12 @@ def test_growth_is_amortised_and_prompt_ids_is_a_view(tok: Tokenizer) -> None:
     buffers = set()
     for i in range(3000):
         ctx.add_user(f"message {i}")
-        buffers.add(id(ctx._tape.ids))
+        buffers.add(id(ctx._s.tape.ids))
     n = len(ctx)
     assert n > 20000
     # Doubling: a logarithmic number of reallocations, not one per append.
     assert len(buffers) <= math.ceil(math.log2(n / 1024)) + 1
-    assert np.shares_memory(ctx.prompt_ids(), ctx._tape.ids)
+    assert np.shares_memory(ctx.prompt_ids(), ctx._s.tape.ids)
     assert ctx.prompt_ids()[-4:].tolist() == tok.encode("999<|im_end|>\n").tolist()[-4:]
 
 

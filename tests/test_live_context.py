@@ -24,11 +24,11 @@ import pytest
 
 import tokstream
 from tokstream import Context, Done, Tokenizer
-from tokstream.vllm_cpu import forcing_body
+from tokstream.testing import forcing_body
 
 if TYPE_CHECKING:
     from tokstream.chat import LeafKind
-    from tokstream.vllm_cpu import VLLMServer
+    from tokstream.testing import VLLMServer
 
 pytestmark = pytest.mark.vllm
 

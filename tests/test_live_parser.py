@@ -21,12 +21,12 @@ import trio
 
 import tokstream
 from tokstream import Context, Done, ResponseParser, Token, Tokenizer, ToolCallStatus
-from tokstream.vllm_cpu import forcing_body
+from tokstream.testing import forcing_body
 
 from .parser_helpers import WEATHER_TOOLS, check_invariants, spelled
 
 if TYPE_CHECKING:
-    from tokstream.vllm_cpu import VLLMServer
+    from tokstream.testing import VLLMServer
 
 pytestmark = pytest.mark.vllm
 

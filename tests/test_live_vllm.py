@@ -1,6 +1,6 @@
 """Live integration tests against a real vLLM (CPU, tiny random-weight Qwen3).
 
-Every test here talks to a real server that tokstream.vllm_cpu started: the
+Every test here talks to a real server that tokstream.testing started: the
 session's ``vllm_server`` or this module's ``vllm_server_serial``
 (``--max-num-seqs 1``). Output is made deterministic by greedy decoding or by
 forcing exact token IDs with a structured-outputs grammar of token references.
@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 import tokstream
 from tokstream import Done, Error, Token
-from tokstream.vllm_cpu import (
+from tokstream.testing import (
     IM_END_ID,
     THINK_END_ID,
     THINK_ID,
@@ -37,7 +37,7 @@ from tokstream.vllm_cpu import (
     forcing_body,
     free_port,
 )
-from tokstream.vllm_cpu.server import process_family
+from tokstream.testing.server import process_family
 
 pytestmark = pytest.mark.vllm
 

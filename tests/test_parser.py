@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tokstream import OutputError, Token
-from tokstream._context import Context
-from tokstream._parser import (
+from tokstream._tokenizer import Tokenizer
+from tokstream.context import Context
+from tokstream.core.parser import (
     Reply,
     ResponseParser,
     TextDelta,
@@ -23,7 +24,6 @@ from tokstream._parser import (
     ToolCallStatus,
     parse_output,
 )
-from tokstream._tokenizer import Tokenizer
 
 from .parser_helpers import (
     FEEDS,

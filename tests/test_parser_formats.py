@@ -9,11 +9,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tokstream._parser import ToolCallStatus, parse_output
-from tokstream._parser._hermes import parse_hermes
-from tokstream._parser._qwen3_coder import convert_value, parse_qwen3_coder
-from tokstream._parser._tools import normalise_tools
 from tokstream._tokenizer import Tokenizer
+from tokstream.core.parser import ToolCallStatus, parse_output
+from tokstream.core.parser._hermes import parse_hermes
+from tokstream.core.parser._qwen3_coder import convert_value, parse_qwen3_coder
+from tokstream.core.parser._tools import normalise_tools
 
 from .parser_helpers import WEATHER_TOOLS, check_invariants, run, spelled
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tokstream import CompletionRequest, InvalidRequest
-from tokstream._request import encode_token_ids
+from tokstream.core._request import encode_token_ids
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Event, InBandError, ProtocolError, Token
-from tokstream._context import Context
-from tokstream._parser import ResponseParser, ToolCall, ToolCallStatus
-from tokstream._runner import open_reply, start_reply
 from tokstream._tokenizer import Tokenizer
-from tokstream._turns import ToolResult, ToolStarted, run_agent, run_turn
+from tokstream._trio._reply import open_reply, start_reply
+from tokstream._trio._turns import ToolResult, ToolStarted, run_agent, run_turn
+from tokstream.context import Context
+from tokstream.core.parser import ResponseParser, ToolCall, ToolCallStatus
 
 from .parser_helpers import recorded_events
 from .replay_server import ReplayServer
@@ -115,8 +116,9 @@ async def test_recorded_stream_through_start_reply(tok: Tokenizer) -> None:
     assert handle.tokens_seen == len(events) - 1
 
 
-@pytest.mark.autojump
-async def test_tool_call_arrives_before_the_stream_ends(tok: Tokenizer) -> None:
+async def test_tool_call_arrives_before_the_stream_ends(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
     ids = tok.encode("Hi " + hermes("a", {}) + " more text after the call<|im_end|>").tolist()
     client = FakeClient([ids])
     async with trio.open_nursery() as nursery:
@@ -131,26 +133,23 @@ async def test_tool_call_arrives_before_the_stream_ends(tok: Tokenizer) -> None:
     assert client.log.index("done") > got
 
 
-@pytest.mark.autojump
-async def test_real_client_over_loopback(tok: Tokenizer) -> None:
+async def test_real_client_over_loopback(
+    autojump_clock: MockClock, tok: Tokenizer, replay_server: ReplayServer
+) -> None:
     # The lead's Client against a loopback server replaying forced_hermes with
     # 10 ms between events: the call closes 1 token before the end.
     seen: list[str] = []
-    server = ReplayServer()
-    async with trio.open_nursery() as outer:
-        await outer.start(server.serve)
-        url = server.url("slow=forced_hermes")
-        async with tokstream.Client(url, model="tiny-qwen") as client, trio.open_nursery() as n:
-            chan = client.start_stream(n, [1, 2, 3], max_tokens=64)
+    url = replay_server.url("slow=forced_hermes")
+    async with tokstream.Client(url, model="tiny-qwen") as client, trio.open_nursery() as n:
+        chan = client.start_stream(n, [1, 2, 3], max_tokens=64)
 
-            def log(ev: object) -> None:
-                seen.append(type(ev).__name__)
+        def log(ev: object) -> None:
+            seen.append(type(ev).__name__)
 
-            handle = start_reply(n, chan, ResponseParser(tok), on_event=log)
-            async for call in handle.tool_calls:
-                seen.append(f"got {call.name}")
-            result = await handle.result()
-        outer.cancel_scope.cancel()
+        handle = start_reply(n, chan, ResponseParser(tok), on_event=log)
+        async for call in handle.tool_calls:
+            seen.append(f"got {call.name}")
+        result = await handle.result()
     assert result.tool_calls[0].arguments == {"city": "Paris"}
     assert seen.index("got get_weather") < seen.index("Done")
     assert seen[-2:] == ["Reply", "Done"]
@@ -242,8 +241,8 @@ async def test_tool_spawned_by_a_channel_consumer_starts_at_the_closing_token(
     assert seen == [("a", ends[0]), ("b", ends[1])]
 
 
-@pytest.mark.autojump
 async def test_turn_tool_starts_at_its_closing_token_in_a_burst_without_on_event(
+    autojump_clock: MockClock,
     tok: Tokenizer,
 ) -> None:
     ids = tok.encode("Hi " + hermes("a", {}) + " then more text" * 5 + "<|im_end|>").tolist()
@@ -267,8 +266,9 @@ async def test_turn_tool_starts_at_its_closing_token_in_a_burst_without_on_event
     assert in_context == [len(client.prompts[0]) + close]
 
 
-@pytest.mark.autojump
-async def test_turn_tool_starts_at_its_closing_token_even_in_a_burst(tok: Tokenizer) -> None:
+async def test_turn_tool_starts_at_its_closing_token_even_in_a_burst(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
     ids = tok.encode("Hi " + hermes("a", {}) + " then more text" * 5 + "<|im_end|>").tolist()
     client = FakeClient([ids], delay=0)
     client.burst = True
@@ -369,8 +369,9 @@ async def test_async_iterable_source(tok: Tokenizer) -> None:
     assert calls[0].arguments == {"x": 1} and result.done.token_ids.tolist() == ids
 
 
-@pytest.mark.autojump
-async def test_open_reply_exit_early_aborts_the_stream(tok: Tokenizer) -> None:
+async def test_open_reply_exit_early_aborts_the_stream(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
     ids = tok.encode("word " * 50).tolist()
     client = FakeClient([ids])
     async with trio.open_nursery() as nursery:
@@ -445,8 +446,9 @@ def new_context(tok: Tokenizer) -> Context:
     return ctx
 
 
-@pytest.mark.autojump
-async def test_turn_runs_tools_while_generating_and_collects_in_order(tok: Tokenizer) -> None:
+async def test_turn_runs_tools_while_generating_and_collects_in_order(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
     first = tok.encode(
         "<think>\nTwo cities.\n</think>\n\n"
         + hermes("get_weather", {"city": "Paris"})
@@ -510,8 +512,7 @@ async def test_turn_runs_tools_while_generating_and_collects_in_order(tok: Token
     assert client.fields[0] == {"max_tokens": 128}
 
 
-@pytest.mark.autojump
-async def test_tool_errors_become_results(tok: Tokenizer) -> None:
+async def test_tool_errors_become_results(autojump_clock: MockClock, tok: Tokenizer) -> None:
     ids = tok.encode(
         hermes("explode", {})
         + hermes("missing", {})
@@ -535,8 +536,9 @@ async def test_tool_errors_become_results(tok: Tokenizer) -> None:
     assert [m.role for m in ctx.messages][-3:] == ["tool", "tool", "tool"]
 
 
-@pytest.mark.autojump
-async def test_cancelling_the_turn_cancels_stream_and_tools(tok: Tokenizer) -> None:
+async def test_cancelling_the_turn_cancels_stream_and_tools(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
     ids = tok.encode(hermes("hang", {}) + " and a long tail " * 20).tolist()
     client = FakeClient([ids])
     log = client.log
@@ -560,8 +562,9 @@ async def test_cancelling_the_turn_cancels_stream_and_tools(tok: Tokenizer) -> N
     assert [m.role for m in ctx.messages] == ["user"]
 
 
-@pytest.mark.autojump
-async def test_stream_error_cancels_tools_and_raises(tok: Tokenizer) -> None:
+async def test_stream_error_cancels_tools_and_raises(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
     ids = tok.encode(hermes("hang", {}) + " tail tail tail tail").tolist()
     client = FakeClient([ids])
     client.fail_after = len(ids) - 2

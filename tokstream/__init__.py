@@ -4,22 +4,24 @@ Send pre-tokenized prompts to vLLM's ``/v1/completions`` and receive every
 sampled token ID, exactly, as it arrives, as ``Token`` / ``Done`` / ``Error``
 events on trio.
 
-The decoders are sans-IO (no trio, no httpx); the client is a thin trio shell
-over one ``httpx.AsyncClient``. See ``README.md`` for a quickstart.
+Layers (``docs/design.md``): a sans-IO core (:mod:`tokstream.core`, the
+context tree :mod:`tokstream.context` and chat formats :mod:`tokstream.chat`)
+that never imports trio or httpx, and a thin trio shell (``tokstream._trio``)
+whose names load on first use. See ``README.md`` for a quickstart.
 """
 
 from __future__ import annotations
 
-from ._chunks import StreamDecoder
-from ._client import Client, ClientStatistics, Limits, ModelInfo, Timeouts
-from ._context import Context, ContextError, Leaf, Message, ReplyBuilder
-from ._events import Done, Error, Event, StreamStatistics, Token, Usage
+import typing as _typing
+
+from ._events import Done, Error, Event, Token, Usage
 from ._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
     ConnectError,
     ConnectTimeout,
+    ContextError,
     FirstTokenTimeout,
     HTTPStatusError,
     InBandError,
@@ -33,11 +35,17 @@ from ._exceptions import (
     RemoteDisconnected,
     StallTimeout,
     StreamError,
+    TokenizerNotFoundError,
     TokstreamError,
     TransportError,
+    UnknownTokenError,
     UnprocessableEntityError,
 )
-from ._parser import (
+from ._statistics import StreamStatistics
+from ._tokenizer import IncrementalDetokenizer, Tokenizer
+from .context import Context, Leaf, Message, ReplyBuilder
+from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
+from .core.parser import (
     ParseEvent,
     Reply,
     ReplySegment,
@@ -49,17 +57,64 @@ from ._parser import (
     ToolCallStatus,
     parse_output,
 )
-from ._request import CompletionRequest
-from ._runner import ReplyHandle, StreamedReply, ToolCallChannel, open_reply, start_reply
-from ._sse import SSEDecoder, SSEEvent
-from ._stream import EventStream
-from ._tokenizer import (
-    IncrementalDetokenizer,
-    Tokenizer,
-    TokenizerNotFoundError,
-    UnknownTokenError,
+
+if _typing.TYPE_CHECKING:
+    from ._trio import (
+        Client,
+        ClientStatistics,
+        EventStream,
+        Limits,
+        ModelInfo,
+        ReplyHandle,
+        StreamedReply,
+        Timeouts,
+        ToolCallChannel,
+        ToolResult,
+        ToolStarted,
+        Turn,
+        open_reply,
+        run_agent,
+        run_turn,
+        start_reply,
+    )
+
+# The trio shell (and with it trio and httpx) loads on first use of one of its
+# names, so ``import tokstream.core`` works where neither is importable.
+_SHELL = frozenset(
+    (
+        "Client",
+        "ClientStatistics",
+        "EventStream",
+        "Limits",
+        "ModelInfo",
+        "ReplyHandle",
+        "StreamedReply",
+        "Timeouts",
+        "ToolCallChannel",
+        "ToolResult",
+        "ToolStarted",
+        "Turn",
+        "open_reply",
+        "run_agent",
+        "run_turn",
+        "start_reply",
+    )
 )
-from ._turns import ToolResult, ToolStarted, Turn, run_agent, run_turn
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _SHELL:
+        from . import _trio
+
+        value = getattr(_trio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokstream' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SHELL)
+
 
 __version__ = "0.1.0"
 

@@ -11,13 +11,13 @@ style of h11's ``_events.py``. This module holds data only: no I/O, no parsing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from ._exceptions import TokstreamError
+from ._exceptions import TokstreamError
+from ._statistics import StreamStatistics
 
 __all__ = ["Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
 
@@ -54,54 +54,6 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStatistics:
-    """A frozen snapshot of one stream's counters (see ``statistics()``).
-
-    Attributes:
-        bytes_received: HTTP body bytes received.
-        chunks: Network reads that delivered body bytes.
-        sse_lines: SSE lines parsed (data, comments, fields and blank lines).
-        sse_events: SSE events dispatched.
-        parse_errors: ``data:`` payloads that were not valid JSON (skipped).
-        parse_error_previews: The first few of those payloads, truncated.
-        tokens: Token IDs delivered.
-        time_to_first_token: Seconds from sending the request to the first
-            token ID, or ``None`` if none arrived.
-        elapsed: Seconds since the request was sent (to the end, once ended).
-        buffer_preview: The tail of undecoded bytes, for diagnostics.
-    """
-
-    bytes_received: int = 0
-    chunks: int = 0
-    sse_lines: int = 0
-    sse_events: int = 0
-    parse_errors: int = 0
-    parse_error_previews: tuple[str, ...] = ()
-    tokens: int = 0
-    time_to_first_token: float | None = None
-    elapsed: float = 0.0
-    buffer_preview: str = ""
-
-    def describe(self) -> str:
-        """Return a one-line human summary, as used in error messages."""
-        ttft = "none" if self.time_to_first_token is None else f"{self.time_to_first_token:.3f}s"
-        parts = [
-            f"chunks={self.chunks}",
-            f"bytes={self.bytes_received}",
-            f"sse_lines={self.sse_lines}",
-            f"events={self.sse_events}",
-            f"tokens={self.tokens}",
-            f"parse_errors={self.parse_errors}",
-            f"ttft={ttft}",
-            f"elapsed={self.elapsed:.3f}s",
-        ]
-        if self.parse_error_previews:
-            parts.append(f"first_bad_payloads={list(self.parse_error_previews)!r}")
-        parts.append(f"buffer={self.buffer_preview!r}")
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

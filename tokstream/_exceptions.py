@@ -9,10 +9,10 @@ Hierarchy::
 
     TokstreamError
     ├── InvalidRequest            bad input, found locally; nothing was sent (also ValueError)
-    ├── TokenizerNotFoundError    no tokenizer at a path (also FileNotFoundError; _tokenizer)
-    ├── UnknownTokenError         no such special token name (also KeyError; _tokenizer)
+    ├── TokenizerNotFoundError    no tokenizer at a path (also FileNotFoundError)
+    ├── UnknownTokenError         no such special token name (also KeyError)
     ├── ContextError              a context-tree operation that would break exactness
-    │                             (also ValueError; _context_nodes)
+    │                             (also ValueError)
     ├── TransportError            the request never got going; safe to retry by policy
     │   ├── ConnectError          connection refused / DNS / TLS, naming the URL
     │   └── ConnectTimeout        no connection within the connect timeout (also TimeoutError)
@@ -36,9 +36,6 @@ Hierarchy::
     └── OutputError               the model emitted malformed structure (response parser;
                                   ``ToolCall.raise_for_status()``)
 
-The three local errors near the top are defined beside the code that raises
-them and exported from ``tokstream``.
-
 ``ConnectTimeout``, ``StallTimeout`` and ``FirstTokenTimeout`` also derive from
 the builtin :class:`TimeoutError`, so ``except TimeoutError`` catches every
 timeout. Every message says what happened, to which URL and request ID, and
@@ -48,10 +45,9 @@ what to do about it.
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-if TYPE_CHECKING:
-    from ._events import StreamStatistics
+from ._statistics import StreamStatistics
 
 __all__ = [
     "APIError",
@@ -59,6 +55,7 @@ __all__ = [
     "BadRequestError",
     "ConnectError",
     "ConnectTimeout",
+    "ContextError",
     "FirstTokenTimeout",
     "HTTPStatusError",
     "InBandError",
@@ -72,8 +69,10 @@ __all__ = [
     "RemoteDisconnected",
     "StallTimeout",
     "StreamError",
+    "TokenizerNotFoundError",
     "TokstreamError",
     "TransportError",
+    "UnknownTokenError",
     "UnprocessableEntityError",
     "status_error_class",
 ]
@@ -118,6 +117,47 @@ class InvalidRequest(TokstreamError, ValueError):
         super().__init__(f"invalid {field}={shown}: {problem}")
         self.field = field
         self.value = value
+
+
+class ContextError(TokstreamError, ValueError):
+    """The context tree refused an operation (also a :class:`ValueError`).
+
+    Raised when a reply's IDs differ from the streamed IDs, when a message is
+    added while a reply is open, or when saved JSON is invalid.
+    """
+
+
+class TokenizerNotFoundError(TokstreamError, FileNotFoundError):
+    """No ``tokenizer.json`` at the given path (also a :class:`FileNotFoundError`).
+
+    Attributes:
+        path: The path that was looked for.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.filename = path
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UnknownTokenError(TokstreamError, KeyError):
+    """A token name is not in the tokenizer's vocabulary (also a :class:`KeyError`).
+
+    Attributes:
+        name: The name that was looked up.
+        suggestions: Similar token names that do exist (may be empty).
+    """
+
+    def __init__(self, message: str, *, name: str, suggestions: Sequence[str]) -> None:
+        super().__init__(message)
+        self.name = name
+        self.suggestions = tuple(suggestions)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class TransportError(TokstreamError):

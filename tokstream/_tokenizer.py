@@ -33,57 +33,19 @@ from __future__ import annotations
 import codecs
 import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from ._exceptions import TokstreamError
+from ._exceptions import TokenizerNotFoundError, UnknownTokenError
 
 if TYPE_CHECKING:
     import tokenizers
 
-__all__ = [
-    "IncrementalDetokenizer",
-    "Tokenizer",
-    "TokenizerNotFoundError",
-    "UnknownTokenError",
-]
-
-
-class TokenizerNotFoundError(TokstreamError, FileNotFoundError):
-    """No ``tokenizer.json`` at the given path (also a :class:`FileNotFoundError`).
-
-    Attributes:
-        path: The path that was looked for.
-    """
-
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.filename = path
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class UnknownTokenError(TokstreamError, KeyError):
-    """A token name is not in the tokenizer's vocabulary (also a :class:`KeyError`).
-
-    Attributes:
-        name: The name that was looked up.
-        suggestions: Similar token names that do exist (may be empty).
-    """
-
-    def __init__(self, message: str, *, name: str, suggestions: Sequence[str]) -> None:
-        super().__init__(message)
-        self.name = name
-        self.suggestions = tuple(suggestions)
-
-    def __str__(self) -> str:
-        return self.message
+__all__ = ["IncrementalDetokenizer", "Tokenizer"]
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tokstream import Token
-from tokstream._parser import ResponseParser
 from tokstream._tokenizer import Tokenizer
+from tokstream.core.parser import ResponseParser
 
 PROSE = (
     "Let me think about which tools to call. The user wants the weather in Paris "

@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._events import Token
+from ..._events import Token
 from ._events import ParseEvent, Reply, ReplySegment, TextDelta, ToolCall
 from ._hermes import parse_hermes
 from ._protocols import LeafSink, ParserTokenizer, ThinkingMode, ToolFormat

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._context_nodes import _NAN, ContextError, Leaf, Message, _as_ids, _as_lp, _Held
-from .chat._base import LEAF_KINDS, ROLES
+from .._exceptions import ContextError
+from ..chat._base import LEAF_KINDS, ROLES
+from ._nodes import Leaf, Message
+from ._tape import _NAN, _as_ids, _as_lp, _Held
 
 if TYPE_CHECKING:
-    from ._context_nodes import _Tape
-    from ._tokenizer import Tokenizer
+    from .._tokenizer import Tokenizer
+    from ._tape import _Tape
 
 VERSION = 1
 

@@ -1,4 +1,4 @@
-"""Tests of tokstream.vllm_cpu that need no vLLM: tokenizer, model dir, process control."""
+"""Tests of tokstream.testing that need no vLLM: tokenizer, model dir, process control."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from tokstream.vllm_cpu import (
+from tokstream.testing import (
     ENDOFTEXT_ID,
     IM_END_ID,
     THINK_ID,
@@ -36,14 +36,14 @@ from tokstream.vllm_cpu import (
     forcing_body,
     free_port,
 )
-from tokstream.vllm_cpu.install import CUDA_ONLY_PACKAGES, TORCH_SPEC, _Context, _run
-from tokstream.vllm_cpu.model import (
+from tokstream.testing.install import CUDA_ONLY_PACKAGES, TORCH_SPEC, _Context, _run
+from tokstream.testing.model import (
     ADDED_TOKENS,
     QWEN_SPLIT_PATTERN,
     load_tiktoken_ranks,
     qwen_tiktoken_path,
 )
-from tokstream.vllm_cpu.server import _stat, process_family
+from tokstream.testing.server import _stat, process_family
 
 # -- tokenizer ------------------------------------------------------------------
 
@@ -471,7 +471,7 @@ def test_cli_stop_refuses_a_non_vllm_pid(tmp_path: Path) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "tokstream.vllm_cpu", "stop", str(sleeper.pid)],
+            [sys.executable, "-m", "tokstream.testing", "stop", str(sleeper.pid)],
             capture_output=True,
             text=True,
             env={**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)},
@@ -485,7 +485,7 @@ def test_cli_stop_refuses_a_non_vllm_pid(tmp_path: Path) -> None:
 
 def test_cli_status_on_empty_home(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tokstream.vllm_cpu", "status"],
+        [sys.executable, "-m", "tokstream.testing", "status"],
         capture_output=True,
         text=True,
         env={**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)},
@@ -500,7 +500,7 @@ def test_cli_serve_status_stop_round_trip(fake_venv: Path, tmp_path: Path) -> No
     env = {**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)}
     (tmp_path / "tiny-qwen").mkdir()
     (tmp_path / "tiny-qwen" / "config.json").write_text("{}")
-    cli = [sys.executable, "-m", "tokstream.vllm_cpu"]
+    cli = [sys.executable, "-m", "tokstream.testing"]
     served = subprocess.run(
         [*cli, "serve", "--timeout", "30"], capture_output=True, text=True, env=env, check=True
     )

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from .._exceptions import OutputError
+from ..._exceptions import OutputError
 
 __all__ = [
     "ParseEvent",

@@ -47,8 +47,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from ._events import Done, Error, Event, StreamStatistics, Token, Usage
-from ._exceptions import (
+from .._events import Done, Error, Event, StreamStatistics, Token, Usage
+from .._exceptions import (
     InBandError,
     ProtocolError,
     TokstreamError,

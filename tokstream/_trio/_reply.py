@@ -38,9 +38,9 @@ from typing import Protocol, TypeAlias, runtime_checkable
 
 import trio
 
-from ._events import Done, Error, Event, Token
-from ._exceptions import ProtocolError
-from ._parser import ParseEvent, Reply, ResponseParser, ToolCall
+from .._events import Done, Error, Event, Token
+from .._exceptions import ProtocolError
+from ..core.parser import ParseEvent, Reply, ResponseParser, ToolCall
 
 __all__ = ["ReplyHandle", "StreamedReply", "ToolCallChannel", "open_reply", "start_reply"]
 

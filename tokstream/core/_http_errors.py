@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ._exceptions import HTTPStatusError, status_error_class
+from .._exceptions import HTTPStatusError, status_error_class
 
 __all__ = ["ERROR_BODY_LIMIT", "http_status_error"]
 

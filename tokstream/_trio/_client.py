@@ -26,11 +26,11 @@ import httpx
 import msgspec
 import trio
 
-from ._events import Done, Error, Event
-from ._exceptions import InvalidRequest, ProtocolError
-from ._http_errors import http_status_error
-from ._request import CompletionRequest
-from ._sse import DEFAULT_MAX_EVENT_SIZE
+from .._events import Done, Error, Event
+from .._exceptions import InvalidRequest, ProtocolError
+from ..core._http_errors import http_status_error
+from ..core._request import CompletionRequest
+from ..core._sse import DEFAULT_MAX_EVENT_SIZE
 from ._stream import EventStream, pump
 from ._transport import map_httpx_error
 

@@ -24,7 +24,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from ._exceptions import InvalidRequest
+from .._exceptions import InvalidRequest
 
 __all__ = ["CompletionRequest", "encode_token_ids"]
 

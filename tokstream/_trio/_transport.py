@@ -19,7 +19,7 @@ from typing import Protocol
 import httpx
 import trio
 
-from ._exceptions import (
+from .._exceptions import (
     ConnectError,
     ConnectTimeout,
     ProtocolError,

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 
-from ._chunks import StreamDecoder, with_timing
-from ._events import Done, Error, Event, StreamStatistics
-from ._exceptions import FirstTokenTimeout, StallTimeout, TokstreamError
-from ._http_errors import ERROR_BODY_LIMIT, http_status_error
-from ._request import CompletionRequest
+from .._events import Done, Error, Event, StreamStatistics
+from .._exceptions import FirstTokenTimeout, StallTimeout, TokstreamError
+from ..core._decoder import StreamDecoder, with_timing
+from ..core._http_errors import ERROR_BODY_LIMIT, http_status_error
+from ..core._request import CompletionRequest
 from ._transport import ByteSource, HttpxByteSource, map_httpx_error
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Command line for the CPU vLLM test server: ``python -m tokstream.vllm_cpu ...``.
+"""Command line for the CPU vLLM test server: ``python -m tokstream.testing ...``.
 
 Commands::
 
@@ -9,7 +9,7 @@ Commands::
     status             show the install, the model and the servers `serve` started
 
 ``<home>`` is ``$TOKSTREAM_VLLM_HOME`` or ``./.vllm``. Progress goes to stderr;
-``serve`` prints only the PID on stdout, so ``PID=$(python -m tokstream.vllm_cpu
+``serve`` prints only the PID on stdout, so ``PID=$(python -m tokstream.testing
 serve)`` works in a shell.
 """
 
@@ -76,7 +76,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print_reporter(
         f"serve: ready on {server.base_url} (model {server.model}) in "
         f"{server.startup_seconds:.1f} s; log {server.log_path}; "
-        f"stop with: python -m tokstream.vllm_cpu stop {server.pid}"
+        f"stop with: python -m tokstream.testing stop {server.pid}"
     )
     print(server.pid, flush=True)
     return 0
@@ -121,7 +121,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tokstream.vllm_cpu",
+        prog="python -m tokstream.testing",
         description="Install, build and run the tiny CPU vLLM server tokstream tests against.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -46,26 +46,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _context_json as _json
-from ._context_nodes import (
-    ContextError,
-    Leaf,
-    Message,
-    ReplyBuilder,
-    _as_ids,
-    _as_lp,
-    _Held,
-    _Tape,
-)
-from ._events import Done, Error
-from .chat import chat_format as _detect_format
-from .chat._base import LeafKind, Rendering, Role, Segment
+from .._events import Done, Error
+from .._exceptions import ContextError
+from ..chat import chat_format as _detect_format
+from ..chat._base import Rendering, Role
+from . import _json
+from ._nodes import Message
+from ._reply import ReplyBuilder
+from ._state import _State
+from ._tape import _as_ids, _as_lp
 
 if TYPE_CHECKING:
-    from ._tokenizer import Tokenizer
-    from .chat import ChatFormat
+    from .._tokenizer import Tokenizer
+    from ..chat import ChatFormat
 
-__all__ = ["Context", "ContextError", "Leaf", "Message", "ReplyBuilder"]
+__all__ = ["Context"]
 
 
 class Context:
@@ -86,50 +81,46 @@ class Context:
         ctx.append_reply(done)      # exact IDs, then the turn's closing framing
     """
 
-    __slots__ = ("_close", "_format", "_messages", "_reply", "_tape", "_tok")
+    __slots__ = ("_reply", "_s")
 
     def __init__(self, tokenizer: Tokenizer, chat_format: ChatFormat | str | None = None) -> None:
-        self._tok = tokenizer
         if chat_format is None or isinstance(chat_format, str):
             chat_format = _detect_format(tokenizer, chat_format)
-        self._format: ChatFormat = chat_format
-        self._tape = _Tape()
-        self._messages: list[Message] = []
+        self._s = _State(tokenizer, chat_format)
         self._reply: ReplyBuilder | None = None
-        self._close: _Held = ()  # the last message's held closing framing
 
     @property
     def tokenizer(self) -> Tokenizer:
         """The tokenizer."""
-        return self._tok
+        return self._s.tok
 
     @property
     def chat_format(self) -> ChatFormat:
         """The chat format."""
-        return self._format
+        return self._s.format
 
     @property
     def messages(self) -> tuple[Message, ...]:
         """The message nodes, in order."""
-        return tuple(self._messages)
+        return tuple(self._s.messages)
 
     @property
     def open_reply(self) -> ReplyBuilder | None:
         """The open reply, if :meth:`begin_assistant` was called and not finished."""
-        return self._reply
+        reply = self._reply
+        return reply if reply is not None and reply.is_open else None
 
     @property
     def stop_token_ids(self) -> tuple[int, ...]:
         """The format's end-of-turn IDs (send them as ``stop_token_ids``)."""
-        return self._format.stop_token_ids
+        return self._s.format.stop_token_ids
 
     def __len__(self) -> int:
-        return self._tape.n
+        return self._s.tape.n
 
     def __repr__(self) -> str:
-        return (
-            f"Context({len(self._messages)} messages, {self._tape.n} tokens, {self._format.name})"
-        )
+        s = self._s
+        return f"Context({len(s.messages)} messages, {s.tape.n} tokens, {s.format.name})"
 
     def prompt_ids(self) -> npt.NDArray[np.int32]:
         """The whole context as one int32 array (a read-only view; O(1)).
@@ -138,19 +129,19 @@ class Context:
         result: the framing that closes a run of tool results is added by the
         next message or :meth:`begin_assistant`.
         """
-        return self._tape.view(self._tape.ids, 0, self._tape.n)
+        return self._s.tape.view(self._s.tape.ids, 0, self._s.tape.n)
 
     def generation_mask(self) -> npt.NDArray[np.bool_]:
         """A bool array aligned with :meth:`prompt_ids`, true exactly on sampled IDs."""
-        return self._tape.view(self._tape.mask, 0, self._tape.n)
+        return self._s.tape.view(self._s.tape.mask, 0, self._s.tape.n)
 
     def logprobs(self) -> npt.NDArray[np.float32]:
         """Float32 logprobs aligned with :meth:`prompt_ids`; NaN where not sampled or unknown."""
-        return self._tape.view(self._tape.lp, 0, self._tape.n)
+        return self._s.tape.view(self._s.tape.lp, 0, self._s.tape.n)
 
     def text(self) -> str:
         """The concatenation of every leaf's text."""
-        return "".join(m.text for m in self._messages)
+        return "".join(m.text for m in self._s.messages)
 
     def add_system(
         self, content: str | None = None, *, tools: Sequence[Mapping[str, Any]] | None = None
@@ -161,21 +152,21 @@ class Context:
             ContextError: Tools given after the first message, nothing to add,
                 or a reply is open.
         """
-        if self._messages:
+        if self._s.messages:
             if tools:
                 raise ContextError("tool definitions belong in the first system message")
             if content is None:
                 raise ContextError("add_system() needs content")
-            rendering = self._format.message("system", content, prev_role=None)
+            rendering = self._s.format.message("system", content, prev_role=None)
             return self._add("system", rendering, content=content)
-        rendering = self._format.system(content, tools)
+        rendering = self._s.format.system(content, tools)
         if not rendering.segments:
             raise ContextError("add_system() needs content or tools")
         return self._add("system", rendering, content=content)
 
     def add_user(self, content: str) -> Message:
         """Add a user message."""
-        rendering = self._format.message("user", content, prev_role=self._prev())
+        rendering = self._s.format.message("user", content, prev_role=self._s.prev())
         return self._add("user", rendering, content=content)
 
     def add_tool(self, content: str, *, name: str | None = None) -> Message:
@@ -185,7 +176,7 @@ class Context:
         the turn's closing framing is held until something else follows, so
         adding results never rewrites IDs already handed out.
         """
-        rendering = self._format.message("tool", content, prev_role=self._prev())
+        rendering = self._s.format.message("tool", content, prev_role=self._s.prev())
         return self._add("tool", rendering, name=name, content=content)
 
     def add_assistant(
@@ -201,7 +192,7 @@ class Context:
         generation. Use :meth:`begin_assistant` / :meth:`append_reply` for
         model output.
         """
-        rendering = self._format.assistant(
+        rendering = self._s.format.assistant(
             content, reasoning=reasoning, tool_calls=tool_calls, current_turn=self._after_query()
         )
         return self._add("assistant", rendering, content=content)
@@ -216,13 +207,13 @@ class Context:
             ContextError: A reply is already open.
         """
         self._check_no_reply()
-        segments = self._format.generation_prompt(thinking=thinking).segments
-        held, begin = self._close, self._tape.n
-        self._write_close()
-        message = Message("assistant", self._tape)
-        self._append_segments(message, self._preamble() + segments)
-        self._messages.append(message)
-        self._reply = ReplyBuilder(self, message, begin, held)
+        segments = self._s.format.generation_prompt(thinking=thinking).segments
+        held, begin = self._s.close, self._s.tape.n
+        self._s.write_close()
+        message = Message("assistant", self._s.tape)
+        self._s.append_segments(message, self._s.preamble() + segments)
+        self._s.messages.append(message)
+        self._reply = ReplyBuilder(self._s, message, begin, held)
         return self._reply
 
     def append_reply(
@@ -249,7 +240,7 @@ class Context:
         Raises:
             ContextError: The open reply already has sampled leaves, or bad input.
         """
-        reply = self._reply or self.begin_assistant(thinking=thinking)
+        reply = self.open_reply or self.begin_assistant(thinking=thinking)
         if reply._first is not None:
             raise ContextError("the open reply already has sampled leaves; use reply.finish()")
         if isinstance(streamed, Done | Error):
@@ -259,31 +250,19 @@ class Context:
         else:
             ids = _as_ids(streamed)
         lp = _as_lp(logprobs, len(ids))
-        for kind, start, end in self._format.split_reply(ids):
+        for kind, start, end in self._s.format.split_reply(ids):
             reply.add_leaf(kind, ids[start:end], None, None if lp is None else lp[start:end])
         return reply.finish(ids)
 
     def _after_query(self) -> bool:
         """Whether a user query (not a wrapped tool response) is among the messages."""
-        for m in self._messages:
+        for m in self._s.messages:
             c = m.content
             if m.role == "user" and not (
                 c is not None and c.startswith("<tool_response>") and c.endswith("</tool_response>")
             ):
                 return True
         return False
-
-    def _preamble(self) -> tuple[Segment, ...]:
-        return () if self._messages else self._format.preamble().segments
-
-    def _prev(self) -> Role | None:
-        return self._messages[-1].role if self._messages else None
-
-    def _check_no_reply(self) -> None:
-        if self._reply is not None:
-            raise ContextError(
-                "an assistant reply is open; finish() or discard() it before adding messages"
-            )
 
     def _add(
         self,
@@ -294,99 +273,13 @@ class Context:
         content: str | None = None,
     ) -> Message:
         self._check_no_reply()
-        if rendering.retract:
-            self._retract(rendering.retract)
-        else:
-            self._write_close()
-        message = Message(role, self._tape, name, content)
-        body = [s for s in self._preamble() + rendering.segments if s.text]
-        close = [s for s in rendering.close if s.text]
-        held: list[tuple[LeafKind, str, npt.NDArray[np.int32]]] = []
-        for first_seg, kind, text, ids in self._encode(body + close):
-            if first_seg < len(body):
-                self._write(message, kind, text, ids)
-            else:  # a clean boundary before the close: hold it back
-                held.append((kind, text, ids))
-        self._close = tuple(held)
-        self._messages.append(message)
-        return message
+        return self._s.add(role, rendering, name=name, content=content)
 
-    def _write_close(self) -> None:
-        """Write the held closing framing of the last message."""
-        if self._close:
-            message = self._messages[-1]
-            for kind, text, ids in self._close:
-                self._write(message, kind, text, ids)
-            self._close = ()
-
-    def _retract(self, segments: tuple[Segment, ...]) -> None:
-        """Drop the last message's closing framing (held, or written: then copy-on-write)."""
-        held = "".join(text for _, text, _ in self._close)
-        want = "".join(s.text for s in segments)
-        if held and held == want and all(s.kind == "framing" for s in segments):
-            self._close = ()
-            return
-        # Written already (a close that shares a token with its message, or a
-        # context saved without held framing): take it back from the buffer.
-        self._write_close()
-        leaves = self._messages[-1]._leaves if self._messages else []
-        tail = leaves[len(leaves) - len(segments) :]
-        if len(tail) != len(segments) or any(
-            leaf.sampled or leaf.kind != "framing" or leaf.text != seg.text
-            for leaf, seg in zip(tail, segments, strict=True)
-        ):
+    def _check_no_reply(self) -> None:
+        if self._reply is not None and self._reply.is_open:
             raise ContextError(
-                f"cannot retract {segments!r}: the previous message does not end with that framing"
+                "an assistant reply is open; finish() or discard() it before adding messages"
             )
-        self._tape.n = tail[0]._start
-        del leaves[len(leaves) - len(segments) :]
-
-    def _append_segments(self, message: Message, segments: Sequence[Segment]) -> list[Leaf]:
-        """Tokenize the segments once and write them to ``message`` as leaves."""
-        groups = self._encode([s for s in segments if s.text])
-        return [self._write(message, kind, text, ids) for _, kind, text, ids in groups]
-
-    def _write(
-        self, message: Message, kind: LeafKind, text: str, ids: npt.NDArray[np.int32]
-    ) -> Leaf:
-        tape = self._tape
-        start = tape.n
-        tape.append(ids, False, None)
-        leaf = Leaf(tape, self._tok, kind, False, start, tape.n, text, False)
-        message._leaves.append(leaf)
-        return leaf
-
-    def _encode(
-        self, segs: Sequence[Segment]
-    ) -> list[tuple[int, LeafKind, str, npt.NDArray[np.int32]]]:
-        """Encode the segments as one string and split the IDs back at clean boundaries.
-
-        A boundary is clean when no token spans it; otherwise the two segments
-        share one leaf (kind: the first non-framing one). Returns ``(index of
-        the leaf's first segment, kind, text, ids)`` per leaf.
-        """
-        if not segs:
-            return []
-        full = "".join(s.text for s in segs)
-        ids, offsets = self._tok.encode_with_offsets(full)
-        out: list[tuple[int, LeafKind, str, npt.NDArray[np.int32]]] = []
-        i = first = pos = max_end = first_seg = 0
-        kind: LeafKind | None = None
-        texts: list[str] = []
-        for j, seg in enumerate(segs):
-            pos += len(seg.text)
-            texts.append(seg.text)
-            if kind is None or kind == "framing":
-                kind = seg.kind
-            while i < len(ids) and offsets[i][0] < pos:
-                max_end = max(max_end, offsets[i][1])
-                i += 1
-            if (max_end <= pos or j == len(segs) - 1) and i > first:
-                out.append((first_seg, kind, "".join(texts), ids[first:i]))
-                first, kind, texts, first_seg = i, None, [], j + 1
-        if first < len(ids):
-            raise AssertionError("segment split lost IDs")  # pragma: no cover
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the whole tree (see :meth:`from_dict`).
@@ -395,7 +288,7 @@ class Context:
             ContextError: A reply is open (finish or discard it first).
         """
         self._check_no_reply()
-        return _json.dump(self._messages, self._close, self._format.name)
+        return _json.dump(self._s.messages, self._s.close, self._s.format.name)
 
     def to_json(self) -> str:
         """Serialise to JSON; :meth:`from_json` restores it exactly."""
@@ -431,13 +324,13 @@ class Context:
         """
         name = _json.format_name(data)
         ctx = cls(tokenizer, name if chat_format is None else chat_format)
-        if ctx._format.name != name:
+        if ctx._s.format.name != name:
             raise ContextError(
-                f"saved with chat format {name!r} but loading with {ctx._format.name!r}"
+                f"saved with chat format {name!r} but loading with {ctx._s.format.name!r}"
             )
-        messages, close = _json.load(data, ctx._tape, tokenizer)
+        messages, close = _json.load(data, ctx._s.tape, tokenizer)
         if close and not messages:
             raise ContextError("not a saved context: closing framing without a message")
-        ctx._messages.extend(messages)
-        ctx._close = close
+        ctx._s.messages.extend(messages)
+        ctx._s.close = close
         return ctx

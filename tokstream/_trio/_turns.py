@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import trio
 
-from ._events import Done, Error, Event, Token
-from ._parser import ParseEvent, Reply, ResponseParser, ThinkingMode, ToolCall, ToolFormat
-from ._parser._tools import ToolSpecs
-from ._runner import ReplyHandle, StreamedReply, start_reply
+from .._events import Done, Error, Event, Token
+from ..core.parser import ParseEvent, Reply, ResponseParser, ThinkingMode, ToolCall, ToolFormat
+from ..core.parser._tools import ToolSpecs
+from ._reply import ReplyHandle, StreamedReply, start_reply
 
 if TYPE_CHECKING:
-    from ._context import Context, Message
+    from ..context import Context, Message
 
 __all__ = ["ToolResult", "ToolStarted", "Turn", "run_agent", "run_turn"]
 

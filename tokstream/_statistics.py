@@ -1,0 +1,61 @@
+"""Statistics snapshots: frozen copies of a stream's counters.
+
+:class:`StreamStatistics` is what ``EventStream.statistics()`` returns and what
+every stream event and error carries as its diagnostics. Data only, no I/O;
+it sits below both the events and the error tree, so neither imports the other
+for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["StreamStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    """A frozen snapshot of one stream's counters (see ``statistics()``).
+
+    Attributes:
+        bytes_received: HTTP body bytes received.
+        chunks: Network reads that delivered body bytes.
+        sse_lines: SSE lines parsed (data, comments, fields and blank lines).
+        sse_events: SSE events dispatched.
+        parse_errors: ``data:`` payloads that were not valid JSON (skipped).
+        parse_error_previews: The first few of those payloads, truncated.
+        tokens: Token IDs delivered.
+        time_to_first_token: Seconds from sending the request to the first
+            token ID, or ``None`` if none arrived.
+        elapsed: Seconds since the request was sent (to the end, once ended).
+        buffer_preview: The tail of undecoded bytes, for diagnostics.
+    """
+
+    bytes_received: int = 0
+    chunks: int = 0
+    sse_lines: int = 0
+    sse_events: int = 0
+    parse_errors: int = 0
+    parse_error_previews: tuple[str, ...] = ()
+    tokens: int = 0
+    time_to_first_token: float | None = None
+    elapsed: float = 0.0
+    buffer_preview: str = ""
+
+    def describe(self) -> str:
+        """Return a one-line human summary, as used in error messages."""
+        ttft = "none" if self.time_to_first_token is None else f"{self.time_to_first_token:.3f}s"
+        parts = [
+            f"chunks={self.chunks}",
+            f"bytes={self.bytes_received}",
+            f"sse_lines={self.sse_lines}",
+            f"events={self.sse_events}",
+            f"tokens={self.tokens}",
+            f"parse_errors={self.parse_errors}",
+            f"ttft={ttft}",
+            f"elapsed={self.elapsed:.3f}s",
+        ]
+        if self.parse_error_previews:
+            parts.append(f"first_bad_payloads={list(self.parse_error_previews)!r}")
+        parts.append(f"buffer={self.buffer_preview!r}")
+        return ", ".join(parts)

@@ -1,0 +1,34 @@
+"""The sans-IO core: bytes in, events out; tokens in, parse events out.
+
+Nothing here awaits, does I/O, or imports trio or httpx, so the core can be
+driven from trio (``tokstream``'s own shell), asyncio, threads or a test, as
+h11 can:
+
+* :class:`SSEDecoder`: Server-Sent Events framing.
+* :class:`StreamDecoder`: a vLLM ``/v1/completions`` stream body to
+  ``Token`` / ``Done`` / ``Error`` events.
+* :class:`CompletionRequest`: the request's fields, validation and JSON body.
+* :func:`http_status_error`: an HTTP error response to the right exception.
+* :mod:`tokstream.core.parser`: a reply's tokens to reasoning, content and tool
+  calls (:class:`ResponseParser`).
+"""
+
+from __future__ import annotations
+
+from ._decoder import StreamDecoder
+from ._http_errors import http_status_error
+from ._request import CompletionRequest, encode_token_ids
+from ._sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder, SSEEvent
+from .parser import ResponseParser, parse_output
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "CompletionRequest",
+    "ResponseParser",
+    "SSEDecoder",
+    "SSEEvent",
+    "StreamDecoder",
+    "encode_token_ids",
+    "http_status_error",
+    "parse_output",
+]
