@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import httpx
 import numpy as np
 import pytest
 import trio
@@ -13,6 +14,7 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Token
+from tokstream._trio._config import CLOSE_TIMEOUT
 
 from .replay_server import DATA, ReplayServer
 
@@ -456,3 +458,142 @@ async def test_512_concurrent_streams_complete(replay_server: ReplayServer) -> N
     assert replay_server.peak_in_flight == 512
     assert all(ids == want for ids in results)
     assert stats.streams_finished == 512 and stats.streams_failed == 0 and stats.streams_open == 0
+
+
+# -- lifetime, misuse and bounded closes ----------------------------------------
+
+
+def test_client_and_stream_are_trio_resources_and_streams_come_from_the_client() -> None:
+    assert issubclass(tokstream.Client, trio.abc.AsyncResource)
+    assert issubclass(tokstream.EventStream, trio.abc.AsyncResource)
+    with pytest.raises(TypeError, match="no public constructor"):
+        tokstream.EventStream(tokstream.CompletionRequest.build([1]))
+
+
+async def test_a_closed_client_says_it_is_closed(replay_server: ReplayServer) -> None:
+    url = replay_server.url("replay=basic_stream")
+    client = tokstream.Client(url, model="m")
+    async with client:
+        prepared = client.stream([1])  # prepared while open, entered after the close
+        assert not client.is_closed
+    assert client.is_closed and "closed" in repr(client)
+
+    def check(info: pytest.ExceptionInfo[tokstream.ClientClosedError]) -> None:
+        assert isinstance(info.value, RuntimeError)  # also a RuntimeError, as httpx's was
+        assert isinstance(info.value, tokstream.UsageError)
+        assert "is closed" in str(info.value)
+
+    with pytest.raises(tokstream.ClientClosedError) as info:
+        client.stream([1])
+    check(info)
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(tokstream.ClientClosedError) as info:
+            client.start_stream(nursery, [1])
+        check(info)
+    with pytest.raises(tokstream.ClientClosedError) as info:
+        await client.complete([1])
+    check(info)
+    with pytest.raises(tokstream.ClientClosedError) as info:
+        await client.models()
+    check(info)
+    with pytest.raises(tokstream.ClientClosedError) as info:
+        await client.health()
+    check(info)
+    with pytest.raises(tokstream.ClientClosedError) as info:
+        async with client:
+            raise AssertionError("a closed client was re-entered")
+    check(info)
+    with pytest.raises(tokstream.ClientClosedError) as info:
+        async with prepared:
+            raise AssertionError("a stream of a closed client was entered")
+    check(info)
+    assert url in str(info.value) or "/completions" in str(info.value)
+    await client.aclose()  # idempotent
+    # The prepared stream was counted and let go; nothing reached the server.
+    assert client.statistics() == tokstream.ClientStatistics(0, 0, 0, 1, 0)
+    assert replay_server.requests == []
+
+
+async def test_iterating_a_stream_without_async_with_says_how(replay_server: ReplayServer) -> None:
+    async with tokstream.Client(replay_server.url("replay=basic_stream"), model="m") as client:
+        with pytest.raises(tokstream.UsageError) as info:
+            async for _ in client.stream([1]):
+                raise AssertionError("iterated a stream that was never opened")
+        assert isinstance(info.value, RuntimeError)
+        assert "async with client.stream(...) as events:" in str(info.value)
+        with pytest.raises(tokstream.UsageError, match="never opened"):
+            await client.stream([1]).__anext__()
+        assert client.statistics() == tokstream.ClientStatistics()
+        # Entering once works; entering the same stream again is misuse too.
+        stream = client.stream([1])
+        async with stream as events:
+            assert isinstance([ev async for ev in events][-1], Done)
+        with pytest.raises(tokstream.UsageError, match="entered before"):
+            async with stream:
+                raise AssertionError("entered twice")
+    assert len(replay_server.requests) == 1
+
+
+class _HangingCloseBody(httpx.AsyncByteStream):
+    """One SSE event, then silence; closing it never returns (a hung peer)."""
+
+    def __init__(self) -> None:
+        self.close_started = False
+        self.close_finished = False
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def,override]
+        yield (DATA / "basic_stream.sse").read_bytes().split(b"\n\n")[0] + b"\n\n"
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        self.close_started = True
+        await trio.sleep_forever()
+        self.close_finished = True
+
+
+class _HangingCloseTransport(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self.body = _HangingCloseBody()
+        self.close_started = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=self.body)
+
+    async def aclose(self) -> None:
+        self.close_started = True
+        await trio.sleep_forever()
+
+
+async def test_a_hung_peer_cannot_hang_a_cancelled_stream(autojump_clock: MockClock) -> None:
+    transport = _HangingCloseTransport()
+    with trio.fail_after(60):  # a hang guard: the bound is 5 s of (mock) time
+        async with tokstream.Client("http://h.invalid/v1", model="m", transport=transport) as c:
+            with trio.CancelScope() as scope:
+                async with c.stream([1]) as events:
+                    assert isinstance(await events.__anext__(), Token)
+                    scope.cancel()
+                    t0 = trio.current_time()
+                    await events.__anext__()  # raises Cancelled, then the close runs
+                    raise AssertionError("not cancelled")
+            # The close was shielded (it waited despite the cancellation) and
+            # bounded (it gave up on the hung peer).
+            assert trio.current_time() - t0 == pytest.approx(CLOSE_TIMEOUT)
+            assert transport.body.close_started and not transport.body.close_finished
+            assert scope.cancelled_caught
+            assert c.statistics().streams_abandoned == 1
+            t0 = trio.current_time()
+    # Closing the client's pool is bounded the same way.
+    assert transport.close_started
+    assert trio.current_time() - t0 == pytest.approx(CLOSE_TIMEOUT)
+    assert c.is_closed
+
+
+async def test_transport_names_the_stream_transport(replay_server: ReplayServer) -> None:
+    async with tokstream.Client(
+        replay_server.url("replay=basic_stream"), model="m", transport="httpx"
+    ) as client:
+        assert isinstance((await collect(client, [1]))[-1], Done)
+    assert tokstream._trio._client.TRANSPORTS == ("httpx",)
+    for bad in ("h2", 3, object()):
+        with pytest.raises(tokstream.InvalidRequest, match="transport"):
+            tokstream.Client(replay_server.url("x"), model="m", transport=bad)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import pytest
 
 import tokstream
 from tokstream import Error, Token
-from tokstream._trio._transport import map_httpx_error
+from tokstream._trio._httpx import map_httpx_error
 from tokstream.core._http_errors import http_status_error
 
 URL = "http://127.0.0.1:9/v1"
@@ -62,8 +62,11 @@ class _BrokenBody(httpx.AsyncByteStream):
     [
         (httpx.ReadError("connection reset"), tokstream.RemoteDisconnected),
         (httpx.RemoteProtocolError("incomplete chunked read"), tokstream.RemoteDisconnected),
-        (httpx.RemoteProtocolError("illegal chunk header"), tokstream.ProtocolError),
+        # httpx raises one type for a body cut short and for broken chunk framing;
+        # the mapping goes by type, never by message, so both are RemoteDisconnected.
+        (httpx.RemoteProtocolError("illegal chunk header"), tokstream.RemoteDisconnected),
         (httpx.ReadTimeout("read"), tokstream.RemoteDisconnected),
+        (httpx.DecodingError("bad gzip"), tokstream.ProtocolError),
     ],
 )
 async def test_httpx_errors_mid_stream_keep_the_tokens(
@@ -90,6 +93,65 @@ async def test_httpx_errors_mid_stream_keep_the_tokens(
     assert type(err.error) is cls
     assert isinstance(err.error, tokstream.StreamError)
     assert err.token_ids.tolist() == [13048]
+    assert f"({type(exc).__name__}: {exc})" in str(err.error)
+    assert "127.0.0.1:9/v1/completions" in str(err.error)
+
+
+def _httpx_error_types() -> list[type[Exception]]:
+    """Every exception class httpx exports that its I/O can raise."""
+    found = {
+        obj
+        for name in httpx.__all__
+        if isinstance(obj := getattr(httpx, name), type)
+        and issubclass(obj, (httpx.HTTPError, httpx.InvalidURL))
+    }
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
+def _instance(cls: type[Exception], message: str) -> Exception:
+    if issubclass(cls, httpx.HTTPStatusError):
+        request = httpx.Request("POST", URL)
+        return cls(message, request=request, response=httpx.Response(500, request=request))
+    return cls(message)
+
+
+# The expected translation, written out independently of the implementation.
+BEFORE_RESPONSE = {
+    httpx.ConnectTimeout: tokstream.ConnectTimeout,
+    httpx.ConnectError: tokstream.ConnectError,
+}
+MID_BODY = {httpx.DecodingError: tokstream.ProtocolError}
+
+
+@pytest.mark.parametrize("httpx_cls", _httpx_error_types(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("started", [False, True], ids=["before-response", "mid-body"])
+def test_every_httpx_error_type_maps_by_type_not_by_message(
+    httpx_cls: type[Exception], started: bool
+) -> None:
+    if started:
+        want = MID_BODY.get(httpx_cls, tokstream.RemoteDisconnected)
+    else:
+        want = BEFORE_RESPONSE.get(httpx_cls, tokstream.TransportError)
+    # The same type says different things; the class must not depend on it.
+    messages = ["peer closed connection: incomplete chunked read", "illegal chunk header", ""]
+    for message in messages:
+        exc = _instance(httpx_cls, message)
+        err = map_httpx_error(exc, url=URL, request_id="r-9", started=started)
+        assert type(err) is want, (httpx_cls, message, type(err))
+        assert (err.url, err.request_id) == (URL, "r-9")
+        text = str(err)
+        assert URL in text and "request_id=r-9" in text
+        assert (f"{httpx_cls.__name__}: {message}" if message else httpx_cls.__name__) in text
+        # Each message says what to do next.
+        hints = ("retrying is safe", "replayed", "check base_url", "Timeouts.connect", "proxy")
+        assert any(hint in text for hint in hints), text
+
+
+def test_the_type_table_covers_the_httpx_classes_it_names() -> None:
+    # A renamed or removed httpx class must fail here rather than silently fall through.
+    types = set(_httpx_error_types())
+    assert set(BEFORE_RESPONSE) | set(MID_BODY) <= types
+    assert {httpx.RemoteProtocolError, httpx.ReadError, httpx.PoolTimeout} <= types
 
 
 @pytest.mark.parametrize("key", ["sk-abc\n", "sk abc", "sk-é", "", "sk-\x00"])

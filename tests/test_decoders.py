@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 import tokstream
 from tokstream import Done, Error, SSEDecoder, SSEEvent, StreamDecoder, Token
+from tokstream.core._http_errors import http_status_error
+from tokstream.core._wire import decode_error
 
 DATA = Path(__file__).parent / "data"
 RECORDINGS = sorted(p.stem for p in DATA.glob("*.sse"))
@@ -201,6 +203,45 @@ def test_in_band_error_shapes(payload: bytes) -> None:
     err = events[0].error
     assert isinstance(err, tokstream.InBandError)
     assert (err.server_message, err.type, err.code) == ("boom", "BadRequestError", 400)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"error": {"message": "boom", "type": "BadRequest", "param": ["x", 1], "code": 400}}',
+        b'{"error": {"type": "T", "code": "c"}}',
+        b'{"error": "plain string"}',
+        b'{"object": "error", "message": "flat", "type": "T", "param": "p", "code": 400}',
+        b'{"object": "error", "type": "T", "code": 400}',
+    ],
+)
+def test_one_error_envelope_reads_http_and_in_band_errors_alike(body: bytes) -> None:
+    # One struct reads vLLM's error body wherever it appears: the same body gives
+    # the same message, type, param and code as an HTTP error and inside a stream.
+    url = "http://h/v1/completions"
+    http = http_status_error(400, body, url=url, request_id="r")
+    events = StreamDecoder(url=url, request_id="r").feed(b"data: " + body + b"\n\n")
+    assert len(events) == 1 and isinstance(events[0], Error)
+    in_band = events[0].error
+    assert isinstance(in_band, tokstream.InBandError)
+    server = decode_error(body)
+    assert server is not None
+    assert (in_band.type, in_band.param, in_band.code) == (http.type, http.param, http.code)
+    assert (in_band.type, in_band.param, in_band.code) == server[1:]
+    if server.message is not None:
+        assert in_band.server_message == http.server_message == server.message
+    else:  # no message at all: the stream says "", the HTTP error shows the body
+        assert in_band.server_message == "" and http.server_message == body.decode()
+
+
+@pytest.mark.parametrize("body", [b'{"error": 123}', b'{"object": "error", "code": [1]}'])
+def test_an_error_event_that_is_no_error_envelope_is_a_protocol_error(body: bytes) -> None:
+    events = StreamDecoder().feed(b"data: " + body + b"\n\n")
+    assert isinstance(events[-1], Error)
+    assert type(events[-1].error) is tokstream.ProtocolError
+    assert "not an error object" in str(events[-1].error)
+    assert decode_error(body) is None
+    assert http_status_error(500, body, url="u", request_id=None).server_message == body.decode()
 
 
 def test_invalid_json_is_skipped_counted_and_previewed() -> None:

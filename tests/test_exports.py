@@ -29,3 +29,15 @@ def test_every_error_is_a_tokstream_error() -> None:
         obj = getattr(tokstream, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, tokstream.TokstreamError), name
+
+
+def test_every_error_class_lives_in_the_one_error_tree_module() -> None:
+    errors = [
+        obj
+        for name in tokstream.__all__
+        if isinstance(obj := getattr(tokstream, name), type) and issubclass(obj, Exception)
+    ]
+    assert {tokstream.ClientClosedError, tokstream.UsageError} <= set(errors)
+    for cls in errors:
+        assert cls.__module__ == "tokstream._exceptions", cls
+        assert cls.__name__ in (tokstream._exceptions.__doc__ or ""), cls  # in the tree drawing

@@ -19,6 +19,7 @@ from ._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConnectError,
     ConnectTimeout,
     ContextError,
@@ -40,8 +41,9 @@ from ._exceptions import (
     TransportError,
     UnknownTokenError,
     UnprocessableEntityError,
+    UsageError,
 )
-from ._statistics import StreamStatistics
+from ._statistics import ClientStatistics, StreamStatistics
 from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
@@ -61,7 +63,6 @@ from .core.parser import (
 if _typing.TYPE_CHECKING:
     from ._trio import (
         Client,
-        ClientStatistics,
         EventStream,
         Limits,
         ModelInfo,
@@ -83,7 +84,6 @@ if _typing.TYPE_CHECKING:
 _SHELL = frozenset(
     (
         "Client",
-        "ClientStatistics",
         "EventStream",
         "Limits",
         "ModelInfo",
@@ -123,6 +123,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Client",
+    "ClientClosedError",
     "ClientStatistics",
     "CompletionRequest",
     "ConnectError",
@@ -180,6 +181,7 @@ __all__ = [
     "UnknownTokenError",
     "UnprocessableEntityError",
     "Usage",
+    "UsageError",
     "open_reply",
     "parse_output",
     "run_agent",

@@ -13,12 +13,16 @@ Hierarchy::
     ├── UnknownTokenError         no such special token name (also KeyError)
     ├── ContextError              a context-tree operation that would break exactness
     │                             (also ValueError)
+    ├── UsageError                the API was used out of order: a bug in the calling code
+    │   │                         (also RuntimeError)
+    │   └── ClientClosedError     the Client was closed before this use
     ├── TransportError            the request never got going; safe to retry by policy
     │   ├── ConnectError          connection refused / DNS / TLS, naming the URL
     │   └── ConnectTimeout        no connection within the connect timeout (also TimeoutError)
     ├── StreamError               the stream broke after the server accepted the request;
     │   │                         tokens may have arrived (they are on the Error event)
-    │   ├── RemoteDisconnected    the connection dropped mid-stream
+    │   ├── RemoteDisconnected    the connection broke mid-stream (closed, reset, or its
+    │   │                         HTTP framing broke off)
     │   ├── ProtocolError         bytes that are not a valid SSE / vLLM stream
     │   │                         (oversized event, truncated stream, bad framing)
     │   ├── StallTimeout          no bytes for ``timeouts.stall`` seconds (also TimeoutError)
@@ -53,6 +57,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "ConnectError",
     "ConnectTimeout",
     "ContextError",
@@ -74,6 +79,7 @@ __all__ = [
     "TransportError",
     "UnknownTokenError",
     "UnprocessableEntityError",
+    "UsageError",
     "status_error_class",
 ]
 
@@ -160,6 +166,21 @@ class UnknownTokenError(TokstreamError, KeyError):
         return self.message
 
 
+class UsageError(TokstreamError, RuntimeError):
+    """tokstream was used out of order: a bug in the calling code (also a :class:`RuntimeError`).
+
+    For example, iterating ``client.stream(...)`` without ``async with``, or
+    entering one stream twice. Nothing was sent.
+    """
+
+
+class ClientClosedError(UsageError):
+    """The :class:`~tokstream.Client` was closed (``aclose()`` or the end of its ``async with``).
+
+    Raised by every method that would use it afterwards; open a new ``Client``.
+    """
+
+
 class TransportError(TokstreamError):
     """The request never got going (no connection). Retrying is safe."""
 
@@ -177,7 +198,12 @@ class StreamError(TokstreamError):
 
 
 class RemoteDisconnected(StreamError):
-    """The server closed the connection before the stream ended."""
+    """The connection broke before the stream ended.
+
+    The server (or a proxy) closed it, it was reset, or the response's HTTP
+    framing broke off. The tokens that arrived are on the ``Error`` event;
+    replaying the request is safe.
+    """
 
 
 class ProtocolError(StreamError):

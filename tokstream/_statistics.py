@@ -1,16 +1,17 @@
-"""Statistics snapshots: frozen copies of a stream's counters.
+"""Statistics snapshots: frozen copies of a stream's or a client's counters.
 
 :class:`StreamStatistics` is what ``EventStream.statistics()`` returns and what
-every stream event and error carries as its diagnostics. Data only, no I/O;
-it sits below both the events and the error tree, so neither imports the other
-for it.
+every stream event and error carries as its diagnostics;
+:class:`ClientStatistics` is what ``Client.statistics()`` returns. Data only, no
+I/O; it sits below both the events and the error tree, so neither imports the
+other for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["StreamStatistics"]
+__all__ = ["ClientStatistics", "StreamStatistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,22 @@ class StreamStatistics:
             parts.append(f"first_bad_payloads={list(self.parse_error_previews)!r}")
         parts.append(f"buffer={self.buffer_preview!r}")
         return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """A frozen snapshot of a client's stream counters (see ``Client.statistics()``).
+
+    Attributes:
+        streams_open: Streams started and not yet ended.
+        streams_finished: Streams that ended with ``Done``.
+        streams_failed: Streams that ended with ``Error``.
+        streams_abandoned: Streams closed or cancelled before their last event.
+        tokens: Token IDs received over all streams.
+    """
+
+    streams_open: int = 0
+    streams_finished: int = 0
+    streams_failed: int = 0
+    streams_abandoned: int = 0
+    tokens: int = 0

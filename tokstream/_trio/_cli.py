@@ -76,4 +76,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "decode":
         return _decode(args.file)
     return trio.run(_stream, args)
-

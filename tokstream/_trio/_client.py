@@ -1,108 +1,49 @@
-"""The trio client: one ``httpx.AsyncClient``, token streams as events.
+"""The trio client: a stream transport and its pool, token streams as events.
 
 ``Client.stream()`` is the ``async with`` form; ``Client.start_stream()`` is the
 nursery-explicit form returning a ``trio.MemoryReceiveChannel``. Both yield
 ``Token`` events then exactly one ``Done`` or ``Error``; runtime failures are
 events, not exceptions, so nothing that arrived is lost. Only local validation
-raises (``InvalidRequest``), before any I/O.
+(``InvalidRequest``) and misuse (``UsageError``, ``ClientClosedError``) raise,
+before any I/O.
 
-The stream loop itself lives in ``_stream.py`` (:class:`EventStream`); error
-bodies are parsed in ``_http_errors.py``. This module holds the client, its
-configuration (:class:`Timeouts`, :class:`Limits`) and the server-fact calls.
+The client wires the parts together and owns them: its configuration
+(``_config.py``), the stream transport (``_transport.py`` is the seam,
+``_httpx.py`` the implementation) and the counters its streams update. The
+stream loop is ``_stream.py`` (:class:`EventStream`); it never reaches back
+into the client. The client is open from construction until ``aclose()``.
 
 Cancellation is trio's: cancelling the enclosing scope, or leaving the
-``async with`` early, closes the HTTP response at once (shielded), which makes
-vLLM abort the request. No task or connection outlives the stream.
+``async with`` early, closes the HTTP response at once (shielded, bounded in
+time), which makes vLLM abort the request. No task or connection outlives the
+stream.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import msgspec
 import trio
 
 from .._events import Done, Error, Event
-from .._exceptions import InvalidRequest, ProtocolError
+from .._exceptions import ClientClosedError, InvalidRequest, ProtocolError, TransportError
+from .._statistics import ClientStatistics
 from ..core._http_errors import http_status_error
 from ..core._request import CompletionRequest
 from ..core._sse import DEFAULT_MAX_EVENT_SIZE
-from ._stream import EventStream, pump
-from ._transport import map_httpx_error
+from ..core._wire import ModelList
+from ._config import Limits, StreamConfig, Timeouts
+from ._httpx import HttpxTransport
+from ._stream import EventStream, StreamCounters, pump
+from ._transport import StreamTransport, close_scope
 
-__all__ = ["Client", "ClientStatistics", "Limits", "ModelInfo", "Timeouts"]
+__all__ = ["TRANSPORTS", "Client", "ClientStatistics", "Limits", "ModelInfo", "Timeouts"]
 
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Timeouts, in seconds; ``None`` disables one.
-
-    Attributes:
-        connect: To open the TCP connection.
-        stall: The longest silence (no body bytes, or no response headers)
-            tolerated once the request is sent. vLLM sends nothing while a
-            request waits in its queue, so keep this above the longest
-            expected queue wait.
-        first_token: From sending the request to the first token ID.
-        write: To send the request body.
-    """
-
-    connect: float | None = 10.0
-    stall: float | None = 120.0
-    first_token: float | None = None
-    write: float | None = 60.0
-
-    def __post_init__(self) -> None:
-        for name in ("connect", "stall", "first_token", "write"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not value > 0
-                or math.isnan(value)
-            ):
-                raise InvalidRequest(f"timeouts.{name}", value, "must be a positive number or None")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Connection pool limits.
-
-    The default pool is unbounded: one connection per concurrent stream (the
-    stock httpx limit of 100 gave PoolTimeout on 312 of 512 streams).
-
-    Attributes:
-        max_connections: Cap on open connections; extra streams wait for one.
-        max_keepalive_connections: Idle connections kept for reuse.
-        keepalive_expiry: Seconds an idle connection is kept.
-    """
-
-    max_connections: int | None = None
-    max_keepalive_connections: int | None = 64
-    keepalive_expiry: float | None = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStatistics:
-    """A frozen snapshot of a client's stream counters.
-
-    Attributes:
-        streams_open: Streams started and not yet ended.
-        streams_finished: Streams that ended with ``Done``.
-        streams_failed: Streams that ended with ``Error``.
-        streams_abandoned: Streams closed or cancelled before their last event.
-        tokens: Token IDs received over all streams.
-    """
-
-    streams_open: int = 0
-    streams_finished: int = 0
-    streams_failed: int = 0
-    streams_abandoned: int = 0
-    tokens: int = 0
+TRANSPORTS: Final = ("httpx",)
+"""The stream transports a :class:`Client` can select by name (``transport=``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +54,6 @@ class ModelInfo:
     owned_by: str | None = None
     root: str | None = None
     max_model_len: int | None = None
-
-
-class _ModelCard(msgspec.Struct):
-    id: str
-    owned_by: str | None = None
-    root: str | None = None
-    max_model_len: int | None = None
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_ModelCard]
 
 
 def _check_base_url(base_url: object) -> None:
@@ -154,12 +84,13 @@ def _check_api_key(api_key: object) -> None:
         )
 
 
-class Client:
+class Client(trio.abc.AsyncResource):
     """A client for one vLLM server's OpenAI-style API, on trio.
 
-    Use as ``async with tokstream.Client(base_url, model=...) as client:``;
-    it owns one ``httpx.AsyncClient`` (and its connection pool) for its
-    lifetime.
+    Use as ``async with tokstream.Client(base_url, model=...) as client:``. It
+    owns its stream transport and connection pool from construction until
+    :meth:`aclose` (which the ``async with`` calls); afterwards every method
+    that would send raises :class:`~tokstream.ClientClosedError`.
 
     Args:
         base_url: The OpenAI-style base including ``/v1``, e.g.
@@ -175,7 +106,15 @@ class Client:
         max_event_size: The largest SSE event accepted (default 4 MiB).
         stream_buffer: Buffer size of the channels ``start_stream`` returns.
         headers: Extra HTTP headers for every request.
-        transport: An httpx transport to use instead of the network (tests).
+        transport: The stream transport: ``"httpx"`` (the default, and today
+            the only name in :data:`TRANSPORTS`), or an
+            ``httpx.AsyncBaseTransport`` instance to run httpx over instead of
+            the network: ``httpx.MockTransport`` in tests, or
+            ``httpx.AsyncHTTPTransport(...)`` with custom socket options. An
+            instance serves ``models()`` and ``health()`` too.
+
+    Raises:
+        InvalidRequest: A bad argument (the API key is never echoed).
     """
 
     def __init__(
@@ -190,66 +129,110 @@ class Client:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         stream_buffer: int = 4096,
         headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: str | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         _check_base_url(base_url)
         if api_key is not None:
             _check_api_key(api_key)
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model", model, "must be a non-empty string")
-        self.base_url = base_url.rstrip("/")
-        self.root_url = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        self.completions_url = self.base_url + "/completions"
-        self.model = model
-        self.timeouts = timeouts or Timeouts()
-        self.limits = limits or Limits()
+        http_transport = _check_transport(transport)
+        self._base_url = base_url.rstrip("/")
+        self._root_url = self._base_url[:-3] if self._base_url.endswith("/v1") else self._base_url
+        self._limits = limits or Limits()
+        self._config = StreamConfig(
+            url=self._base_url + "/completions",
+            model=model,
+            timeouts=timeouts or Timeouts(),
+            max_event_size=max_event_size,
+        )
         self.vocab_size = vocab_size
-        self.max_event_size = max_event_size
         self.stream_buffer = stream_buffer
         all_headers = {"accept": "text/event-stream"}
         all_headers.update(headers or {})
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
-        t = self.timeouts
-        # Server-fact GETs are short: they get a read timeout (streams do their own).
-        self._get_timeout = httpx.Timeout(
-            connect=t.connect, read=t.stall or 60.0, write=t.write, pool=None
-        )
-        self._http = httpx.AsyncClient(
+        # One httpx pool serves both the streams and the server-fact GETs.
+        self._http = HttpxTransport(
             headers=all_headers,
-            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.write, pool=None),
-            limits=httpx.Limits(
-                max_connections=self.limits.max_connections,
-                max_keepalive_connections=self.limits.max_keepalive_connections,
-                keepalive_expiry=self.limits.keepalive_expiry,
-            ),
-            transport=transport,
-            trust_env=False,
+            timeouts=self._config.timeouts,
+            limits=self._limits,
+            transport=http_transport,
         )
-        self._open = 0
-        self._finished = 0
-        self._failed = 0
-        self._abandoned = 0
-        self._tokens = 0
+        self._transport: StreamTransport = self._http
+        self._counters = StreamCounters()
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"<tokstream.Client {self.base_url} model={self.model!r}>"
+        state = " closed" if self._closed else ""
+        return f"<tokstream.Client {self._base_url} model={self.model!r}{state}>"
+
+    # -- configuration, fixed at construction ------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, without a trailing slash."""
+        return self._base_url
+
+    @property
+    def root_url(self) -> str:
+        """The server root (``base_url`` without ``/v1``), where ``/health`` is."""
+        return self._root_url
+
+    @property
+    def completions_url(self) -> str:
+        """Where streams go: ``{base_url}/completions``."""
+        return self._config.url
+
+    @property
+    def model(self) -> str:
+        """The default served model name for requests."""
+        return self._config.model
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The client's :class:`Timeouts`."""
+        return self._config.timeouts
+
+    @property
+    def limits(self) -> Limits:
+        """The connection pool's :class:`Limits`."""
+        return self._limits
+
+    @property
+    def max_event_size(self) -> int:
+        """The largest SSE event accepted, in bytes."""
+        return self._config.max_event_size
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called (the client can no longer send)."""
+        return self._closed
+
+    # -- lifetime -----------------------------------------------------------
 
     async def __aenter__(self) -> Client:
-        await self._http.__aenter__()
+        """Return the client, open.
+
+        Raises:
+            ClientClosedError: It was closed before; a client is not reopened.
+        """
+        self._check_open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
-        """Close the connection pool (shielded from cancellation)."""
-        with trio.CancelScope(shield=True):
+        """Close the transport and its connection pool; idempotent.
+
+        Streams still open lose their connection. Shielded from cancellation
+        and bounded in time, so that a hung peer cannot hold it forever.
+        Afterwards, every method that would send raises ``ClientClosedError``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with close_scope():
+            if self._transport is not self._http:
+                await self._transport.aclose()
             await self._http.aclose()
 
     # -- streams ------------------------------------------------------------
@@ -265,18 +248,23 @@ class Client:
                 those of ``request``.
 
         Returns:
-            An :class:`EventStream`. Iterating it yields ``Token`` events and
-            then exactly one ``Done`` or ``Error``. Leaving the ``async with``
-            early, or cancellation, closes the response and vLLM aborts the
-            request.
+            An :class:`EventStream`. ``async with`` it, then iterate it: it
+            yields ``Token`` events and then exactly one ``Done`` or ``Error``.
+            Leaving the ``async with`` early, or cancellation, closes the
+            response and vLLM aborts the request. Iterating it without
+            ``async with`` raises ``UsageError``.
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
+            ClientClosedError: The client was closed.
         """
+        self._check_open()
         req = CompletionRequest.build(request, **fields)
         if self.vocab_size is not None:
             req.check_vocab(self.vocab_size)
-        return EventStream(self, req)
+        return EventStream._create(
+            req, config=self._config, transport=self._transport, counters=self._counters
+        )
 
     def start_stream(
         self, nursery: trio.Nursery, request: object, /, **fields: Any
@@ -299,6 +287,7 @@ class Client:
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
+            ClientClosedError: The client was closed.
         """
         stream = self.stream(request, **fields)
         send, receive = trio.open_memory_channel[Event](self.stream_buffer)
@@ -310,6 +299,7 @@ class Client:
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
+            ClientClosedError: The client was closed.
             TokstreamError: The stream's error (the ``Error`` event's ``error``).
         """
         async with self.stream(request, **fields) as events:
@@ -329,62 +319,55 @@ class Client:
             TransportError: The server could not be reached.
             HTTPStatusError: The server answered with an error status.
             ProtocolError: The body was not a model list.
+            ClientClosedError: The client was closed.
         """
-        url = self.base_url + "/models"
-        body = await self._get(url)
+        self._check_open()
+        url = self._base_url + "/models"
+        status, request_id, body = await self._http.get(url)
+        if status >= 400:
+            raise http_status_error(status, body, url=url, request_id=request_id)
         try:
-            listing = msgspec.json.decode(body, type=_ModelList)
+            listing = msgspec.json.decode(body, type=ModelList)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolError(f"GET {url} did not return a model list: {exc}", url=url) from None
         return [ModelInfo(m.id, m.owned_by, m.root, m.max_model_len) for m in listing.data]
 
     async def health(self) -> bool:
-        """Return whether ``GET {root}/health`` answers 200 (False if unreachable)."""
+        """Return whether ``GET {root}/health`` answers 200 (False if unreachable).
+
+        Raises:
+            ClientClosedError: The client was closed.
+        """
+        self._check_open()
         try:
-            response = await self._http.get(self.root_url + "/health", timeout=self._get_timeout)
-        except (httpx.HTTPError, httpx.InvalidURL):
+            status, _, _ = await self._http.get(self._root_url + "/health")
+        except TransportError:
             return False
-        return response.status_code == 200
+        return status == 200
 
     def statistics(self) -> ClientStatistics:
-        """Return a frozen snapshot of this client's stream counters."""
-        return ClientStatistics(
-            self._open, self._finished, self._failed, self._abandoned, self._tokens
-        )
+        """Return a frozen snapshot of this client's stream counters (also once closed)."""
+        return self._counters.snapshot()
 
     # -- internals ----------------------------------------------------------
 
-    async def _get(self, url: str) -> bytes:
-        try:
-            response = await self._http.get(url, timeout=self._get_timeout)
-        except httpx.HTTPError as exc:
-            raise map_httpx_error(exc, url=url, request_id=None, started=False) from None
-        if response.status_code >= 400:
-            raise http_status_error(
-                response.status_code,
-                response.content,
-                url=url,
-                request_id=response.headers.get("x-request-id"),
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(
+                f"this tokstream.Client for {self._base_url} is closed; use it inside its "
+                "`async with` block, or open a new Client",
+                url=self._base_url,
             )
-        return response.content
 
-    def _build_http_request(self, request: CompletionRequest) -> httpx.Request:
-        headers = {"content-type": "application/json"}
-        if request.request_id:
-            headers["x-request-id"] = request.request_id
-        return self._http.build_request(
-            "POST", self.completions_url, content=request.encode(self.model), headers=headers
-        )
 
-    def _stream_started(self) -> None:
-        self._open += 1
-
-    def _stream_ended(self, ok: bool | None, tokens: int) -> None:
-        self._open -= 1
-        self._tokens += tokens
-        if ok is None:
-            self._abandoned += 1
-        elif ok:
-            self._finished += 1
-        else:
-            self._failed += 1
+def _check_transport(transport: object) -> httpx.AsyncBaseTransport | None:
+    """Return the httpx transport to run over (``None``: the network)."""
+    if transport is None or isinstance(transport, httpx.AsyncBaseTransport):
+        return transport
+    if isinstance(transport, str) and transport in TRANSPORTS:
+        return None
+    raise InvalidRequest(
+        "transport",
+        transport,
+        f"must be one of {', '.join(map(repr, TRANSPORTS))} or an httpx.AsyncBaseTransport",
+    )

@@ -1,13 +1,18 @@
-"""One token stream: the pull-based loop between the HTTP body and the decoder.
+"""One token stream: the pull-based loop between a transport and the decoder.
 
 :class:`EventStream` is what ``Client.stream()`` returns. Each network read is
-pushed into the sans-IO :class:`~tokstream._chunks.StreamDecoder` and its
-events are handed out from a buffer, so there is no per-token await or channel
+pushed into the sans-IO :class:`~tokstream.core.StreamDecoder` and its events
+are handed out from a buffer, so there is no per-token await or channel
 operation. ``pump`` moves a stream's events onto a memory channel for the
 nursery-explicit form, with ``send_nowait`` while the buffer has room.
 
+A stream gets everything it needs explicitly: its :class:`StreamConfig`, a
+:class:`~tokstream._trio._transport.StreamTransport` (it never imports httpx,
+and never its client) and the client's :class:`StreamCounters`.
+
 Runtime failures become the terminal ``Error`` event; cancellation closes the
-response at once (shielded) and propagates.
+response at once (shielded, bounded in time) and propagates. Misuse (iterating
+without ``async with``, entering twice, a closed client) raises.
 """
 
 from __future__ import annotations
@@ -15,26 +20,69 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Final
 
-import httpx
 import trio
 
 from .._events import Done, Error, Event, StreamStatistics
-from .._exceptions import FirstTokenTimeout, StallTimeout, TokstreamError
+from .._exceptions import (
+    FirstTokenTimeout,
+    StallTimeout,
+    StreamError,
+    TokstreamError,
+    TransportError,
+    UsageError,
+)
+from .._statistics import ClientStatistics
 from ..core._decoder import StreamDecoder, with_timing
 from ..core._http_errors import ERROR_BODY_LIMIT, http_status_error
 from ..core._request import CompletionRequest
-from ._transport import ByteSource, HttpxByteSource, map_httpx_error
+from ._config import StreamConfig
+from ._transport import StreamRequest, StreamResponse, StreamTransport, close_scope
+from ._util import NoPublicConstructor
 
-if TYPE_CHECKING:
-    from ._client import Client
+__all__ = ["EventStream", "StreamCounters", "pump"]
 
-__all__ = ["EventStream", "pump"]
+_NOT_ENTERED: Final = (
+    "this stream to {url} was never opened: write `async with client.stream(...) as events:` "
+    "and then `async for event in events:` (entering it sends the request; a bare `async for` "
+    "over client.stream(...) would send nothing)"
+)
 
 
-class EventStream:
+class StreamCounters:
+    """A client's stream counters; its streams update them as they start and end."""
+
+    __slots__ = ("abandoned", "failed", "finished", "open", "tokens")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.finished = 0
+        self.failed = 0
+        self.abandoned = 0
+        self.tokens = 0
+
+    def started(self) -> None:
+        """Count a stream that is being opened."""
+        self.open += 1
+
+    def ended(self, ok: bool | None, tokens: int) -> None:
+        """Count a stream's end: ``Done`` (True), ``Error`` (False) or abandoned (None)."""
+        self.open -= 1
+        self.tokens += tokens
+        if ok is None:
+            self.abandoned += 1
+        elif ok:
+            self.finished += 1
+        else:
+            self.failed += 1
+
+    def snapshot(self) -> ClientStatistics:
+        """Return a frozen copy of the counters."""
+        return ClientStatistics(self.open, self.finished, self.failed, self.abandoned, self.tokens)
+
+
+class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
     """One token stream: an async context manager and an async iterator.
 
     ``async with client.stream(...) as events: async for ev in events:`` yields
@@ -42,18 +90,35 @@ class EventStream:
     after it. Entering sends the request; failures to connect or HTTP errors
     become that ``Error`` event rather than exceptions. Leaving the block (or
     cancellation) closes the response at once.
+
+    Only ``Client.stream()`` builds one (there is no public constructor).
+
+    Attributes:
+        request: The request as sent.
+        url: The URL it goes to.
+        request_id: The request ID sent, or else the server's (once known).
     """
 
-    def __init__(self, client: Client, request: CompletionRequest) -> None:
-        self._client = client
+    def __init__(
+        self,
+        request: CompletionRequest,
+        *,
+        config: StreamConfig,
+        transport: StreamTransport,
+        counters: StreamCounters,
+    ) -> None:
         self.request = request
-        self.url = client.completions_url
+        self.url = config.url
         self.request_id = request.request_id
+        self._model = config.model
+        self._timeouts = config.timeouts
+        self._transport = transport
+        self._counters = counters
         self._decoder = StreamDecoder(
-            max_event_size=client.max_event_size, url=self.url, request_id=request.request_id
+            max_event_size=config.max_event_size, url=self.url, request_id=request.request_id
         )
         self._pending: deque[Event] = deque()
-        self._source: ByteSource | None = None
+        self._response: StreamResponse | None = None
         self._entered = False
         self._ended = False  # the terminal event was produced
         self._closed = False
@@ -61,13 +126,29 @@ class EventStream:
         self._t_end: float | None = None
         self._ttft: float | None = None
 
+    def __repr__(self) -> str:
+        return f"<tokstream.EventStream {self.url} request_id={self.request_id!r}>"
+
     # -- context manager ----------------------------------------------------
 
     async def __aenter__(self) -> EventStream:
+        """Send the request and wait for the response head.
+
+        Returns:
+            This stream. A failure to get a response, an HTTP error status or
+            a timeout becomes its one ``Error`` event, not an exception.
+
+        Raises:
+            UsageError: The stream was entered before.
+            ClientClosedError: Its client was closed.
+        """
         if self._entered:
-            raise RuntimeError("an EventStream can be entered only once")
+            raise UsageError(
+                f"this stream to {self.url} was entered before; a stream is entered once "
+                "(call client.stream(...) again to send another request)"
+            )
         self._entered = True
-        self._client._stream_started()
+        self._counters.started()
         try:
             await self._open()
         except BaseException:
@@ -77,37 +158,38 @@ class EventStream:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
-        """Close the response now; idempotent. Unread events are dropped."""
+        """Close the response now; idempotent. Unread events are dropped.
+
+        Shielded from cancellation and bounded in time, so that leaving the
+        block or a cancellation always returns promptly and always drops an
+        unfinished response (which makes vLLM abort the request).
+        """
         if self._closed:
             return
         self._closed = True
-        if self._source is not None:
-            await self._source.aclose()
+        await self._release()
         if not self._ended:
-            self._client._stream_ended(None, self._decoder.tokens)
+            self._counters.ended(None, self._decoder.tokens)
 
     # -- iteration ----------------------------------------------------------
 
     def __aiter__(self) -> EventStream:
+        if not self._entered:
+            raise UsageError(_NOT_ENTERED.format(url=self.url))
         return self
 
     async def __anext__(self) -> Event:
-        # Buffered events (and bytes httpx already holds) need no I/O, but a
-        # cancelled scope must still stop the loop at once. This raises only if
-        # cancelled and otherwise does not yield, so it costs no scheduling.
+        # Buffered events (and bytes the transport already holds) need no I/O,
+        # but a cancelled scope must still stop the loop at once. This raises
+        # only if cancelled and otherwise does not yield, so it costs no
+        # scheduling.
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._pending:
             if self._ended or self._closed:
                 raise StopAsyncIteration
+            if not self._entered:
+                raise UsageError(_NOT_ENTERED.format(url=self.url))
             await self._fill()
         return self._pending.popleft()
 
@@ -123,7 +205,7 @@ class EventStream:
     # -- internals ----------------------------------------------------------
 
     def _deadline(self) -> float:
-        timeouts = self._client.timeouts
+        timeouts = self._timeouts
         deadline = math.inf
         if timeouts.stall is not None:
             deadline = trio.current_time() + timeouts.stall
@@ -132,65 +214,61 @@ class EventStream:
         return deadline
 
     async def _open(self) -> None:
-        client = self._client
         self._t0 = trio.current_time()
-        http_request = client._build_http_request(self.request)
-        response: httpx.Response | None = None
+        headers = [("content-type", "application/json")]
+        if self.request_id:
+            headers.append(("x-request-id", self.request_id))
+        request = StreamRequest(
+            self.url, self.request.encode(self._model), tuple(headers), self.request_id
+        )
         try:
-            with trio.move_on_at(self._deadline()):
-                response = await client._http.send(http_request, stream=True)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            self._terminate(
-                map_httpx_error(exc, url=self.url, request_id=self.request_id, started=False)
-            )
+            response = await self._transport.open(request, self._deadline())
+        except TransportError as exc:
+            self._terminate(exc)
             return
         if response is None:
             self._timed_out(scope_reason="waiting for response headers")
             return
-        self._source = HttpxByteSource(response)
+        self._response = response
         server_id = response.headers.get("x-request-id")
         if server_id and not self.request_id:
             self.request_id = server_id
             self._decoder.request_id = server_id
-        if response.status_code >= 400:
+        if response.status >= 400:
             await self._http_error(response)
 
-    async def _http_error(self, response: httpx.Response) -> None:
-        assert self._source is not None
+    async def _http_error(self, response: StreamResponse) -> None:
         body = bytearray()
+        deadline = self._deadline()
         try:
-            with trio.move_on_at(self._deadline()):
-                while len(body) < ERROR_BODY_LIMIT:
-                    data = await self._source.receive_some()
-                    if not data:
-                        break
-                    body += data
-        except httpx.HTTPError:
+            while len(body) < ERROR_BODY_LIMIT:
+                data = await response.receive_some(deadline)
+                if not data:  # the end (b"") or the deadline (None)
+                    break
+                body += data
+        except StreamError:
             pass  # report the status with whatever body arrived
         self._terminate(
             http_status_error(
-                response.status_code,
+                response.status,
                 bytes(body),
                 url=self.url,
                 request_id=response.headers.get("x-request-id") or self.request_id,
             )
         )
-        await self._source.aclose()
+        await self._release()
 
     async def _fill(self) -> None:
-        source = self._source
+        response = self._response
+        assert response is not None  # entered, and not ended: the head arrived
         decoder = self._decoder
         while not self._pending and not self._ended:
-            assert source is not None
             try:
-                with trio.move_on_at(self._deadline()) as scope:
-                    data = await source.receive_some()
-            except httpx.HTTPError as exc:
-                self._terminate(
-                    map_httpx_error(exc, url=self.url, request_id=self.request_id, started=True)
-                )
+                data = await response.receive_some(self._deadline())
+            except StreamError as exc:
+                self._terminate(exc)
                 break
-            if scope.cancelled_caught:
+            if data is None:
                 self._timed_out(scope_reason="waiting for the next bytes")
                 break
             events = decoder.feed(data) if data else decoder.finish()
@@ -200,11 +278,17 @@ class EventStream:
                 self._finish_events(events)
             else:
                 self._pending.extend(events)
-        if self._ended and self._source is not None and not self._closed:
-            await self._source.aclose()
+        if self._ended and not self._closed:
+            await self._release()
+
+    async def _release(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            with close_scope():
+                await response.aclose()
 
     def _timed_out(self, scope_reason: str) -> None:
-        timeouts = self._client.timeouts
+        timeouts = self._timeouts
         now = trio.current_time()
         waited = now - self._t0
         stats = self.statistics().describe()
@@ -236,10 +320,11 @@ class EventStream:
         events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
         self._pending.extend(events)
         self._ended = True
-        self._client._stream_ended(isinstance(terminal, Done), self._decoder.tokens)
+        self._counters.ended(isinstance(terminal, Done), self._decoder.tokens)
 
 
 async def pump(stream: EventStream, send: trio.MemorySendChannel[Event]) -> None:
+    """Move ``stream``'s events onto ``send``, then close both (``Client.start_stream``)."""
     async with send, stream:
         async for event in stream:
             try:

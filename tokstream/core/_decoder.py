@@ -7,7 +7,8 @@ the vLLM chunk rules over :class:`~tokstream._sse.SSEDecoder`.
 
 Theory of operation:
 
-* Each ``data:`` payload is one JSON chunk, decoded with typed msgspec structs.
+* Each ``data:`` payload is one JSON chunk, decoded with the typed msgspec
+  structs of ``_wire.py``.
   A payload that is not valid JSON is skipped and counted; the first few are
   kept (truncated) for diagnostics. ``data: [DONE]`` ends the stream.
 * A chunk carries ``token_ids`` and ``text``. vLLM merges deltas when the
@@ -25,7 +26,8 @@ Theory of operation:
   (from the ``choices: []`` usage chunk), every ID and the whole text.
 * An error payload (``{"error": {...}}`` or the flat ``{"object": "error",
   "message": ...}``) inside the stream becomes an ``Error`` with
-  :class:`~tokstream.InBandError`. Malformed structure (no ``token_ids``, more
+  :class:`~tokstream.InBandError`, read with the same envelope as an HTTP error
+  body (``_wire.ErrorEnvelope``). Malformed structure (no ``token_ids``, more
   than one choice, an oversized event) becomes ``ProtocolError``.
 * After the terminal event the decoder ignores further input.
 * ``finish()`` declares end of input: a stream that finished but sent no
@@ -41,7 +43,6 @@ client fills them in).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -54,6 +55,7 @@ from .._exceptions import (
     TokstreamError,
 )
 from ._sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder, SSEEvent
+from ._wire import decode_chunk, decode_error
 
 __all__ = ["StreamDecoder", "with_timing"]
 
@@ -61,47 +63,6 @@ _PREVIEW_CHARS = 200
 _MAX_PREVIEWS = 3
 
 
-class _Logprobs(msgspec.Struct):
-    token_logprobs: list[float | None] | None = None
-
-
-class _Choice(msgspec.Struct):
-    index: int = 0
-    text: str | None = ""
-    token_ids: list[int] | None = None
-    prompt_token_ids: list[int] | None = None
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-    logprobs: _Logprobs | None = None
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class _ErrorBody(msgspec.Struct):
-    message: str = ""
-    type: str | None = None
-    param: Any = None
-    code: int | str | None = None
-
-
-class _Chunk(msgspec.Struct):
-    id: str | None = None
-    object: str | None = None
-    choices: list[_Choice] | None = None
-    usage: _Usage | None = None
-    error: _ErrorBody | str | None = None
-    # The older flat error shape: {"object": "error", "message": ..., ...}
-    message: str | None = None
-    type: str | None = None
-    param: Any = None
-    code: int | str | None = None
-
-
-_decode_chunk = msgspec.json.Decoder(_Chunk).decode
 _DONE = b"[DONE]"
 
 
@@ -225,7 +186,7 @@ class StreamDecoder:
 
     def _chunk(self, payload: bytes, out: list[Event]) -> None:
         try:
-            chunk = _decode_chunk(payload)
+            chunk = decode_chunk(payload)
         except msgspec.ValidationError as exc:
             if payload[:1] in (b"{", b"["):
                 # Valid JSON of the wrong shape would silently lose tokens.
@@ -236,8 +197,8 @@ class StreamDecoder:
         except msgspec.DecodeError:
             self._parse_error(payload)
             return
-        if chunk.error is not None or chunk.object == "error":
-            out.append(self._in_band_error(chunk))
+        if chunk.is_error:
+            out.append(self._in_band_error(payload))
             return
         if self._completion_id is None:
             self._completion_id = chunk.id
@@ -337,22 +298,19 @@ class StreamDecoder:
             )
         )
 
-    def _in_band_error(self, chunk: _Chunk) -> Error:
-        err = chunk.error
-        if isinstance(err, _ErrorBody):
-            message, etype, param, code = err.message, err.type, err.param, err.code
-        elif isinstance(err, str):
-            message, etype, param, code = err, None, None, None
-        else:
-            message, etype, param, code = chunk.message or "", chunk.type, chunk.param, chunk.code
+    def _in_band_error(self, payload: bytes) -> Error:
+        server = decode_error(payload)
+        if server is None:
+            return self._protocol_error("an error event that is not an error object", payload)
+        message = server.message or ""
         where = f"{self.tokens} tokens in" if self.tokens else "before any token"
         exc = InBandError(
             f"the server reported an error inside the stream ({where}): {message} "
-            f"[type={etype}, code={code}]",
+            f"[type={server.type}, code={server.code}]",
             server_message=message,
-            type=etype,
-            param=None if param is None else str(param),
-            code=code,
+            type=server.type,
+            param=server.param,
+            code=server.code,
             url=self.url,
             request_id=self.request_id,
         )
