@@ -31,6 +31,7 @@ from ._exceptions import (
     NotFoundError,
     OutputError,
     PermissionDeniedError,
+    PoolTimeout,
     ProtocolError,
     RateLimitError,
     RemoteDisconnected,
@@ -43,7 +44,7 @@ from ._exceptions import (
     UnprocessableEntityError,
     UsageError,
 )
-from ._statistics import ClientStatistics, StreamStatistics
+from ._statistics import ClientStatistics, PoolStatistics, StreamStatistics
 from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
@@ -63,6 +64,7 @@ from .core.parser import (
 if _typing.TYPE_CHECKING:
     from ._trio import (
         Client,
+        EventChannel,
         EventStream,
         Limits,
         ModelInfo,
@@ -84,6 +86,7 @@ if _typing.TYPE_CHECKING:
 _SHELL = frozenset(
     (
         "Client",
+        "EventChannel",
         "EventStream",
         "Limits",
         "ModelInfo",
@@ -133,6 +136,7 @@ __all__ = [
     "Done",
     "Error",
     "Event",
+    "EventChannel",
     "EventStream",
     "FirstTokenTimeout",
     "HTTPStatusError",
@@ -148,6 +152,8 @@ __all__ = [
     "OutputError",
     "ParseEvent",
     "PermissionDeniedError",
+    "PoolStatistics",
+    "PoolTimeout",
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",
