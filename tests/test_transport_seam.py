@@ -63,6 +63,9 @@ class MemoryResponse:
     async def aclose(self) -> None:
         self.closes += 1
 
+    def release_nowait(self) -> bool:
+        return False
+
 
 class TimedResponse:
     """A cancel-safe StreamResponse: each piece arrives at its own (trio) time."""
@@ -91,6 +94,10 @@ class TimedResponse:
 
     async def aclose(self) -> None:
         self.closes += 1
+
+    def release_nowait(self) -> bool:
+        self.closes += 1
+        return True
 
 
 class MemoryTransport:

@@ -166,6 +166,10 @@ class HttpxResponse:
         """Release the connection: httpx pools it if the body was read to its end, else drops it."""
         await self._response.aclose()
 
+    def release_nowait(self) -> bool:
+        """Return False: httpx closes a response with I/O (``aclose``)."""
+        return False
+
 
 class HttpxTransport:
     """The httpx stream transport (and the client's GETs), owning one ``httpx.AsyncClient``.

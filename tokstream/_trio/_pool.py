@@ -212,6 +212,11 @@ class ConnectionPool:
             task, _ = self._waiters.popitem(last=False)
             trio.lowlevel.reschedule(task, outcome.Error(self._closed_error()))
 
+    @property
+    def active(self) -> int:
+        """Connections carrying a request now."""
+        return len(self._active)
+
     def statistics(self) -> PoolStatistics:
         """Return a frozen snapshot of the pool's counters."""
         idle = len(self._idle)

@@ -331,8 +331,9 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                 self._drain = False
                 await _read_to_end(response)
         finally:
-            with close_scope():
-                await response.aclose()
+            if not response.release_nowait():
+                with close_scope():
+                    await response.aclose()
 
     def _timed_out(self, scope_reason: str) -> None:
         self._terminate(self._timeout_error(scope_reason))

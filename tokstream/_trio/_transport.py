@@ -41,7 +41,11 @@ Contract, for every implementation:
   ``[DONE]`` for this), else closed, which is how vLLM learns to abort the
   request. Idempotent; never raises a tokstream error; if cancelled it still
   closes (forcefully), as trio's ``aclose`` contract asks. Callers shield it
-  and bound it in time (:func:`close_scope`).
+  and bound it in time (:func:`close_scope`). ``response.release_nowait()``
+  does the same at once and returns True when that needs no I/O (the trio
+  transport: keeping or closing a socket is synchronous); it returns False,
+  doing nothing, when ``aclose()`` must be awaited (httpx). Cancelling 10,000
+  streams then costs no cancel scope per stream to close them.
 * ``await transport.aclose()`` closes the pool; later ``open`` calls raise
   :class:`~tokstream.ClientClosedError`.
 """
@@ -110,6 +114,10 @@ class StreamResponse(Protocol):
 
     async def aclose(self) -> None:
         """Release the connection: reuse it if the body was read to its end, else close it."""
+        ...
+
+    def release_nowait(self) -> bool:
+        """Release the connection now if that needs no I/O; return whether it did."""
         ...
 
 
