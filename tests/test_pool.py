@@ -13,7 +13,8 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream._trio._config import Limits
-from tokstream._trio._pool import Connection, ConnectionPool
+from tokstream._trio._connection import Connection, open_connection
+from tokstream._trio._pool import ConnectionPool
 
 
 class Listener:
@@ -36,10 +37,10 @@ class Listener:
         await trio.sleep_forever()
 
     def opener(self) -> object:
-        async def open_stream() -> trio.abc.Stream:
-            return await trio.open_tcp_stream("127.0.0.1", self.port)
+        async def connect() -> Connection:
+            return await open_connection("127.0.0.1", self.port, None)
 
-        return open_stream
+        return connect
 
 
 @pytest.fixture
@@ -168,11 +169,13 @@ async def test_an_idle_connection_the_server_closed_is_not_used(listener: Listen
     pool = make_pool(listener)
     conn = await pool.acquire()
     pool.release(conn, reusable=True)
+    await trio.testing.wait_all_tasks_blocked()  # the server accepted it
     await listener.streams[0].aclose()  # the server closes it while idle
     await trio.testing.wait_all_tasks_blocked()
     await trio.sleep(0.01)
     fresh = await pool.acquire()
     assert fresh is not conn
+    await trio.testing.wait_all_tasks_blocked()
     assert pool.statistics().stale == 1 and listener.accepted == 2
 
 
@@ -197,7 +200,7 @@ async def test_pool_timeout_names_its_limit(autojump_clock: MockClock, listener:
 
 
 async def test_connect_errors_free_their_slot() -> None:
-    async def refuse() -> trio.abc.Stream:
+    async def refuse() -> Connection:
         raise OSError(111, "Connection refused")
 
     pool = ConnectionPool(
@@ -214,7 +217,7 @@ async def test_connect_errors_free_their_slot() -> None:
 
 
 async def test_connect_timeout(autojump_clock: MockClock) -> None:
-    async def hang() -> trio.abc.Stream:
+    async def hang() -> Connection:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 

@@ -11,6 +11,7 @@ socket. The recorded-stream scenarios run over both transports in
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -402,3 +403,78 @@ async def test_closing_the_client_closes_streams_still_reading(replay_server: Re
     assert isinstance(rest[0].error, tokstream.RemoteDisconnected)
     with trio.fail_after(5):
         await replay_server.hangup_event.wait()
+
+
+# -- https ------------------------------------------------------------------------
+
+
+async def test_https_streams_and_keeps_the_connection(nursery: trio.Nursery) -> None:
+    import ssl
+
+    import trustme
+
+    from tokstream._trio._config import StreamConfig
+    from tokstream._trio._http import TrioTransport
+    from tokstream._trio._stream import EventStream, StreamCounters
+    from tokstream.core import CompletionRequest
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    accepted = 0
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        nonlocal accepted
+        accepted += 1
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(buf) < length:
+                    buf += await stream.receive_some(65536)
+                buf = buf[length:]
+                await stream.send_all(CHUNKED)
+        except trio.BrokenResourceError:
+            return
+
+    [listener] = await nursery.start(
+        functools.partial(trio.serve_ssl_over_tcp, host="127.0.0.1"), handler, 0, server_context
+    )
+    port = listener.transport_listener.socket.getsockname()[1]
+    url = f"https://localhost:{port}/v1/completions"
+
+    async def stream_once() -> list[tokstream.Event]:
+        config = StreamConfig(url, "m", tokstream.Timeouts(), 1 << 20)
+        stream = EventStream._create(
+            CompletionRequest.build([1, 2]),
+            config=config,
+            transport=transport,
+            counters=StreamCounters(),
+        )
+        async with stream as events:
+            return [ev async for ev in events]
+
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    limits = tokstream.Limits()
+    transport = TrioTransport(
+        headers={}, timeouts=tokstream.Timeouts(), limits=limits, ssl_context=client_context
+    )
+    for _ in range(2):
+        events = await stream_once()
+        assert isinstance(events[-1], Done) and len(events) == N_TOKENS + 1
+    assert transport.statistics().opened == 1 and accepted == 1
+    await transport.aclose()
+
+    # A certificate the client does not trust (the default context): named as such.
+    transport = TrioTransport(headers={}, timeouts=tokstream.Timeouts(), limits=limits)
+    events = await stream_once()
+    assert len(events) == 1 and isinstance(events[0], Error)
+    assert type(events[0].error) is tokstream.ConnectError
+    assert "CERTIFICATE_VERIFY_FAILED" in str(events[0].error)

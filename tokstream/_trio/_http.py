@@ -60,7 +60,8 @@ from ..core._http11 import (
     encode_head,
 )
 from ._config import Limits, Timeouts
-from ._pool import Connection, ConnectionPool
+from ._connection import Connection, open_connection
+from ._pool import ConnectionPool
 from ._transport import StreamRequest
 
 __all__ = ["READ_SIZE", "READ_SIZE_CROWDED", "TrioResponse", "TrioTransport", "default_ssl_context"]
@@ -74,6 +75,9 @@ With hundreds of fast streams, 64 KiB reads cost a lot of memory (512
 streams x 2,000 tokens peaked at 110 MiB, against 70 MiB with 16 KiB reads)
 and save little CPU (each read still carries about 70 events)."""
 CROWDED = 16
+
+# What a connection's I/O raises when it breaks (mapped by phase, never by message).
+_BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 # Headers whose values framing depends on: tokstream writes them, never the caller.
 _RESERVED = frozenset(("content-length", "transfer-encoding", "connection", "accept-encoding"))
@@ -125,7 +129,6 @@ class TrioResponse:
         "_read_size",
         "_reader",
         "_request",
-        "_stream",
         "headers",
         "sent_at",
         "status",
@@ -150,7 +153,6 @@ class TrioResponse:
         self.headers = headers
         self.sent_at = sent_at
         self._conn: Connection | None = conn
-        self._stream = conn.stream
         self._pool = pool
         self._keep_alive = keep_alive
         self._reader = reader
@@ -173,25 +175,22 @@ class TrioResponse:
             body = self._feed(buffered)
             if body:
                 return body
-        stream = self._stream
+        conn = self._conn
+        if conn is None:
+            raise self._broken(trio.ClosedResourceError("the response was closed"))
         size = self._read_size
-        data: bytes | bytearray
         while not reader.done:
             try:
-                if deadline == math.inf:
-                    data = await stream.receive_some(size)
-                else:
-                    with trio.CancelScope(deadline=deadline) as scope:
-                        data = await stream.receive_some(size)
-                    if scope.cancelled_caught:
-                        return None
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                data = await conn.receive(size, deadline)
+            except _BROKEN as exc:
                 raise self._broken(exc) from None
+            if data is None:
+                return None
             if not data:
                 if reader.end_of_input():
                     break
                 raise self._broken(None)
-            body = self._feed(data if type(data) is bytes else bytes(data))
+            body = self._feed(data)
             if body:
                 return body
         return b""
@@ -351,12 +350,11 @@ class TrioTransport:
         head_timeout: float,
         retry: bool,
     ) -> TrioResponse | None:
-        stream = conn.stream
         write = self._timeouts.write
         try:
             with trio.move_on_after(write if write is not None else math.inf) as scope:
-                await stream.send_all(payload)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                await conn.send_all(payload)
+        except _BROKEN as exc:
             if retry:
                 raise _Stale from None
             raise _no_response(request, _describe(exc)) from None
@@ -368,11 +366,10 @@ class TrioTransport:
         got_bytes = False
         while True:
             try:
-                with trio.CancelScope(deadline=deadline) as scope:
-                    data = await stream.receive_some(READ_SIZE)
-                if scope.cancelled_caught:
+                data = await conn.receive(READ_SIZE, deadline)
+                if data is None:
                     return None
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except _BROKEN as exc:
                 if retry and not got_bytes:
                     raise _Stale from None
                 raise _no_response(request, _describe(exc)) from None
@@ -382,7 +379,7 @@ class TrioTransport:
                 raise _no_response(request, "the server closed the connection without a response")
             got_bytes = True
             try:
-                parsed = parser.feed(bytes(data))
+                parsed = parser.feed(data)
                 if parsed is None:
                     continue
                 head, rest = parsed
@@ -444,17 +441,8 @@ class _Opener:
         self.port = port
         self.context = context
 
-    async def __call__(self) -> trio.abc.Stream:
-        tcp = await trio.open_tcp_stream(self.host, self.port)
-        if self.context is None:
-            return tcp
-        tls = trio.SSLStream(tcp, self.context, server_hostname=self.host, https_compatible=True)
-        try:
-            await tls.do_handshake()
-        except BaseException:
-            tcp.socket.close()
-            raise
-        return tls
+    async def __call__(self) -> Connection:
+        return await open_connection(self.host, self.port, self.context)
 
 
 class _Stale(Exception):

@@ -26,7 +26,8 @@ Theory of operation:
 
 The pool knows nothing of HTTP; the transport (``_http.py``) decides whether a
 connection can be reused, and retries a request once if a kept-alive
-connection turns out to be stale.
+connection turns out to be stale. A connection's socket I/O is
+``_connection.py``.
 """
 
 from __future__ import annotations
@@ -43,51 +44,20 @@ import trio
 from .._exceptions import ClientClosedError, ConnectError, ConnectTimeout, PoolTimeout
 from .._statistics import PoolStatistics
 from ._config import Limits
+from ._connection import Connection
 
 __all__ = ["Connection", "ConnectionPool", "Opener"]
 
-Opener = Callable[[], Awaitable[trio.abc.Stream]]
-"""Opens one connection's stream (TCP, and TLS for https); raises ``OSError`` /
+Opener = Callable[[], Awaitable[Connection]]
+"""Opens one connection (TCP, and TLS for https); raises ``OSError`` /
 ``trio.BrokenResourceError`` (TLS) on failure."""
-
-
-class Connection:
-    """One open connection: its trio stream, the socket under it, and its history.
-
-    Attributes:
-        stream: The byte stream (a ``trio.SocketStream``, or a
-            ``trio.SSLStream`` over one).
-        requests: Requests sent on it so far.
-        idle_since: When it was last put in the idle deque (trio time).
-    """
-
-    __slots__ = ("_socket", "idle_since", "requests", "stream")
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-        assert isinstance(inner, trio.SocketStream)
-        self._socket = inner.socket
-        self.requests = 0
-        self.idle_since = 0.0
-
-    def close(self) -> None:
-        """Close the socket now (forcefully: no TLS close_notify); idempotent."""
-        self._socket.close()
-
-    def is_readable(self) -> bool:
-        """Whether the socket has bytes or an EOF waiting (for an idle connection: stale)."""
-        try:
-            return self._socket.is_readable()
-        except (OSError, ValueError):  # closed underneath us
-            return True
 
 
 class ConnectionPool:
     """The connections to one origin (see the module docs).
 
     Args:
-        opener: Opens one connection's stream.
+        opener: Opens one connection.
         limits: The pool's limits.
         connect_timeout: Seconds to open a connection (``None``: no limit).
         pool_timeout: Seconds to wait for a free connection (``None``: no limit).
@@ -291,7 +261,7 @@ class ConnectionPool:
     async def _open(self, where: str) -> Connection:
         try:
             with trio.move_on_after(self._connect_timeout) as scope:
-                stream = await self._opener()
+                conn = await self._opener()
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
             raise ConnectError(
                 f"cannot connect to {where} ({_describe(exc)}); is the vLLM server "
@@ -302,17 +272,13 @@ class ConnectionPool:
                 f"timed out connecting to {where} (connect={self._connect_timeout}s); "
                 "is the server up and reachable? raise Timeouts.connect if it is slow to accept"
             )
-        self._check_open_after_connect(stream)
+        if self._closed:
+            conn.close()
+            raise self._closed_error()
         self._opened += 1
-        conn = Connection(stream)
         conn.requests = 1
         self._active.add(conn)
         return conn
-
-    def _check_open_after_connect(self, stream: trio.abc.Stream) -> None:
-        if self._closed:
-            Connection(stream).close()
-            raise self._closed_error()
 
     def _free_slot(self) -> None:
         """A reserved or open slot is gone: give it to the first waiter, or drop it."""
