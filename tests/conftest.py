@@ -57,7 +57,7 @@ def tiny_model_dir() -> Path:
     """The tiny Qwen3 model dir (real Qwen tokenizer.json); built once, no vLLM needed."""
     from tokstream.testing import ensure_model
 
-    return ensure_model(VLLM_HOME / "tiny-qwen")
+    return ensure_model(VLLM_HOME)
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +78,7 @@ def vllm_server_serial(tiny_model_dir: Path) -> Iterator[VLLMServer]:
     yield from _serve(
         tiny_model_dir,
         "pytest-vllm-serial.log",
-        max_num_seqs=1,
-        extra_args=("--max-logprobs", "1000"),
+        extra_args=("--max-num-seqs", "1", "--max-logprobs", "1000"),
     )
 
 
@@ -87,7 +86,7 @@ def _serve(model_dir: Path, log_name: str, **options: Any) -> Iterator[VLLMServe
     from tokstream.testing import ServerStartError, VLLMServer
 
     log_path = VLLM_HOME / "logs" / log_name
-    server = VLLMServer(venv=VLLM_HOME / "venv", model_dir=model_dir, log_path=log_path, **options)
+    server = VLLMServer(home=VLLM_HOME, log_path=log_path, **options)
     try:
         server.start()
     except ServerStartError as exc:

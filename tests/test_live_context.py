@@ -190,7 +190,7 @@ def test_multi_turn_example_runs(vllm_server: VLLMServer, tiny_model_dir: Path) 
     out = io.StringIO()
     with redirect_stdout(out):
         code = example.main(
-            ["--base-url", vllm_server.base_url, "--model-dir", str(tiny_model_dir)]
+            ["--base-url", vllm_server.base_url, "--tokenizer", str(tiny_model_dir)]
         )
     text = out.getvalue()
     assert code == 0, text
