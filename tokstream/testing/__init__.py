@@ -1,4 +1,4 @@
-"""tokstream.testing: test your own agents against a real vLLM, on a CPU.
+"""tokstream.testing: test your own agents against a real vLLM, on a CPU, or a replay.
 
 Nothing here is needed to use tokstream, and ``import tokstream`` does not
 import it. It is the kit tokstream's own tests use.
@@ -30,6 +30,19 @@ the IDs you choose with a structured-output grammar::
                              extra_body=forcing_body(ids)) as events: ...
 
 The stream ends with ``<|im_end|>`` (:data:`IM_END_ID`) after the forced IDs.
+
+**Replay recorded streams, without vLLM.** :class:`ReplayServer` serves
+``.sse`` recordings from a directory over a real loopback socket, event by
+event, or with faults (stalls, drops, garbage, error statuses); the scenario
+is part of the URL::
+
+    async with open_replay_server("tests/recordings") as server:
+        async with tokstream.Client(server.url("stall=my_stream,3"), model="m") as c: ...
+
+**pytest.** ``pytest_plugins = ["tokstream.testing.pytest_plugin"]`` in your
+top-level ``conftest.py`` gives you the ``vllm_server`` (one per session),
+``tiny_model_dir`` and ``replay_server`` fixtures; see
+:mod:`tokstream.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from ._model import (
     ModelBuildError,
     ensure_model,
 )
+from ._replay import ReceivedRequest, ReplayServer, open_replay_server
 from ._server import ServerStartError, VLLMServer
 
 __all__ = [
@@ -56,6 +70,8 @@ __all__ = [
     "IM_START_ID",
     "InstallError",
     "ModelBuildError",
+    "ReceivedRequest",
+    "ReplayServer",
     "ServerStartError",
     "SetupError",
     "THINK_END_ID",
@@ -66,4 +82,5 @@ __all__ = [
     "ensure_model",
     "ensure_vllm",
     "forcing_body",
+    "open_replay_server",
 ]
