@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +32,6 @@ from tokstream.testing import (
     VLLMServer,
     forcing_body,
 )
-from tokstream.testing._server import process_family
 
 pytestmark = pytest.mark.vllm
 
@@ -513,41 +508,3 @@ async def test_models_and_health(vllm_server: VLLMServer) -> None:
         nobody = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"  # bound, not listening
         async with tokstream.Client(nobody, model="tiny-qwen", timeouts=TIMEOUTS) as client:
             assert await client.health() is False
-
-
-# -- the demo ------------------------------------------------------------------------
-
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
-
-
-def test_demo_starts_and_stops_its_own_server() -> None:
-    # `make demo`'s own path: no --base-url, so the demo starts a second tiny server,
-    # runs the turns and must stop that server with every process it spawned.
-    proc = subprocess.run(
-        [sys.executable, str(DEMO)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=DEMO.parent.parent,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "demo: all checks passed" in proc.stdout
-    assert "echo verified     yes" in proc.stdout
-    started = re.search(r"server: starting vLLM on 127\.0\.0\.1:\d+ \(PID (\d+),", proc.stderr)
-    assert started, proc.stderr
-    pid = int(started.group(1))
-    assert re.search(r"server: ready on http://127\.0\.0\.1:\d+/v1 in ", proc.stderr)
-    assert f"server: stopping PID {pid}" in proc.stderr
-    assert f"server: stopped PID {pid}" in proc.stderr
-    # No live process is left in the server's session, nor below it, the moment the
-    # demo has exited; and once init has reaped any zombie, the group is empty.
-    assert process_family(pid) == {}
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, f"process group {pid} outlived the demo"
-        time.sleep(0.1)
