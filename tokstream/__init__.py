@@ -46,6 +46,7 @@ from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
 from .core.parser import (
+    NEED_TOKENS,
     ParseEvent,
     Reply,
     ReplySegment,
@@ -53,7 +54,7 @@ from .core.parser import (
     TextDelta,
     ThinkingDelta,
     ToolCall,
-    ToolCallStarted,
+    ToolCallOpened,
     ToolCallStatus,
     parse_output,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "Limits",
     "Message",
     "ModelInfo",
+    "NEED_TOKENS",
     "NotFoundError",
     "OutputError",
     "ParseEvent",
@@ -171,7 +173,7 @@ __all__ = [
     "TokstreamError",
     "ToolCall",
     "ToolCallChannel",
-    "ToolCallStarted",
+    "ToolCallOpened",
     "ToolCallStatus",
     "ToolResult",
     "ToolStarted",
