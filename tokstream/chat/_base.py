@@ -2,7 +2,7 @@
 
 A :class:`ChatFormat` turns one message at a time into a :class:`Rendering`: a
 short list of :class:`Segment` (a leaf kind plus its exact text). The context
-tree (``tokstream._context``) tokenizes a message's segments **once**, as one
+tree (``tokstream.context``) tokenizes a message's segments **once**, as one
 string, and splits the IDs back into leaves where token boundaries allow, so
 the IDs equal what the model's chat template gives when it renders the whole
 conversation (for families whose messages start and end at special tokens).

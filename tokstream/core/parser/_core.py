@@ -82,11 +82,15 @@ token that produced events, so a consumer that acts on a
 is parsed; the batch resumes on the next :meth:`~ResponseParser.next_event`.
 A segment takes IDs and logprobs out of its tokens once, when it closes.
 
-Layout: this module has the public API and the loop; state changes, segment
-closing and deltas are in ``_assembler`` (a :class:`ReplyAssembler` the parser
-owns), text-tag matching with hold-back in ``_holdback`` (a
-:class:`HoldBackScanner` the parser owns), and the compiled tag tables in
-``_tags``.
+Errors. Malformed model output never raises: it is a call's status, or
+``Reply.thinking_unterminated``. Bad arguments raise
+:class:`~tokstream.InvalidRequest`. Using the parser out of order (tokens after
+:meth:`~ResponseParser.end_of_reply`, ending twice) is a bug in the caller and
+raises ``RuntimeError``.
+
+Layout: this module has the public API and the loop. The parser owns a
+``ReplyAssembler`` (``_assembler``: state changes, segment closing, deltas) and
+a ``HoldBackScanner`` (``_holdback``: text tags); ``_tags`` compiles the tables.
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ from ._events import (
 from ._format import ReplyFormat, get_reply_format
 from ._holdback import HoldBackScanner
 from ._protocols import ParserTokenizer, ThinkingMode
-from ._segments import Item, Scored, item_ids
+from ._segments import Item, id_items, item_ids
 from ._tags import KIND, STOP, TEXT, THINK, compile_tables
 from ._tools import ToolSpecs, normalise_tools
 
@@ -293,17 +297,7 @@ class ResponseParser:
             InvalidRequest: ``logprobs`` is not the same length as ``ids``.
             RuntimeError: :meth:`end_of_reply` was already called.
         """
-        id_list = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
-        items: Iterable[Item] = id_list
-        by_id = True
-        if logprobs is not None:
-            lp_list = logprobs.tolist() if isinstance(logprobs, np.ndarray) else list(logprobs)
-            if len(lp_list) != len(id_list):
-                raise InvalidRequest(
-                    "logprobs", f"{len(lp_list)} values", f"need one per token ID ({len(id_list)})"
-                )
-            items = list(map(Scored._make, zip(id_list, lp_list, strict=True)))
-            by_id = False
+        items, by_id = id_items(ids, logprobs)
         if self._ending:
             raise RuntimeError("ResponseParser: IDs received after end_of_reply()")
         self._pending.append((iter(items), by_id))

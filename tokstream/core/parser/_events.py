@@ -192,8 +192,11 @@ class ToolCall:
 class ReplySegment:
     """One leaf of a reply: a run of tokens of one kind, with their exact IDs.
 
-    The segments of a reply, in order, partition its token IDs: concatenating
-    their ``ids`` gives exactly the streamed IDs.
+    The parser emits each segment as an event the moment it closes, in stream
+    order; a context tree grows one leaf per segment
+    (``ReplyBuilder.add_segment``). The segments of a reply, in order,
+    partition its token IDs: concatenating their ``ids`` gives exactly the
+    streamed IDs.
 
     Attributes:
         kind: ``"thinking"`` (a ``<think>`` block, tags included), ``"text"``

@@ -9,14 +9,16 @@ the items, and numpy arrays built, once, when the segment closes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import NamedTuple, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from ..._exceptions import InvalidRequest
 from ._events import ReplySegment, SegmentKind
 
-__all__ = ["Item", "OpenSegment", "Scored", "freeze_ids", "item_ids"]
+__all__ = ["Item", "OpenSegment", "Scored", "freeze_ids", "id_items", "item_ids"]
 
 
 class _HasLogprob(Protocol):
@@ -38,6 +40,29 @@ class Scored(NamedTuple):
 Item: TypeAlias = int | _HasLogprob
 """A received token: an ID (``receive_ids`` without logprobs), or an object with
 ``id`` and ``logprob`` (a ``Token``, or :class:`Scored`)."""
+
+
+def id_items(
+    ids: Iterable[int] | npt.NDArray[np.integer],
+    logprobs: Iterable[float | None] | npt.NDArray[np.floating] | None,
+) -> tuple[list[int] | list[Scored], bool]:
+    """IDs (and logprobs) as loop items: ``(items, by_id)``.
+
+    Without logprobs the items are the IDs themselves (``by_id``); with them,
+    :class:`Scored` pairs.
+
+    Raises:
+        InvalidRequest: ``logprobs`` is not the same length as ``ids``.
+    """
+    id_list = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
+    if logprobs is None:
+        return id_list, True
+    lps = logprobs.tolist() if isinstance(logprobs, np.ndarray) else list(logprobs)
+    if len(lps) != len(id_list):
+        raise InvalidRequest(
+            "logprobs", f"{len(lps)} values", f"need one per token ID ({len(id_list)})"
+        )
+    return list(map(Scored._make, zip(id_list, lps, strict=True))), False
 
 
 def freeze_ids(ids: list[int]) -> npt.NDArray[np.int32]:
