@@ -173,7 +173,6 @@ class ReplyHandle(metaclass=NoPublicConstructor):
         self._error: BaseException | None = None
         self._retrieved = False
         self._cancelled = False
-        self._crashed = False
 
     @property
     def finished(self) -> bool:
@@ -243,7 +242,6 @@ class ReplyHandle(metaclass=NoPublicConstructor):
             raise
         except BaseException as exc:
             # A bug (parser, callback): it belongs to the nursery, not the handle.
-            self._crashed = True
             crash = RuntimeError(f"the reply's reader task crashed with {exc!r}")
             crash.__cause__ = exc
             self._fail(crash)
