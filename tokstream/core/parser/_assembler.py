@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
+import numpy.typing as npt
+
 from ._events import (
     ParseEvent,
     Reply,
@@ -195,9 +198,20 @@ class ReplyAssembler:
             content="".join(self.content),
             tool_calls=tuple(self._calls),
             segments=tuple(self._segments),
-            token_ids=freeze_ids([int(i) for seg in self._segments for i in seg.ids]),
+            token_ids=self.closed_ids(),
             thinking_unterminated=self._thinking_unterminated,
         )
+
+    def closed_ids(self) -> npt.NDArray[np.int32]:
+        """The IDs of the closed segments, in order (a read-only int32 array)."""
+        segments = self._segments
+        if not segments:
+            return freeze_ids([])
+        ids = (
+            np.concatenate([seg.ids for seg in segments]) if len(segments) > 1 else segments[0].ids
+        )
+        ids.flags.writeable = False
+        return ids
 
     # -- state changes ------------------------------------------------------------------
 

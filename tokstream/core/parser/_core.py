@@ -97,6 +97,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +122,15 @@ from ._tags import KIND, STOP, TEXT, THINK, compile_tables
 from ._tools import ToolSpecs, normalise_tools
 
 __all__ = ["ResponseParser"]
+
+_LoopRefs: TypeAlias = tuple[
+    ReplyAssembler,
+    HoldBackScanner,
+    Callable[[int], "int | None"],
+    Callable[[int], str],
+    str,
+    list[str],
+]
 
 # Deltas are built without the frozen-dataclass __init__ (see _assembler).
 _new = object.__new__
@@ -181,13 +191,13 @@ class ResponseParser:
         "_ended",
         "_ending",
         "_flush_piece",
+        "_loop_refs",
+        "_paused",
         "_pending",
-        "_piece_of",
+        "_queue",
         "_read",
         "_scanner",
         "_tables",
-        "_tag_get",
-        "_trigger",
     )
 
     def __init__(
@@ -213,24 +223,34 @@ class ResponseParser:
             stop_ids=stop_ids,
         )
         self._tables = tables
-        self._tag_get: Callable[[int], int | None] = tables.by_id.get
-        self._trigger = tables.trigger
         detokenizer = tokenizer.detokenizer()
-        self._piece_of: Callable[[int], str] = detokenizer.feed
         self._flush_piece: Callable[[], str] = detokenizer.flush
         self._scanner = HoldBackScanner(tables.trigger)
-        self._read = 0
         self._asm = ReplyAssembler(
             tables,
             reply_format.decode_call,
             normalise_tools(tools),
             THINK if thinking == "open" else TEXT,
         )
+        # What the token loop binds on every call, in one tuple: one load, not six.
+        self._loop_refs: _LoopRefs = (
+            self._asm,
+            self._scanner,
+            tables.by_id.get,
+            detokenizer.feed,
+            tables.trigger,
+            self._asm.delta,
+        )
+        # Received batches not yet parsed; the events of the pull API not yet
+        # returned (_queue from index _read).
         self._pending: deque[tuple[Iterator[Item], bool]] = deque()
+        self._paused = False
+        self._queue: list[ParseEvent] = []
+        self._read = 0
         self._ending = False
         self._ended = False
-        # Tokens received and not parsed, events pulled halfway, or the reply
-        # ending: feed() then takes the general path (one check, not three).
+        # Batches pending, events pulled halfway, or the reply ending: feed()
+        # then takes the general path (one check, not three).
         self._busy = False
 
     # -- what has been parsed --------------------------------------------------------------
@@ -250,9 +270,8 @@ class ResponseParser:
     def token_ids(self) -> npt.NDArray[np.int32]:
         """Every ID parsed so far (a fresh int32 array)."""
         asm = self._asm
-        ids = [int(i) for seg in asm.segments for i in seg.ids]
-        ids += item_ids(asm.cur.items) + self._scanner.held_ids
-        return np.array(ids, dtype=np.int32)
+        rest = np.array(item_ids(asm.cur.items) + self._scanner.held_ids, dtype=np.int32)
+        return np.concatenate([asm.closed_ids(), rest])
 
     @property
     def segments(self) -> tuple[ReplySegment, ...]:
@@ -329,22 +348,22 @@ class ResponseParser:
             last event is the :class:`~tokstream.Reply`; from then on it
             returns :data:`NEED_TOKENS` for good.
         """
-        asm = self._asm
-        while self._read == len(asm.events):
-            if self._read:
-                asm.events = []
-                self._read = 0
+        queue = self._queue
+        while self._read == len(queue):
             pending = self._pending
             if pending:
                 items, by_id = pending[0]
-                if not self._parse(items, by_id, True):
+                self._paused = False
+                queue = self._parse(items, by_id, True)
+                if not self._paused:  # the batch is used up
                     pending.popleft()
             elif self._ending and not self._ended:
-                self._end()
+                queue = self._end()
             else:
-                self._busy = self._ending
+                self._queue, self._read, self._busy = [], 0, self._ending
                 return NEED_TOKENS
-        ev = asm.events[self._read]
+            self._queue, self._read = queue, 0
+        ev = queue[self._read]
         self._read += 1
         return ev
 
@@ -365,11 +384,7 @@ class ResponseParser:
         if self._busy:
             self.receive_tokens(tokens)
             return self._drain()
-        self._parse(tokens, False, False)
-        asm = self._asm
-        events = asm.events
-        asm.events = []
-        return events
+        return self._parse(tokens, False, False)
 
     def feed_ids(
         self,
@@ -415,31 +430,24 @@ class ResponseParser:
     # -- the loop ------------------------------------------------------------------------------
 
     def _drain(self) -> list[ParseEvent]:
+        events = self._queue[self._read :]
         for items, by_id in self._pending:
-            self._parse(items, by_id, False)
+            events += self._parse(items, by_id, False)
         self._pending.clear()
         if self._ending and not self._ended:
-            self._end()
-        asm = self._asm
-        events = asm.events[self._read :]
-        asm.events = []
-        self._read = 0
-        self._busy = self._ending
+            events += self._end()
+        self._queue, self._read, self._busy = [], 0, self._ending
         return events
 
-    def _parse(self, items: Iterable[Item], by_id: bool, stop: bool) -> bool:
+    def _parse(self, items: Iterable[Item], by_id: bool, stop: bool) -> list[ParseEvent]:
         """The token loop. Parse ``items`` (IDs if ``by_id``, else ``Token``-like).
 
-        With ``stop``, return ``True`` right after a token that produced an event,
-        leaving the rest of ``items`` (an iterator) for the next call. Otherwise
-        parse them all, flush the delta and return ``False``.
+        Returns the events produced. With ``stop``, return right after a token
+        that produced one (setting ``_paused``), leaving the rest of ``items``
+        (an iterator) for the next call. Otherwise parse them all and flush the
+        delta.
         """
-        asm = self._asm
-        scanner = self._scanner
-        tag_get = self._tag_get
-        piece_of = self._piece_of
-        trigger = self._trigger
-        delta = asm.delta
+        asm, scanner, tag_get, piece_of, trigger, delta = self._loop_refs
         cur = asm.cur
         hold = scanner.held
         # The hot path: a plain token (no tag ID, no trigger, nothing held back)
@@ -456,7 +464,10 @@ class ResponseParser:
                 self._slow(t, tid, piece, code)
                 cur, hold = asm.cur, scanner.held
                 if stop and asm.events:
-                    return True
+                    self._paused = True
+                    events = asm.events
+                    asm.events = []
+                    return events
         if delta:
             if len(delta) == 1 and asm.state == TEXT and delta[0]:
                 # flush_delta() inlined for live streaming: one piece of content.
@@ -467,7 +478,9 @@ class ResponseParser:
                 asm.events.append(ev)
             else:
                 asm.flush_delta()
-        return False
+        events = asm.events
+        asm.events = []
+        return events
 
     def _slow(self, item: Item, tid: int, piece: str, code: int | None) -> None:
         asm = self._asm
@@ -495,7 +508,7 @@ class ResponseParser:
                 return
             asm.tag(found[0], found[1], index)
 
-    def _end(self) -> None:
+    def _end(self) -> list[ParseEvent]:
         asm = self._asm
         held, toks = self._scanner.release()
         asm.emit(held)
@@ -508,4 +521,7 @@ class ResponseParser:
             asm.cur.pieces[-1] += tail
         asm.close_all()
         self._ended = True
-        asm.events.append(asm.reply())
+        events = asm.events
+        events.append(asm.reply())
+        asm.events = []
+        return events
