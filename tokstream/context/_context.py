@@ -75,6 +75,10 @@ class Context:
         chat_format: A :class:`~tokstream.chat.ChatFormat`, a registered format
             name, or ``None`` to detect it from the tokenizer.
 
+    Raises:
+        InvalidRequest: ``chat_format`` names no registered format, or none
+            matches the tokenizer.
+
     Example::
 
         ctx = Context(tok)
