@@ -162,7 +162,7 @@ async def run(base_url: str, model: str, tok: Tokenizer) -> bool:
         )
         all_ok &= last_ok
         print(f"final request: echoed context incl. every reply: {ok(last_ok)}")
-    reply = ctx.open_reply
+    reply = ctx.current_reply
     if reply is not None:
         reply.discard()
     sampled = int(ctx.generation_mask().sum())

@@ -68,7 +68,7 @@ def _grow_token_by_token(ctx: Context, tok: Tokenizer, done: Done, thinking: boo
     """Build the reply leaf by leaf, as the response parser does, then finish(done)."""
     opens: dict[int, LeafKind] = {151667: "thinking", 151657: "tool_call"}
     closes = {151668, 151658}
-    reply = ctx.open_reply or ctx.begin_assistant(thinking=thinking)
+    reply = ctx.current_reply or ctx.begin_assistant(thinking=thinking)
     detok = tok.detokenizer()
     state: LeafKind = "text"
     current: LeafKind | None = None  # kind of the leaf being extended; None: start a new one

@@ -48,6 +48,7 @@ from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
 from .core.parser import (
+    NEED_TOKENS,
     ParseEvent,
     Reply,
     ReplySegment,
@@ -55,7 +56,7 @@ from .core.parser import (
     TextDelta,
     ThinkingDelta,
     ToolCall,
-    ToolCallStarted,
+    ToolCallOpened,
     ToolCallStatus,
     parse_output,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "Limits",
     "Message",
     "ModelInfo",
+    "NEED_TOKENS",
     "NotFoundError",
     "OutputError",
     "ParseEvent",
@@ -172,7 +174,7 @@ __all__ = [
     "TokstreamError",
     "ToolCall",
     "ToolCallChannel",
-    "ToolCallStarted",
+    "ToolCallOpened",
     "ToolCallStatus",
     "ToolResult",
     "ToolStarted",
