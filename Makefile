@@ -3,7 +3,7 @@
 #   make test-fast  everything that does not need a live server
 #   make lint       import contracts (import-linter) + ruff + mypy --strict on tokstream/
 #   make demo       a forced agent turn on a tiny CPU vLLM, live: tools run as their calls close
-#   make bench      speed and memory against peers measured in the same run (~13 min;
+#   make bench      speed and memory against peers measured in the same run (~15 min;
 #                   QUICK=1: each scenario small and once, ~1 min; SCENARIOS="tput paced":
 #                   only those; VARIANTS="default transport=httpx": tokstream rows per
 #                   set of Client options). Prints the table, writes .bench/results.md
@@ -56,7 +56,7 @@ stop: venv
 # Benchmarks print numbers and never fail (tests/bench/bench_streams.py says how they
 # measure). The peers come from the `bench` extra; the live row needs the CPU vLLM, the
 # parser figures only the tiny model's tokenizer. Each scenario is its own invocation
-# (the longest, tput, takes about 3.5 min); the last one prints the whole table.
+# (the longest takes about 4 min); the last one prints the whole table.
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ALL   := tput paced conc prompt cancel reuse footprint memory $(if $(QUICK),,live)
 BENCH_RUN   := $(or $(SCENARIOS),$(BENCH_ALL))

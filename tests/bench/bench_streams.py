@@ -43,6 +43,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -160,7 +161,7 @@ CONSUMERS = {
     "paced": (*C.PEERS, "tokstream", "tokstream_channel"),
     "conc": ("floor", "httpx_msgspec", "httpx_sse", "tokstream", "tokstream_channel"),
     "prompt": ("floor", "httpx_msgspec", "openai", "tokstream"),
-    "cancel": ("floor", "httpx_msgspec", "tokstream"),
+    "cancel": ("floor", "tokstream"),  # plain httpx is the transport="httpx" variant
     "reuse": ("httpx_msgspec", "httpx_sse", "openai", "tokstream"),
     "live": ("floor", "tokstream"),
 }
@@ -179,6 +180,7 @@ class Bench:
         self.server_core = cores[0] if pin else None
         self.client_core = cores[1] if pin else None
         self.tokenizer = args.tokenizer or default_tokenizer()
+        self.server_pid: int | None = None
 
     def log(self, msg: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -205,16 +207,19 @@ class Bench:
         return None
 
     def client(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run one client process; add the CPU other processes took meanwhile."""
         job = {**job, "core": self.client_core}
         cmd = [PY, str(HERE / "client_process.py"), json.dumps(job)]
+        before = cpu_snapshot(self.server_pid)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout:.0f} s"}
+        others = others_cores(before, cpu_snapshot(self.server_pid))
         lines = r.stdout.strip().splitlines()
         if r.returncode or not lines:
             return {"error": f"exit {r.returncode}: {r.stderr[-2000:]}"}
-        return json.loads(lines[-1])
+        return {**json.loads(lines[-1]), "others_cores": others}
 
     @contextlib.contextmanager
     def server(self, *variants: str) -> Iterator[Server]:
@@ -224,6 +229,7 @@ class Bench:
         for v in variants:
             cmd += ["--variant", v]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.server_pid = proc.pid
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
@@ -232,6 +238,7 @@ class Bench:
                 raise RuntimeError(f"the loopback server did not start: {line}{proc.stderr.read()}")
             yield Server(int(line.split()[1]))
         finally:
+            self.server_pid = None
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -285,6 +292,33 @@ class Server:
             return json.loads(conn.getresponse().read())
         finally:
             conn.close()
+
+
+def cpu_snapshot(server_pid: int | None) -> tuple[float, float, float, float]:
+    """(time, machine-wide user+system CPU s, our reaped children's CPU s, server CPU s)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        user, nice, system = (int(x) for x in f.readline().split()[1:4])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = 0.0
+    if server_pid is not None:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{server_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            server = (int(fields[11]) + int(fields[12])) / tick
+    mine = children.ru_utime + children.ru_stime
+    return time.monotonic(), (user + nice + system) / tick, mine, server
+
+
+def others_cores(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Cores' worth of CPU that processes other than our client and server used.
+
+    Machine-wide busy time minus the client's (a reaped child) and the server's,
+    over the wall time: about 0 on a quiet machine. Kernel time spent for our
+    loopback traffic outside our processes counts too, so expect a few hundredths.
+    """
+    wall = b[0] - a[0]
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2]) - (b[3] - a[3])) / wall) if wall else 0.0
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -536,7 +570,7 @@ def run_live(b: Bench) -> dict[str, Any]:
                 return {"mode": "single", "consumer": name, "cfg": cfg}
 
             rows = b.interleaved("live", s.live_runs, job, timeout=600)
-    return {"expect_tokens": s.live_tokens, "rows": rows}
+    return {"expect_tokens": s.live_tokens, "rows": rows, "server_unpinned": True}
 
 
 RUNNERS = {

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 MiB = 1024.0
+DISTURBED = 0.2  # other processes' CPU, in cores, above which a run's figures are suspect
 FLOOR, OPENAI, HTTPX = "floor", "openai", "httpx_msgspec"
 PEER_NAMES = {
     "floor": "raw trio socket + own chunked decode + msgspec, batch per read (floor)",
@@ -818,13 +819,24 @@ def _sections(raws: dict[str, Any]) -> list[tuple[str, dict[str, Any], str, Targ
 
 
 def _stamp(raw: dict[str, Any]) -> str:
-    env = raw.get("environment", {})
-    pin = "server on core 0, client on core 1" if raw.get("pinned") else "**not pinned**"
-    load = env.get("load_avg")
-    load_s = f", load average {load[0]:.2f}" if load else ""
+    others = [r["others_cores"] for r in raw.get("rows", []) if "others_cores" in r]
+    busy = ""
+    if others:
+        worst = max(others)
+        if raw.get("server_unpinned"):
+            flag = ", the vLLM server's included"
+        else:
+            flag = " (**disturbed**)" if worst > DISTURBED else ""
+        busy = f", other processes' CPU {median(others):.2f} cores (max {worst:.2f}){flag}"
+    if not raw.get("pinned"):
+        pin = "**not pinned**"
+    elif raw.get("server_unpinned"):
+        pin = "client on core 1, server unpinned"
+    else:
+        pin = "server on core 0, client on core 1"
     return (
         f"*{raw.get('started', '?')}, scale `{raw.get('scale', '?')}`, "
-        f"{raw.get('seconds', '?')} s, {pin}{load_s}.*"
+        f"{raw.get('seconds', '?')} s, {pin}{busy}.*"
     )
 
 
