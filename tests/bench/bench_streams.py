@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -256,9 +256,14 @@ class Bench:
         }
 
     def interleaved(
-        self, scenario: str, runs: int, job_for: Any, timeout: float
+        self, scenario: str, runs: int, job_for: Callable[..., Any], timeout: float = 0
     ) -> list[dict[str, Any]]:
-        """Run every consumer once per round, round after round; one row per run."""
+        """Run every consumer once per round, round after round; one row per run.
+
+        ``job_for(consumer, options, run)`` returns a client job (run in a fresh
+        process with ``timeout``), or a callable that runs it and returns the row
+        (for scenarios that ask the server before and after).
+        """
         rows = []
         todo = self.consumers(scenario)
         for r in range(runs):
@@ -271,10 +276,9 @@ class Bench:
                     continue
                 self.log(f"{scenario} run {r + 1}/{runs}: {label}")
                 t0 = time.monotonic()
-                res = job_for(name, options, r)
-                if res is not None:
-                    res = self.client(res, timeout) if isinstance(res, dict) else res()
-                    rows.append({**row, **res, "process_s": time.monotonic() - t0})
+                job = job_for(name, options, r)
+                res = self.client(job, timeout) if isinstance(job, dict) else job()
+                rows.append({**row, **res, "process_s": time.monotonic() - t0})
         return rows
 
 
@@ -392,7 +396,7 @@ def run_paced(b: Bench) -> dict[str, Any]:
 
             return go
 
-        rows = b.interleaved("paced", s.paced_runs, job, timeout=0)
+        rows = b.interleaved("paced", s.paced_runs, job)
     return {
         "expect_tokens": tokens,
         "streams": s.paced_streams,
@@ -490,7 +494,7 @@ def run_reuse(b: Bench) -> dict[str, Any]:
 
             return go
 
-        rows = b.interleaved("reuse", 1, job, timeout=0)
+        rows = b.interleaved("reuse", 1, job)
     return {"expect_tokens": 16, "streams": s.reuse_streams, "rows": rows}
 
 
