@@ -548,18 +548,18 @@ def run_live(b: Bench) -> dict[str, Any]:
     """11. Sanity: the live CPU vLLM (tiny model, greedy, ignore_eos)."""
     s = b.scale
     try:
-        from tokstream.testing import VLLMServer, default_home, is_installed
+        from tokstream.testing import VLLMServer
     except ImportError as exc:
         return {"skipped": f"tokstream.testing is not importable: {exc}", "rows": []}
-    home = default_home()
-    venv, model_dir = home / "venv", home / "tiny-qwen"
-    if not is_installed(venv):
-        return {"skipped": f"no vLLM in {venv}: run `make vllm`", "rows": []}
     b.log(f"live: waiting for {LIVE_LOCK}, then starting the CPU vLLM (30-60 s)")
     with open(LIVE_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        log_path = home / "logs" / "bench-vllm.log"
-        with VLLMServer(venv=venv, model_dir=model_dir, log_path=log_path) as server:
+        server = VLLMServer()  # $TOKSTREAM_VLLM_HOME or ./.vllm, as `make vllm` installs
+        try:
+            server.start()
+        except Exception as exc:  # not installed, or it would not start: say so, go on
+            return {"skipped": f"no live vLLM (run `make vllm`): {exc}"[:500], "rows": []}
+        try:
             # Qwen chat framing of "Hello", then the assistant's turn.
             prompt = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
 
@@ -574,6 +574,8 @@ def run_live(b: Bench) -> dict[str, Any]:
                 return {"mode": "single", "consumer": name, "cfg": cfg}
 
             rows = b.interleaved("live", s.live_runs, job, timeout=600)
+        finally:
+            server.stop()
     return {"expect_tokens": s.live_tokens, "rows": rows, "server_unpinned": True}
 
 
