@@ -3,7 +3,10 @@
 #   make test-fast  everything that does not need a live server
 #   make lint       import contracts (import-linter) + ruff + mypy --strict on tokstream/
 #   make demo       a forced agent turn on a tiny CPU vLLM, live: tools run as their calls close
-#   make bench      speed and memory, as ratios against peers measured in the same run
+#   make bench      speed and memory against peers measured in the same run (~15 min;
+#                   QUICK=1: each scenario small and once, ~1 min; SCENARIOS="tput paced":
+#                   only those; VARIANTS="default transport=httpx": tokstream rows per
+#                   set of Client options). Prints the table, writes .bench/results.md
 #   make serve      start the tiny CPU vLLM in the background (PORT=N, else a free port);
 #                   prints its URL and PID, then returns
 #   make stop       stop a server `make serve` started, with its children: make stop PID=N
@@ -50,11 +53,29 @@ stop: venv
 	@test -n "$(PID)" || { echo "usage: make stop PID=N (the PID that make serve printed)" >&2; exit 2; }
 	$(BIN)/python -m tokstream.testing stop $(PID) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
-# Benchmarks print numbers and never fail. The parser's needs only the tiny model's tokenizer.
-bench: venv
+# Benchmarks print numbers and never fail (tests/bench/bench_streams.py says how they
+# measure). The peers come from the `bench` extra; the live row needs the CPU vLLM, the
+# parser figures only the tiny model's tokenizer. Each scenario is its own invocation
+# (the longest takes about 4 min); the last one prints the whole table.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ALL   := tput paced conc prompt cancel reuse footprint memory $(if $(QUICK),,live)
+BENCH_RUN   := $(or $(SCENARIOS),$(BENCH_ALL))
+BENCH_ARGS  := --scale $(if $(QUICK),quick,full) $(foreach v,$(VARIANTS),--variant $(v))
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 2>&1 | { grep -v 'is ignored' || true; }
+	@touch $@
+
+bench: $(BENCH_STAMP) $(if $(filter live,$(BENCH_RUN)),vllm)
 	$(BIN)/python -m tokstream.testing model
-	$(BIN)/python tests/bench/bench_core.py
-	$(BIN)/python tests/bench/bench_parser.py --tokenizer .vllm/tiny-qwen
+	@mkdir -p .bench
+	$(BIN)/python tests/bench/bench_core.py | tee .bench/core.md
+	$(BIN)/python tests/bench/bench_parser.py --tokenizer "$${TOKSTREAM_VLLM_HOME:-.vllm}/tiny-qwen" | tee .bench/parser.txt
+	$(if $(SCENARIOS),,rm -rf .bench/raw)
+	@for s in $(BENCH_RUN); do \
+	  $(BIN)/python tests/bench/bench_streams.py $(BENCH_ARGS) --scenarios $$s > /dev/null || exit 1; \
+	done
+	$(BIN)/python tests/bench/bench_streams.py --report-only
 
 lint: venv
 	$(BIN)/lint-imports
