@@ -460,3 +460,24 @@ def test_make_cluster_then_make_stop_leaves_nothing(fake_home: Path) -> None:
     assert not list((fake_home / "clusters").glob("*.json"))
     assert not list((fake_home / "servers").glob("*.json"))
     assert "nothing left" in stopped.stderr
+
+
+def test_the_cluster_fixture_fails_and_never_skips_when_it_cannot_start(tmp_path: Path) -> None:
+    # A user's project whose kit home has no vLLM: the test errors with the reason.
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tokstream.testing.pytest_plugin"]\n')
+    (tmp_path / "test_user.py").write_text(
+        "def test_routed(vllm_cluster):\n    raise AssertionError('unreachable')\n"
+    )
+    home = tmp_path / "home"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKSTREAM_VLLM_HOME": str(home)},
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 error" in proc.stdout and "skipped" not in proc.stdout, proc.stdout
+    assert "the live VLLMCluster could not start (try `make vllm router`)" in proc.stdout
+    assert "no vLLM venv in" in proc.stdout
