@@ -9,8 +9,12 @@
 #                   set of Client options). Prints the table, writes .bench/results.md
 #   make serve      start the tiny CPU vLLM in the background (PORT=N, else a free port);
 #                   prints its URL and PID, then returns
-#   make stop       stop a server `make serve` started, with its children: make stop PID=N
+#   make cluster    start N tiny CPU vLLMs (N=2 unless given) and vllm-router in front of
+#                   them (PORT=P for the router); prints the router URL and every PID, returns
+#   make stop       stop everything `make serve` and `make cluster` started, each by PID with
+#                   its children; PID=N stops one server, or one cluster by its router's PID
 #                   (SIGTERM, then SIGKILL after TIMEOUT seconds, default 20)
+#   make router     install vllm-router (~130 MB) into .vllm/router
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
@@ -18,7 +22,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv vllm test test-fast lint demo bench serve stop clean
+.PHONY: venv vllm router test test-fast lint demo bench serve cluster stop clean
 
 venv: $(STAMP)
 
@@ -33,10 +37,15 @@ vllm: venv
 	$(BIN)/python -m tokstream.testing install
 	$(BIN)/python -m tokstream.testing model
 
-test: venv vllm
+# vllm-router (a Rust binary on PyPI, ~130 MB and 10 s the first time) in its own venv
+router: venv
+	$(BIN)/python -m tokstream.testing install-router
+
+test: venv vllm router
 	$(BIN)/python -m pytest
 
-test-fast: venv
+# The router's own tests run it in front of replay servers: no vLLM, but the binary.
+test-fast: venv router
 	$(BIN)/python -m pytest -m "not vllm"
 
 demo: venv vllm
@@ -49,9 +58,16 @@ serve: venv vllm
 	  "$${TOKSTREAM_VLLM_HOME:-.vllm}/servers/$$pid.json") && \
 	echo "serve: $$url PID $$pid (stop it with: make stop PID=$$pid)"
 
+# `cluster` returns once the router answers; replicas and router keep running, each in its
+# own session. The CLI prints "router|backend-I URL PID N" lines.
+cluster: venv vllm router
+	@out=$$($(BIN)/python -m tokstream.testing cluster $(if $(N),-n $(N)) $(if $(PORT),--port $(PORT))) && \
+	echo "$$out" | sed 's/^/cluster: /' && \
+	pid=$$(echo "$$out" | awk '$$1 == "router" {print $$4}') && \
+	echo "cluster: stop it with: make stop PID=$$pid (or make stop, for everything)"
+
 stop: venv
-	@test -n "$(PID)" || { echo "usage: make stop PID=N (the PID that make serve printed)" >&2; exit 2; }
-	$(BIN)/python -m tokstream.testing stop $(PID) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	$(BIN)/python -m tokstream.testing stop $(if $(PID),$(PID),--all) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 # Benchmarks print numbers and never fail (tests/bench/bench_streams.py says how they
 # measure). The peers come from the `bench` extra; the live row needs the CPU vLLM, the
