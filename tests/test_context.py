@@ -263,7 +263,7 @@ def test_growth_is_amortised_and_prompt_ids_is_a_view(tok: Tokenizer) -> None:
 def test_reply_builder_grows_leaf_by_leaf(tok: Tokenizer) -> None:
     ctx = started(tok)
     reply = ctx.begin_assistant()
-    assert ctx.open_reply is reply
+    assert ctx.current_reply is reply
     leaf = reply.add_leaf("text", [9707], "Hello", [-0.25])
     reply.extend_leaf(1879, " world", -0.5)
     reply.extend_leaf([0, 13], None)  # text derived from IDs
@@ -274,7 +274,7 @@ def test_reply_builder_grows_leaf_by_leaf(tok: Tokenizer) -> None:
     reply.add_leaf("stop", IM_END)
     assert reply.sampled_ids.tolist() == [9707, 1879, 0, 13, IM_END]
     msg = reply.finish(done([9707, 1879, 0, 13, IM_END]))
-    assert not reply.is_open and ctx.open_reply is None
+    assert not reply.is_open and ctx.current_reply is None
     assert msg.leaves[-1].text == "\n"
     assert reply.sampled_ids.tolist() == [9707, 1879, 0, 13, IM_END]
     with pytest.raises(ContextError, match="closed"):

@@ -10,9 +10,6 @@ the stream's ``Done`` arrives.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,29 +221,3 @@ async def test_live_tool_runs_before_done_two_calls_slow_second(
         "tool",
         "assistant",
     ]
-
-
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
-
-
-def test_demo_is_an_agent_turn(vllm_server: VLLMServer, tiny_model_dir: Path) -> None:
-    argv = [sys.executable, str(DEMO), "--base-url", vllm_server.base_url]
-    argv += ["--model", vllm_server.model, "--tokenizer", str(tiny_model_dir)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"}
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    # The first call closes at token 67; its tool starts right then, mid-stream.
-    assert "> call #0 get_weather(" in out
-    assert "> tool get_weather started at token 67 (the model is still writing)" in out
-    assert "tool ran mid-stream yes" in out
-    assert out.index("> tool get_weather started at token 67") < out.index("  68       198")
-    assert out.index("> tool get_time started at token 87") < out.index("> Done after 88 tokens")
-    assert "turn 2:" in out and "It is sunny and 21 °C in Paris" in out
-    assert "system -> user -> assistant -> tool -> tool -> assistant" in out
-    assert out.count("echo verified     yes") == 2
-    assert "forced IDs exact  yes" in out
-    assert 'tool call: {"name": "get_weather", "arguments": {"city": "Paris"}}' in out
-    assert "  151657  tool" in out and "  151667  think" in out
-    assert "demo: all checks passed" in out

@@ -11,16 +11,18 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tokstream import OutputError, Token
+from tokstream import InvalidRequest, OutputError, Token
 from tokstream._tokenizer import Tokenizer
 from tokstream.context import Context
 from tokstream.core.parser import (
     Reply,
+    ReplyFormat,
+    ReplySegment,
     ResponseParser,
     TextDelta,
     ThinkingDelta,
     ToolCall,
-    ToolCallStarted,
+    ToolCallOpened,
     ToolCallStatus,
     parse_output,
 )
@@ -83,7 +85,7 @@ def test_recorded_streams(
     # The call is reported when its closing tag arrives, before the stop token.
     assert isinstance(events[-1], Reply)
     assert events.index(call) < len(events) - 1
-    started = [e for e in events if isinstance(e, ToolCallStarted)]
+    started = [e for e in events if isinstance(e, ToolCallOpened)]
     assert len(started) == 1 and started[0].index == 0
 
 
@@ -215,7 +217,7 @@ def test_several_calls_text_around_and_between(tok: Tokenizer) -> None:
     ]
     # Events come in stream order: text, call 0, text, call 1, call 2, text.
     order = [
-        type(e).__name__ for e in events if isinstance(e, TextDelta | ToolCall | ToolCallStarted)
+        type(e).__name__ for e in events if isinstance(e, TextDelta | ToolCall | ToolCallOpened)
     ]
     assert order.index("ToolCall") < len(order) - 1 - order[::-1].index("TextDelta")
     first_call = order.index("ToolCall")
@@ -321,7 +323,7 @@ def test_tool_call_ends_thinking_implicitly(tok: Tokenizer) -> None:
     assert not reply.thinking_unterminated
     assert reply.tool_calls[0].ok and reply.content == "done"
     kinds = [type(e).__name__ for e in events]
-    assert kinds.index("ThinkingDelta") < kinds.index("ToolCallStarted")
+    assert kinds.index("ThinkingDelta") < kinds.index("ToolCallOpened")
 
 
 def test_thinking_off_keeps_tags_as_text(tok: Tokenizer) -> None:
@@ -423,12 +425,21 @@ def test_feed_after_finish_raises(tok: Tokenizer) -> None:
 
 
 def test_bad_options(tok: Tokenizer) -> None:
-    with pytest.raises(ValueError, match="tool_format"):
-        ResponseParser(tok, tool_format="xml")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="thinking"):
+    # InvalidRequest names the field; it is also a ValueError, as before.
+    with pytest.raises(InvalidRequest, match="tool_format") as info:
+        ResponseParser(tok, tool_format="xml")
+    assert info.value.field == "tool_format" and isinstance(info.value, ValueError)
+    assert "hermes" in str(info.value) and "qwen3_coder" in str(info.value)
+    with pytest.raises(InvalidRequest, match="thinking"):
         ResponseParser(tok, thinking="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(InvalidRequest, match="name") as info:
         ResponseParser(tok, tools=[{"function": {}}])
+    assert info.value.field == "tools"
+    with pytest.raises(InvalidRequest, match="logprobs") as info:
+        ResponseParser(tok).feed_ids([1, 2], [0.0])
+    assert info.value.field == "logprobs"
+    with pytest.raises(InvalidRequest, match="tool_format"):
+        ResponseParser(tok, reply_format=ReplyFormat("x", (), ()), tool_format="hermes")
 
 
 # -- the context tree -----------------------------------------------------------------------
@@ -443,9 +454,12 @@ def test_grows_the_context_tree_leaf_by_leaf(tok: Tokenizer) -> None:
         "<think>\nok\n</think>\n\nSure." + hermes("get_weather", {"city": "Paris"}) + "<|im_end|>"
     ).tolist()
     seen: list[int] = []
-    parser = ResponseParser(tok, reply=reply, on_segment=lambda s: seen.append(len(ctx)))
+    parser = reply.new_parser()
     for i in ids:
-        parser.feed_ids([i])
+        for ev in parser.feed_ids([i]):
+            if isinstance(ev, ReplySegment):  # a segment event: one more leaf
+                reply.add_segment(ev)
+                seen.append(len(ctx))
     result = parser.finish()[-1]
     assert isinstance(result, Reply)
     # Each leaf was in the tree when its segment completed, before the next.
@@ -541,11 +555,11 @@ def test_equivalence_whole_one_by_one_random_groups(
     opts["match_text"] = match_text
     results: list[tuple[object, ...]] = []
     for grouping in ([len(ids)], None, groups):
-        # Each run also grows a context tree, through reply=.
+        # Each run also grows a context tree from the segment events.
         ctx = Context(tok)
         ctx.add_user("q")
         builder = ctx.begin_assistant()
-        events, reply = run(tok, ids, groups=grouping, via=via, reply=builder, **opts)
+        events, reply = run(tok, ids, groups=grouping, via=via, builder=builder, **opts)
         check_invariants(tok, ids, events)
         builder.finish(ids)
         grown = leaves(ctx)
@@ -554,9 +568,22 @@ def test_equivalence_whole_one_by_one_random_groups(
         results.append((reply, calls(events), text, thought, grown))
     whole, single, grouped = results
     assert whole == single == grouped
-    # The three ways in agree with each other too (feed_ids is the reference).
-    if via != "feed_ids":
-        assert whole[0] == run(tok, ids, groups=[len(ids)], **opts)[1]
+    # The ways in agree with each other too (feed_ids is the reference).
+    reference = run(tok, ids, groups=[len(ids)], **opts)[1]
+    if via == "pull_ids":  # the same, plus a logprob on every segment
+        reply = whole[0]
+        assert isinstance(reply, Reply)
+        assert all(s.logprobs is not None and set(s.logprobs) == {-0.5} for s in reply.segments)
+        assert [(s.kind, s.text, s.ids.tolist()) for s in reply.segments] == [
+            (s.kind, s.text, s.ids.tolist()) for s in reference.segments
+        ]
+        assert (reply.content, reply.reasoning, reply.tool_calls) == (
+            reference.content,
+            reference.reasoning,
+            reference.tool_calls,
+        )
+    elif via != "feed_ids":
+        assert whole[0] == reference
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from tokstream._tokenizer import Tokenizer
 from tokstream.core.parser import ToolCallStatus, parse_output
-from tokstream.core.parser._hermes import parse_hermes
-from tokstream.core.parser._qwen3_coder import convert_value, parse_qwen3_coder
+from tokstream.core.parser._hermes import decode_hermes
+from tokstream.core.parser._qwen3_coder import convert_value, decode_qwen3_coder
 from tokstream.core.parser._tools import normalise_tools
 
 from .parser_helpers import WEATHER_TOOLS, check_invariants, run, spelled
@@ -34,19 +34,19 @@ def coder(name: str, params: list[tuple[str, str]]) -> str:
 
 
 def test_hermes_variants() -> None:
-    assert parse_hermes('{"name": "f", "arguments": {"a": 1}}', None)[:3] == (
+    assert decode_hermes('{"name": "f", "arguments": {"a": 1}}', None)[:3] == (
         "f",
         {"a": 1},
         ToolCallStatus.OK,
     )
-    assert parse_hermes('{"name": "f", "parameters": {"a": 1}}', None)[1] == {"a": 1}
-    assert parse_hermes('{"name": "f", "arguments": "{\\"a\\": 1}"}', None)[1] == {"a": 1}
-    assert parse_hermes('{"name": "f"}', None)[1:3] == ({}, ToolCallStatus.OK)
-    assert parse_hermes('{"name": "f", "arguments": "nope"}', None)[2] is ToolCallStatus.MALFORMED
+    assert decode_hermes('{"name": "f", "parameters": {"a": 1}}', None)[1] == {"a": 1}
+    assert decode_hermes('{"name": "f", "arguments": "{\\"a\\": 1}"}', None)[1] == {"a": 1}
+    assert decode_hermes('{"name": "f"}', None)[1:3] == ({}, ToolCallStatus.OK)
+    assert decode_hermes('{"name": "f", "arguments": "nope"}', None)[2] is ToolCallStatus.MALFORMED
     assert (
-        parse_hermes('{"name": "f", "arguments": {}}', {"g": {}})[2] is ToolCallStatus.UNKNOWN_TOOL
+        decode_hermes('{"name": "f", "arguments": {}}', {"g": {}})[2] is ToolCallStatus.UNKNOWN_TOOL
     )
-    assert parse_hermes('{"name": "f", "arguments": {}}', {"f": {}})[2] is ToolCallStatus.OK
+    assert decode_hermes('{"name": "f", "arguments": {}}', {"f": {}})[2] is ToolCallStatus.OK
 
 
 # -- Qwen3-Coder: markup ----------------------------------------------------------------------
@@ -54,11 +54,11 @@ def test_hermes_variants() -> None:
 
 def test_coder_exactly_one_newline_each_side_is_markup() -> None:
     body = "\n<function=f>\n<parameter=code>\n\n  x = 1\n\n</parameter>\n</function>\n"
-    name, args, status, _ = parse_qwen3_coder(body, None)
+    name, args, status, _ = decode_qwen3_coder(body, None)
     assert (name, status) == ("f", ToolCallStatus.OK)
     assert args == {"code": "\n  x = 1\n"}
     # No newlines at all is fine too.
-    assert parse_qwen3_coder("<function=f><parameter=a>v</parameter></function>", None)[1] == {
+    assert decode_qwen3_coder("<function=f><parameter=a>v</parameter></function>", None)[1] == {
         "a": "v"
     }
 
@@ -66,7 +66,7 @@ def test_coder_exactly_one_newline_each_side_is_markup() -> None:
 def test_coder_literal_end_tag_in_value_is_text() -> None:
     value = 'print("</parameter>")\nx = "</parameter> not structural"'
     body = coder("f", [("code", value), ("b", "2")])
-    _, args, status, _ = parse_qwen3_coder(body, None)
+    _, args, status, _ = decode_qwen3_coder(body, None)
     assert status is ToolCallStatus.OK
     assert args == {"code": value, "b": "2"}
 
@@ -76,12 +76,12 @@ def test_coder_missing_parameter_end() -> None:
         "\n<function=f>\n<parameter=a>\nvalue a\n"
         "<parameter=b>\nvalue b\n</parameter>\n</function>\n"
     )
-    _, args, status, error = parse_qwen3_coder(body, None)
+    _, args, status, error = decode_qwen3_coder(body, None)
     assert status is ToolCallStatus.MISSING_PARAMETER_END
     assert args == {"a": "value a", "b": "value b"}
     assert "'a'" in (error or "")
     body = "\n<function=f>\n<parameter=a>\nlast\n</function>\n"
-    assert parse_qwen3_coder(body, None)[1:3] == (
+    assert decode_qwen3_coder(body, None)[1:3] == (
         {"a": "last"},
         ToolCallStatus.MISSING_PARAMETER_END,
     )
@@ -99,7 +99,7 @@ def test_coder_missing_parameter_end() -> None:
     ],
 )
 def test_coder_malformed(body: str, status: ToolCallStatus) -> None:
-    _, _, got, error = parse_qwen3_coder(body, SCHEMAS)
+    _, _, got, error = decode_qwen3_coder(body, SCHEMAS)
     assert got is status and error
 
 
@@ -127,7 +127,7 @@ def test_coder_malformed(body: str, status: ToolCallStatus) -> None:
 )
 def test_coder_converts_to_schema_type(param: str, text: str, value: Any) -> None:
     body = coder("get_weather", [(param, text)])
-    _, args, status, _ = parse_qwen3_coder(body, SCHEMAS)
+    _, args, status, _ = decode_qwen3_coder(body, SCHEMAS)
     assert status is ToolCallStatus.OK
     assert args == {param: value}
     assert type(args[param]) is type(value)  # type: ignore[index]
@@ -139,7 +139,7 @@ def test_coder_converts_to_schema_type(param: str, text: str, value: Any) -> Non
 )
 def test_coder_bad_value_keeps_string_and_says_so(param: str, text: str) -> None:
     body = coder("get_weather", [(param, text), ("city", "Oslo")])
-    _, args, status, error = parse_qwen3_coder(body, SCHEMAS)
+    _, args, status, error = decode_qwen3_coder(body, SCHEMAS)
     assert status is ToolCallStatus.INVALID_ARGUMENTS
     assert args == {param: text, "city": "Oslo"}
     assert param in (error or "")
@@ -147,7 +147,7 @@ def test_coder_bad_value_keeps_string_and_says_so(param: str, text: str) -> None
 
 def test_coder_without_schema_keeps_strings() -> None:
     body = coder("get_weather", [("days", "3"), ("hourly", "true"), ("options", "{}")])
-    assert parse_qwen3_coder(body, None)[1] == {"days": "3", "hourly": "true", "options": "{}"}
+    assert decode_qwen3_coder(body, None)[1] == {"days": "3", "hourly": "true", "options": "{}"}
 
 
 def test_convert_value_any_of() -> None:
@@ -219,6 +219,6 @@ def test_coder_values_round_trip(values: list[str]) -> None:
                 for i in range(len(f"<parameter=p{k}>\n"), len(f"<parameter=p{k}>\n") + len(v))
             )
         )
-    _, args, status, _ = parse_qwen3_coder(body, None)
+    _, args, status, _ = decode_qwen3_coder(body, None)
     assert status is ToolCallStatus.OK
     assert args == dict(params)

@@ -12,9 +12,12 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
 def quickstart() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    return blocks[0]
+    return python_blocks()[0]
 
 
 def test_readme_names_the_two_commands() -> None:
@@ -36,3 +39,23 @@ def test_quickstart_runs_as_written(vllm_server: object) -> None:
     assert len(lines) == 17, proc.stdout  # 16 tokens (max_tokens) + the Done line
     assert lines[-1].startswith("length Usage(prompt_tokens=9, completion_tokens=16")
     assert "failed" not in proc.stdout
+
+
+def test_testing_kit_replay_snippet_runs_as_written() -> None:
+    # The testing-kit section's snippet: a recorded stream that stalls after 3 events.
+    (code,) = [block for block in python_blocks() if "open_replay_server" in block]
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=README.parent,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "token 151667",
+        "token 198",
+        "token 10393",
+        "StallTimeout [151667, 198, 10393]",
+    ]

@@ -16,10 +16,10 @@ from trio.testing import MockClock
 import tokstream
 from tokstream import Done, Error, Event, InBandError, ProtocolError, Token
 from tokstream._tokenizer import Tokenizer
-from tokstream._trio._reply import open_reply, start_reply
+from tokstream._trio._reply import ReplyHandle, ToolCallChannel, open_reply, start_reply
 from tokstream._trio._turns import ToolResult, ToolStarted, run_agent, run_turn
 from tokstream.context import Context
-from tokstream.core.parser import ResponseParser, ToolCall, ToolCallStatus
+from tokstream.core.parser import ReplySegment, ResponseParser, ToolCall, ToolCallStatus
 
 from .parser_helpers import recorded_events
 from .replay_server import ReplayServer
@@ -163,8 +163,11 @@ async def test_on_event_sees_each_token_then_what_it_completed(tok: Tokenizer) -
     tokens = [e for e in seen if isinstance(e, Token)]
     assert [t.id for t in tokens] == [e.id for e in events if isinstance(e, Token)]
     call = next(k for k, e in enumerate(seen) if isinstance(e, ToolCall))
-    closing = seen[call - 1]
+    # The closing token, then what it completed: the call's segment, the call.
+    segment, closing = seen[call - 1], seen[call - 2]
     assert isinstance(closing, Token) and closing.id == 151658
+    assert isinstance(segment, ReplySegment) and segment.kind == "tool_call"
+    assert segment.ids[-1] == 151658 and segment.tool_call == 0
     assert isinstance(seen[-1], Done) and type(seen[-2]).__name__ == "Reply"
 
 
@@ -344,15 +347,63 @@ async def test_events_ending_without_terminal_are_a_protocol_error(tok: Tokenize
     assert handle.reply is not None and handle.reply.content == "Hello"
 
 
-async def test_parser_callback_error_is_not_lost(tok: Tokenizer) -> None:
+async def test_callback_error_reaches_the_nursery(tok: Tokenizer) -> None:
+    # A callback that raises is a bug: it propagates out of the reader task
+    # into the nursery (not parked in the handle, where the nursery form could
+    # lose it), and the handle ends with a RuntimeError caused by it.
     def bad(ev: object) -> None:
-        raise ValueError("callback broke")
+        if isinstance(ev, ToolCall):
+            raise ValueError("callback broke")  # noqa: TRY004  # noqa: TRY004
 
-    events: list[Event] = [Token(9707), done_for([9707])]
-    async with trio.open_nursery() as nursery:
-        handle = start_reply(nursery, scripted_channel(events), ResponseParser(tok), on_event=bad)
-        with pytest.raises(ValueError, match="callback broke"):
+    ids = tok.encode(hermes("a", {}) + " tail").tolist()
+    events: list[Event] = [*(Token(i) for i in ids), done_for(ids)]
+    for hook in ("on_event", "on_tool_call"):
+        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="callback broke")):
+            async with trio.open_nursery() as nursery:
+                handle = start_reply(
+                    nursery, scripted_channel(events), ResponseParser(tok), **{hook: bad}
+                )
+                await trio.sleep_forever()  # the crash cancels the nursery
+        with pytest.raises(RuntimeError, match="crashed") as info:
             await handle.result()
+        assert isinstance(info.value.__cause__, ValueError)
+        got = []
+        with pytest.raises(RuntimeError, match="crashed"):
+            while True:  # the calls that closed, then the crash
+                got.append(handle.tool_calls.receive_nowait().name)
+        assert got == ([] if hook == "on_event" else ["a"])
+    # The async-with form raises it too, even when nothing awaited result().
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="callback broke")):
+        async with open_reply(scripted_channel(events), ResponseParser(tok), on_event=bad):
+            await trio.sleep_forever()
+
+
+async def test_a_stream_error_is_still_a_value(tok: Tokenizer) -> None:
+    # An Error event is not a bug: the reader task ends normally (the nursery
+    # does not see it) and the handle holds it for result() and tool_calls.
+    err = InBandError("boom", server_message="boom")
+    seen: list[object] = []
+    async with trio.open_nursery() as nursery:
+        handle = start_reply(
+            nursery,
+            scripted_channel([Token(9707), Error(err)]),
+            ResponseParser(tok),
+            on_event=seen.append,
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert handle.finished and not nursery.cancel_scope.cancel_called
+    with pytest.raises(InBandError) as info:
+        await handle.result()
+    assert info.value is err and isinstance(seen[-1], Error)
+    with pytest.raises(InBandError):
+        handle.tool_calls.receive_nowait()
+
+
+def test_handles_have_no_public_constructor(tok: Tokenizer) -> None:
+    with pytest.raises(TypeError, match="no public constructor"):
+        ReplyHandle(ResponseParser(tok), None, None, None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="no public constructor"):
+        ToolCallChannel()
 
 
 async def test_async_iterable_source(tok: Tokenizer) -> None:
@@ -558,7 +609,7 @@ async def test_cancelling_the_turn_cancels_stream_and_tools(
     assert scope.cancelled_caught
     assert "tool start" in log and "tool cancelled" in log
     assert "done" not in log and "stream cancelled" in log
-    assert len(ctx) == before and ctx.open_reply is None
+    assert len(ctx) == before and ctx.current_reply is None
     assert [m.role for m in ctx.messages] == ["user"]
 
 
@@ -583,7 +634,7 @@ async def test_stream_error_cancels_tools_and_raises(
     with pytest.raises(InBandError, match="boom"):
         await run_turn(client, ctx, tools={"hang": hang})
     assert cancelled == [True]
-    assert len(ctx) == before and ctx.open_reply is None
+    assert len(ctx) == before and ctx.current_reply is None
 
 
 def test_tool_result_and_started_are_frozen_nouns(tok: Tokenizer) -> None:
@@ -593,3 +644,21 @@ def test_tool_result_and_started_are_frozen_nouns(tok: Tokenizer) -> None:
         r.content = "y"  # type: ignore[misc]
     assert r.ok and not ToolResult(call, "e", "why").ok
     assert ToolStarted(call, 3).token_index == 3
+
+
+async def test_turn_parser_starts_where_the_generation_prompt_left_off(
+    autojump_clock: MockClock, tok: Tokenizer
+) -> None:
+    # One thinking switch: run_turn's parser follows the prompt the chat format
+    # rendered. This format opens <think> in its generation prompt unless
+    # thinking=False, so the same reply is reasoning, or content.
+    from .test_context_parser import _ThinkingFirst
+
+    ids = tok.encode("plan\n</think>\n\nAnswer.<|im_end|>").tolist()
+    for thinking, reasoning in ((None, "plan\n"), (False, "")):
+        ctx = Context(tok, _ThinkingFirst(tok))
+        ctx.add_user("q")
+        turn = await run_turn(FakeClient([ids]), ctx, tools={}, thinking=thinking)
+        assert turn.reply.reasoning == reasoning
+        kinds = [leaf.kind for leaf in turn.message.leaves if leaf.sampled]
+        assert kinds == (["thinking", "text", "stop"] if reasoning else ["text", "stop"])

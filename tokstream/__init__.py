@@ -49,6 +49,7 @@ from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
 from .core.parser import (
+    NEED_TOKENS,
     ParseEvent,
     Reply,
     ReplySegment,
@@ -56,7 +57,7 @@ from .core.parser import (
     TextDelta,
     ThinkingDelta,
     ToolCall,
-    ToolCallStarted,
+    ToolCallOpened,
     ToolCallStatus,
     parse_output,
 )
@@ -148,6 +149,7 @@ __all__ = [
     "Limits",
     "Message",
     "ModelInfo",
+    "NEED_TOKENS",
     "NotFoundError",
     "OutputError",
     "ParseEvent",
@@ -178,7 +180,7 @@ __all__ = [
     "TokstreamError",
     "ToolCall",
     "ToolCallChannel",
-    "ToolCallStarted",
+    "ToolCallOpened",
     "ToolCallStatus",
     "ToolResult",
     "ToolStarted",

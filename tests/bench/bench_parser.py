@@ -7,7 +7,9 @@ JSON; and the same in Qwen3-Coder markup) is tokenized with the real Qwen
 tokenizer, then fed to :class:`tokstream.ResponseParser`:
 
 * ``per-token``: one ``feed([Token])`` call per token, as a live stream does;
-* ``whole``: one ``feed_ids(ids)`` call.
+* ``whole``: one ``feed_ids(ids)`` call;
+* ``pull``: the pull API one token at a time (``receive_tokens`` then
+  ``next_event()`` until ``NEED_TOKENS``), as the trio shell drives it.
 
 The figure reported is the parser's cost **on top of** the incremental
 detokenizer it drives (which a stream consumer needs anyway to get text): the
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from tokstream import Token
 from tokstream._tokenizer import Tokenizer
-from tokstream.core.parser import ResponseParser
+from tokstream.core.parser import NEED_TOKENS, ResponseParser
 
 PROSE = (
     "Let me think about which tools to call. The user wants the weather in Paris "
@@ -105,16 +107,29 @@ def main() -> int:
             p.feed_ids(ids)  # noqa: B023
             p.finish()
 
+        def pull() -> None:
+            p = ResponseParser(tok, tool_format=fmt)  # noqa: B023
+            receive, next_event = p.receive_tokens, p.next_event
+            for t in tokens:  # noqa: B023
+                receive((t,))
+                while next_event() is not NEED_TOKENS:
+                    pass
+            p.end_of_reply()
+            while next_event() is not NEED_TOKENS:
+                pass
+
         check = ResponseParser(tok, tool_format=fmt)
         check.feed_ids(ids)
         reply = check.finish()[-1]
         calls = getattr(reply, "tool_calls", ())
         assert len(calls) == 3 and all(c.ok for c in calls), calls
-        base, pt, wh = (t / n * 1e6 for t in _best([detok_only, per_token, whole], a.runs))
+        timed = _best([detok_only, per_token, whole, pull], a.runs)
+        base, pt, wh, pl = (t / n * 1e6 for t in timed)
         print(
             f"{fmt:12s} {n:6d} tokens | detokenizer alone {base:.3f} µs/tok | "
             f"parser per-token total {pt:.3f} (adds {pt - base:.3f}) | "
-            f"whole total {wh:.3f} (adds {wh - base:.3f}) µs/tok"
+            f"whole total {wh:.3f} (adds {wh - base:.3f}) | "
+            f"pull per-token total {pl:.3f} (adds {pl - base:.3f}) µs/tok"
         )
     return 0
 

@@ -2,29 +2,35 @@
 
 :func:`start_reply` runs one task in the caller's nursery. It reads a token
 stream's events (``Client.start_stream``'s channel, or an open
-``Client.stream``), feeds the sans-IO :class:`~tokstream.ResponseParser`, and
-sends each :class:`~tokstream.ToolCall` on :attr:`ReplyHandle.tool_calls` the
-moment its closing tag arrives, so a tool can run while the model is still
-writing. :meth:`ReplyHandle.result` gives the outcome: the finished reply, or
-the stream's (or parser's) error, re-raised where it is awaited, never lost
-in the task. :func:`open_reply` is the ``async with`` form.
+``Client.stream``), pushes the tokens into the sans-IO
+:class:`~tokstream.ResponseParser`, and pulls its events: each
+:class:`~tokstream.ReplySegment` grows the context's open reply (``builder=``)
+leaf by leaf, and each :class:`~tokstream.ToolCall` is sent on
+:attr:`ReplyHandle.tool_calls` the moment its closing tag arrives, so a tool
+can run while the model is still writing. :meth:`ReplyHandle.result` gives the
+outcome. :func:`open_reply` is the ``async with`` form.
 
-Nothing is lost in the nursery form either: iterating
-:attr:`ReplyHandle.tool_calls` ends normally only if the reply ended with
-``Done``; otherwise the iteration raises the same error as ``result()``.
+Failures. A stream failure (an ``Error`` event, or events that end with no
+``Done``) is a value: :meth:`ReplyHandle.result` raises it where it is
+awaited, and iterating :attr:`ReplyHandle.tool_calls` raises it instead of
+just ending, so it is never lost in the task. A bug (an exception from the
+parser, or from a caller's ``on_event`` / ``on_tool_call`` callback)
+propagates out of the task into the nursery, as trio does with any task that
+crashes; ``result()`` then raises ``RuntimeError`` from it.
 
 The task does no I/O of its own and starts no other task. It drains what has
 already arrived with ``receive_nowait`` into a batch of at most ``_BATCH``
-tokens and feeds it with ``ResponseParser.feed_until_call``, which stops right
-after a token that completes a tool call. The call is then handed out and the
-task yields before it parses the rest of the batch, so the call's tool starts
-at its closing token even inside a burst of already-arrived tokens (under
-load, one network read can carry dozens of vLLM's events). It also yields to
-wait for the next event and after a full batch (so a fast stream cannot starve
-running tools). With ``on_event`` it feeds one token at a time. Cancellation is
-trio's and is never swallowed. When the task stops, it closes its source: a
-channel (which makes the client abort the request), or an async iterable with
-``aclose()`` such as an async generator or an open ``Client.stream``.
+tokens and hands the batch to the parser. The parser's pull API stops right
+after a token that completes an event, so a call is handed out and the task
+yields before the tokens after its closing tag are parsed: the call's tool
+starts at its closing token even inside a burst of already-arrived tokens
+(under load, one network read can carry dozens of vLLM's events). The task
+also yields to wait for the next event and after a full batch (so a fast
+stream cannot starve running tools). With ``on_event`` it feeds one token at a
+time. Cancellation is trio's and is never swallowed. When the task stops, it
+closes its source: a channel (which makes the client abort the request), or an
+async iterable with ``aclose()`` such as an async generator or an open
+``Client.stream``.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ import trio
 
 from .._events import Done, Error, Event, Token
 from .._exceptions import ProtocolError
-from ..core.parser import ParseEvent, Reply, ResponseParser, ToolCall
+from ..context import ReplyBuilder
+from ..core.parser import NEED_TOKENS, ParseEvent, Reply, ReplySegment, ResponseParser, ToolCall
+from ._util import NoPublicConstructor
 
 __all__ = ["ReplyHandle", "StreamedReply", "ToolCallChannel", "open_reply", "start_reply"]
 
@@ -73,19 +81,19 @@ class StreamedReply:
         return self.reply.tool_calls
 
 
-class ToolCallChannel(trio.abc.ReceiveChannel[ToolCall]):
+class ToolCallChannel(trio.abc.ReceiveChannel[ToolCall], metaclass=NoPublicConstructor):
     """A reply's completed tool calls, in order, as they close (``ReplyHandle.tool_calls``).
 
     Iterate it with ``async for``, or call :meth:`receive`. Unbounded, so a slow
-    consumer never stalls the stream.
+    consumer never stalls the stream. Only :func:`start_reply` creates one.
 
     At the end of the reply: if it ended with ``Done``, iteration stops (and
     :meth:`receive` raises ``trio.EndOfChannel``). Otherwise, after the calls
     that did complete (an open call comes out ``UNTERMINATED``), iteration
     raises what :meth:`ReplyHandle.result` raises: the stream's error, a
-    :class:`~tokstream.ProtocolError`, the parser's or a callback's exception,
-    or ``RuntimeError`` if the reading task was cancelled. So a caller that
-    only iterates the calls cannot mistake a broken reply for a finished one.
+    :class:`~tokstream.ProtocolError`, or ``RuntimeError`` if the reading task
+    was cancelled or crashed. So a caller that only iterates the calls cannot
+    mistake a broken reply for a finished one.
     """
 
     def __init__(self, handle: ReplyHandle, receive: trio.MemoryReceiveChannel[ToolCall]) -> None:
@@ -131,10 +139,11 @@ class ToolCallChannel(trio.abc.ReceiveChannel[ToolCall]):
         await trio.lowlevel.checkpoint()
 
 
-class ReplyHandle:
+class ReplyHandle(metaclass=NoPublicConstructor):
     """One running reply: its tool calls as they close, and its outcome.
 
-    Returned by :func:`start_reply` (or yielded by :func:`open_reply`).
+    Returned by :func:`start_reply` (or yielded by :func:`open_reply`); it has
+    no public constructor.
 
     Attributes:
         parser: The :class:`~tokstream.ResponseParser` being fed.
@@ -147,22 +156,23 @@ class ReplyHandle:
     def __init__(
         self,
         parser: ResponseParser,
-        on_event: OnEvent | None = None,
-        on_tool_call: Callable[[ToolCall], None] | None = None,
+        builder: ReplyBuilder | None,
+        on_event: OnEvent | None,
+        on_tool_call: Callable[[ToolCall], None] | None,
     ) -> None:
         self.parser = parser
+        self._builder = builder
         self._on_event = on_event
         self._on_tool_call = on_tool_call
         send, receive = trio.open_memory_channel[ToolCall](math.inf)
         self._send = send
-        self.tool_calls = ToolCallChannel(self, receive)
+        self.tool_calls = ToolCallChannel._create(self, receive)
         self._finished = trio.Event()
         self._reply: Reply | None = None
         self._value: StreamedReply | None = None
         self._error: BaseException | None = None
         self._retrieved = False
         self._cancelled = False
-        self._tokens = 0
 
     @property
     def finished(self) -> bool:
@@ -172,7 +182,7 @@ class ReplyHandle:
     @property
     def tokens_seen(self) -> int:
         """How many tokens the parser has consumed so far."""
-        return self._tokens
+        return self.parser.tokens_parsed
 
     @property
     def reply(self) -> Reply | None:
@@ -191,8 +201,9 @@ class ReplyHandle:
                 ``error``), or :class:`~tokstream.ProtocolError` if the events
                 ended with no ``Done`` or ``Error``. The partial reply is on
                 :attr:`reply`.
-            Exception: Whatever the parser (or an ``on_event`` callback) raised.
-            RuntimeError: The reading task was cancelled before the end.
+            RuntimeError: The reading task was cancelled before the end, or it
+                crashed (a bug in the parser or a callback; the exception, its
+                ``__cause__``, also propagated into the task's nursery).
         """
         await self._finished.wait()
         self._raise_failure()
@@ -229,8 +240,12 @@ class ReplyHandle:
             self._cancelled = True
             self._fail(RuntimeError("the reply's reader task was cancelled before the end"))
             raise
-        except Exception as exc:
-            self._fail(exc)
+        except BaseException as exc:
+            # A bug (parser, callback): it belongs to the nursery, not the handle.
+            crash = RuntimeError(f"the reply's reader task crashed with {exc!r}")
+            crash.__cause__ = exc
+            self._fail(crash)
+            raise
         finally:
             self._send.close()
             self._finished.set()
@@ -266,24 +281,24 @@ class ReplyHandle:
                 return
 
     async def _feed(self, tokens: list[Token]) -> None:
+        parser = self.parser
         on_event = self._on_event
         if on_event is None:
             # A call's tool must start before the tokens after its closing tag
-            # are parsed: stop there, hand the call out, yield, then go on.
-            feed_some, pos, n = self.parser.feed_until_call, 0, len(tokens)
-            while pos < n:
-                events, end = feed_some(tokens, pos)
-                self._tokens += end - pos
-                pos = end
-                if self._publish(events):
-                    await self._let_tools_start()
+            # are parsed: the pull API stops there; hand the call out, yield, go on.
+            parser.receive_tokens(tokens)
+            await self._publish_events()
             return
         # A watcher sees each token, then what it completed: feed one at a time.
-        feed = self.parser.feed
         for t in tokens:
-            self._tokens += 1
             on_event(t)
-            if self._publish(feed((t,))):
+            parser.receive_tokens((t,))
+            await self._publish_events()
+
+    async def _publish_events(self) -> None:
+        next_event = self.parser.next_event
+        while (ev := next_event()) is not NEED_TOKENS:
+            if self._publish(ev):
                 await self._let_tools_start()
 
     async def _let_tools_start(self) -> None:
@@ -296,26 +311,29 @@ class ReplyHandle:
         await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
 
-    def _publish(self, events: list[ParseEvent]) -> bool:
-        on_event, on_call = self._on_event, self._on_tool_call
-        called = False
-        for ev in events:
-            if on_event is not None:
-                on_event(ev)
-            if isinstance(ev, ToolCall):
-                with contextlib.suppress(trio.BrokenResourceError):
-                    self._send.send_nowait(ev)  # unless the caller closed tool_calls
-                if on_call is not None:
-                    on_call(ev)
-                called = True
-        return called
+    def _publish(self, ev: ParseEvent) -> bool:
+        """Deliver one parse event; return whether it was a call (a tool may start)."""
+        if isinstance(ev, ReplySegment) and self._builder is not None:
+            self._builder.add_segment(ev)
+        if self._on_event is not None:
+            self._on_event(ev)
+        if not isinstance(ev, ToolCall):
+            return False
+        with contextlib.suppress(trio.BrokenResourceError):
+            self._send.send_nowait(ev)  # unless the caller closed tool_calls
+        if self._on_tool_call is not None:
+            self._on_tool_call(ev)
+        return True
 
     def _end(self, terminal: Done | Error | None) -> None:
-        events = self.parser.finish()
-        reply = events[-1]
-        assert isinstance(reply, Reply)
-        self._reply = reply
-        self._publish(events)
+        parser = self.parser
+        parser.end_of_reply()
+        while (ev := parser.next_event()) is not NEED_TOKENS:
+            self._publish(ev)
+            if isinstance(ev, Reply):
+                self._reply = ev
+        reply = self._reply
+        assert reply is not None
         if self._on_event is not None and terminal is not None:
             self._on_event(terminal)
         if isinstance(terminal, Done):
@@ -325,7 +343,7 @@ class ReplyHandle:
         else:
             self._error = ProtocolError(
                 "the token stream ended with no Done or Error event after "
-                f"{self._tokens} tokens; the reply is incomplete (partial reply on "
+                f"{parser.tokens_parsed} tokens; the reply is incomplete (partial reply on "
                 "ReplyHandle.reply)"
             )
 
@@ -339,6 +357,7 @@ def start_reply(
     events: EventSource,
     parser: ResponseParser,
     *,
+    builder: ReplyBuilder | None = None,
     on_event: OnEvent | None = None,
     on_tool_call: Callable[[ToolCall], None] | None = None,
 ) -> ReplyHandle:
@@ -349,17 +368,27 @@ def start_reply(
         events: The stream's events: ``Client.start_stream``'s channel (closed
             by the task when it stops, which aborts the request), or any async
             iterable of events such as an open ``Client.stream``.
-        parser: A fresh :class:`~tokstream.ResponseParser` for this reply.
+        parser: A fresh :class:`~tokstream.ResponseParser` for this reply
+            (``builder.new_parser()`` when growing a context).
+        builder: A context's open reply (``Context.begin_assistant()``) to
+            grow leaf by leaf: each :class:`~tokstream.ReplySegment` is added
+            the moment it closes, before the events after it are handed out.
+            Close the turn yourself (``builder.finish(done)``) after the result.
         on_event: Called, in the task, with each ``Token`` followed by the parse
-            events it completed (deltas, calls), then the final
+            events it completed (deltas, segments, calls), then the final
             :class:`~tokstream.Reply` and the stream's ``Done`` or ``Error``: a
-            live view of the reply. Keep it quick; what it raises becomes the
-            outcome. (With it, tokens are parsed one at a time.)
+            live view of the reply. Keep it quick. (With it, tokens are parsed
+            one at a time.)
         on_tool_call: Called, in the task, with each call the moment it
             completes (as it is sent on ``tool_calls``), e.g. to start its tool
             with ``nursery.start_soon``. Either way the task then yields, so a
             tool started for the call (here or by a ``tool_calls`` consumer)
             begins before any token after the call's closing tag is parsed.
+
+    An exception from ``on_event``, ``on_tool_call``, the builder or the
+    parser is a bug: it propagates out of the task into ``nursery`` (which
+    cancels the nursery's other tasks), and the handle ends with a
+    ``RuntimeError`` whose ``__cause__`` is that exception.
 
     Returns:
         The :class:`ReplyHandle`. A stream error surfaces from
@@ -368,7 +397,7 @@ def start_reply(
         source, which for a channel aborts the request) and ends the handle:
         ``tool_calls`` and ``result()`` raise ``RuntimeError``.
     """
-    handle = ReplyHandle(parser, on_event, on_tool_call)
+    handle = ReplyHandle._create(parser, builder, on_event, on_tool_call)
     nursery.start_soon(handle._run, events)
     return handle
 
@@ -378,21 +407,31 @@ async def open_reply(
     events: EventSource,
     parser: ResponseParser,
     *,
+    builder: ReplyBuilder | None = None,
     on_event: OnEvent | None = None,
     on_tool_call: Callable[[ToolCall], None] | None = None,
 ) -> AsyncIterator[ReplyHandle]:
     """``async with`` form of :func:`start_reply`, with its own nursery.
 
     Leaving the block before the reply ends cancels the reading task (and,
-    for a channel, aborts the stream). If the reply failed and the block
+    for a channel, aborts the stream). If the stream failed and the block
     neither awaited :meth:`ReplyHandle.result` nor got the error from
-    iterating ``tool_calls``, the error is raised on exit.
+    iterating ``tool_calls``, the error is raised on exit. A bug in a
+    callback or the parser leaves the block as the nursery's exception
+    (an ``ExceptionGroup``, as trio's nurseries raise).
 
     Yields:
         The :class:`ReplyHandle`.
     """
     async with trio.open_nursery() as nursery:
-        handle = start_reply(nursery, events, parser, on_event=on_event, on_tool_call=on_tool_call)
+        handle = start_reply(
+            nursery,
+            events,
+            parser,
+            builder=builder,
+            on_event=on_event,
+            on_tool_call=on_tool_call,
+        )
         try:
             yield handle
         finally:

@@ -2,8 +2,10 @@
 
 :func:`run_turn` does one turn on a :class:`~tokstream.Context`:
 
-1. begin the assistant reply and start the stream and the parser (whose
-   segments grow the context's reply leaf by leaf);
+1. begin the assistant reply and start the stream and the parser (the
+   context's ``ReplyBuilder.new_parser()``: the chat format's reply table,
+   started in the state the generation prompt left); each segment the parser
+   closes grows the context's reply by one leaf;
 2. start each tool call's async function in a nursery **the moment the call
    closes**, while generation continues;
 3. collect the results in call order (not completion order);
@@ -30,8 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import trio
 
 from .._events import Done, Error, Event, Token
-from ..core.parser import ParseEvent, Reply, ResponseParser, ThinkingMode, ToolCall, ToolFormat
-from ..core.parser._tools import ToolSpecs
+from ..core.parser import ParseEvent, Reply, ToolCall, ToolFormat, ToolSpecs
 from ._reply import ReplyHandle, StreamedReply, start_reply
 
 if TYPE_CHECKING:
@@ -50,7 +51,10 @@ class _StreamStarter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ToolStarted:
-    """A tool's function was started.
+    """The turn loop started a tool's function for a closed call.
+
+    (The parser's :class:`~tokstream.ToolCallOpened` is earlier: the call's
+    opening tag. A tool starts only once its :class:`~tokstream.ToolCall` closed.)
 
     Attributes:
         call: The call being run.
@@ -162,9 +166,8 @@ async def run_turn(
     *,
     tools: Mapping[str, ToolFunction],
     tool_specs: ToolSpecs | None = None,
-    tool_format: ToolFormat = "hermes",
+    tool_format: ToolFormat | None = None,
     thinking: bool | None = None,
-    parser_thinking: ThinkingMode = "auto",
     on_event: OnTurnEvent | None = None,
     **sampling: Any,
 ) -> Turn:
@@ -177,13 +180,18 @@ async def run_turn(
             keyword arguments. The return value becomes the tool message.
         tool_specs: Tool definitions for the parser (types for Qwen3-Coder
             values, unknown-name detection). Default: the names in ``tools``.
-        tool_format: ``"hermes"`` or ``"qwen3_coder"``.
-        thinking: Passed to ``context.begin_assistant`` (generation prompt).
-        parser_thinking: The parser's ``thinking`` mode (``"open"`` if the
-            generation prompt opens ``<think>``).
+        tool_format: The tool-call convention, if the chat format has several
+            (Qwen: ``"hermes"``, the default, or ``"qwen3_coder"``).
+        thinking: The generation prompt's thinking switch, passed to
+            ``context.begin_assistant`` (Qwen3: ``False`` renders an empty
+            think block). The parser starts inside a thinking block exactly
+            when the prompt (generation prompt, or a prefill on an already open
+            reply) left one open.
         on_event: Called, in order, with each ``Token`` and the parse events
             it completed, the stream's ``Done``/``Error``, :class:`ToolStarted`
-            and each :class:`ToolResult`: a live view of the turn.
+            and each :class:`ToolResult`: a live view of the turn. What it
+            raises is a bug: it propagates out of the turn (as the nursery's
+            ``ExceptionGroup``) and the reply is discarded.
         **sampling: Request fields for ``client.start_stream`` (``max_tokens``,
             ``temperature``, ``extra_body``, ...).
 
@@ -193,22 +201,18 @@ async def run_turn(
     Raises:
         TokstreamError: The stream failed (running tools are cancelled first,
             and the reply is discarded from the context).
-        InvalidRequest: Bad request fields, before any I/O.
+        InvalidRequest: Bad request fields or ``tool_format``, before any I/O.
+        ExceptionGroup: A bug in ``on_event`` or the parser, from the turn's
+            nursery (the reply is discarded).
     """
     specs: ToolSpecs = tool_specs if tool_specs is not None else {name: {} for name in tools}
-    builder = context.open_reply or context.begin_assistant(thinking=thinking)
-    parser = ResponseParser(
-        context.tokenizer,
-        tool_format=tool_format,
-        tools=specs,
-        thinking=parser_thinking,
-        reply=builder,
-    )
+    builder = context.current_reply or context.begin_assistant(thinking=thinking)
     results: list[ToolResult | None] = []
     failure: Exception | None = None
     streamed: StreamedReply | None = None
     closed = False
     try:
+        parser = builder.new_parser(tool_format=tool_format, tools=specs)
         async with trio.open_nursery() as nursery:
             events = client.start_stream(nursery, context.prompt_ids(), **sampling)
             handle: ReplyHandle | None = None
@@ -221,7 +225,9 @@ async def run_turn(
                 fn = tools.get(call.name) if call.name is not None else None
                 nursery.start_soon(_run_tool, call, fn, handle, len(results) - 1, results, on_event)
 
-            handle = start_reply(nursery, events, parser, on_event=on_event, on_tool_call=dispatch)
+            handle = start_reply(
+                nursery, events, parser, builder=builder, on_event=on_event, on_tool_call=dispatch
+            )
             try:
                 streamed = await handle.result()
             except Exception as exc:

@@ -2,9 +2,13 @@
 
 Each family is one small class implementing :class:`ChatFormat`: ``_qwen.py``
 (ChatML / Qwen2.5 / Qwen3, with tools and thinking) and ``_llama3.py`` (Llama 3
-headers, about 100 lines). :func:`chat_format` picks one by name or by the
-tokenizer's special tokens. The context tree (:class:`tokstream.Context`) uses a
-format to tokenize each message once, when it is added.
+headers, about 100 lines). A family also owns its reply table
+(:meth:`ChatFormat.reply_format`, a :class:`~tokstream.core.parser.ReplyFormat`):
+the tags and stop tokens the response parser reads. Importing this package
+registers Qwen's ``"hermes"`` and ``"qwen3_coder"`` tables under those names.
+:func:`chat_format` picks a family by name or by the tokenizer's special tokens.
+The context tree (:class:`tokstream.Context`) uses a format to tokenize each
+message once, when it is added.
 
 Deliberately not here: a jinja interpreter. Formats are hand-written and tested
 token-for-token against the model's own template; a family whose template is
@@ -12,22 +16,28 @@ not append-only documents where and what tokstream does instead (it always keeps
 the sampled IDs).
 
 To add a family: write a class with the :class:`ChatFormat` methods whose
-constructor takes a :class:`~tokstream.Tokenizer`, and register it with
-:func:`register_chat_format`.
+constructor takes a :class:`~tokstream.Tokenizer` (its reply table is a
+``ReplyFormat`` plus, if its calls are new, a call decoder), and register it
+with :func:`register_chat_format`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._exceptions import InvalidRequest
+from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
-from ._llama3 import Llama3Format
-from ._qwen import QwenFormat
+from ._llama3 import LLAMA3, Llama3Format
+from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
 __all__ = [
+    "HERMES",
+    "LLAMA3",
+    "QWEN3_CODER",
     "ChatFormat",
     "LeafKind",
     "Llama3Format",
@@ -38,6 +48,9 @@ __all__ = [
     "chat_format",
     "register_chat_format",
 ]
+
+register_reply_format(HERMES)
+register_reply_format(QWEN3_CODER)
 
 _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "qwen": (QwenFormat, "<|im_start|>"),
@@ -69,22 +82,26 @@ def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
         The format, bound to the tokenizer.
 
     Raises:
-        ValueError: ``name`` is not registered, or no registered family matches
-            the tokenizer.
+        InvalidRequest: ``name`` is not registered, or no registered family
+            matches the tokenizer (also a ``ValueError``).
     """
     if name is not None:
         entry = _FORMATS.get(name)
         if entry is None:
-            raise ValueError(
+            raise InvalidRequest(
+                "chat_format",
+                name,
                 f"unknown chat format {name!r}; registered: {sorted(_FORMATS)} "
-                "(add one with tokstream.chat.register_chat_format)"
+                "(add one with tokstream.chat.register_chat_format)",
             )
         return entry[0](tokenizer)
     added = tokenizer.added_tokens
     for factory, marker in _FORMATS.values():
         if marker in added:
             return factory(tokenizer)
-    raise ValueError(
+    raise InvalidRequest(
+        "chat_format",
+        None,
         f"cannot detect the chat format of {tokenizer!r}: none of the markers "
-        f"{[m for _, m in _FORMATS.values()]} is an added token; pass name= explicitly"
+        f"{[m for _, m in _FORMATS.values()]} is an added token; pass name= explicitly",
     )

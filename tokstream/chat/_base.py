@@ -2,7 +2,7 @@
 
 A :class:`ChatFormat` turns one message at a time into a :class:`Rendering`: a
 short list of :class:`Segment` (a leaf kind plus its exact text). The context
-tree (``tokstream._context``) tokenizes a message's segments **once**, as one
+tree (``tokstream.context``) tokenizes a message's segments **once**, as one
 string, and splits the IDs back into leaves where token boundaries allow, so
 the IDs equal what the model's chat template gives when it renders the whole
 conversation (for families whose messages start and end at special tokens).
@@ -17,6 +17,12 @@ only after the last one): a message renders that framing as
 else follows, so it never takes back tokens it has handed out. Model output is
 never rewritten.
 
+A format also owns its family's reply structure: :meth:`ChatFormat.reply_format`
+returns the :class:`~tokstream.core.parser.ReplyFormat` table (tags per state,
+stop tokens, call decoder) that the response parser reads, both while a reply
+streams and when :meth:`Context.append_reply` splits a finished one into leaves.
+So a family's tags are written down once, next to its framing.
+
 Adding a family means writing one small class with these methods (see
 ``_qwen.py``); nothing else changes.
 """
@@ -27,10 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+from ..core.parser import ReplyFormat
 
+if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
 __all__ = ["ChatFormat", "LeafKind", "Rendering", "Role", "Segment"]
@@ -126,15 +131,28 @@ class ChatFormat(Protocol):
         ...
 
     def generation_prompt(self, *, thinking: bool | None) -> Rendering:
-        """Render the assistant generation prompt (``thinking=False`` disables it)."""
+        """Render the assistant generation prompt (``thinking=False`` disables it).
+
+        If the rendering opens a block (e.g. a template that starts every reply
+        inside ``<think>``), the reply's parser starts inside it: the context
+        runs the parser over the prompt to find the state the reply starts in.
+        """
         ...
 
     def close_reply(self, last_id: int | None) -> Rendering:
         """Render what follows a sampled reply whose last ID is ``last_id``."""
         ...
 
-    def split_reply(self, ids: npt.NDArray[np.int32]) -> list[tuple[LeafKind, int, int]]:
-        """Split a sampled reply into ``(kind, start, end)`` leaves covering all IDs."""
+    def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
+        """The family's reply structure, for the response parser.
+
+        Args:
+            tool_format: A tool-call convention the family supports (Qwen:
+                ``"hermes"``, ``"qwen3_coder"``), or ``None`` for its default.
+
+        Raises:
+            InvalidRequest: The family does not support ``tool_format``.
+        """
         ...
 
 

@@ -8,8 +8,9 @@ append-only, so there is nothing to retract.
 
 Deliberately not supported: tool definitions and tool calls (Llama 3.1's
 ``ipython`` conventions differ per release), and reasoning (Llama 3 has none).
-Passing them raises :class:`ValueError` rather than rendering something the
-model's template would not.
+Passing them raises :class:`~tokstream.InvalidRequest` rather than rendering
+something the model's template would not. So a reply is text up to an
+end-of-turn token: :data:`LLAMA3` has no tags.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._exceptions import InvalidRequest
+from ..core.parser import ReplyFormat
 from ._base import LeafKind, Rendering, Role, Segment
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from .._tokenizer import Tokenizer
 
-__all__ = ["Llama3Format"]
+__all__ = ["LLAMA3", "Llama3Format"]
+
+LLAMA3 = ReplyFormat("llama3", tags=(), stop_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"))
+"""Llama 3 replies: text, ended by an end-of-turn token; no tags."""
 
 _EOT = Segment("framing", "<|eot_id|>")
 
@@ -68,7 +71,11 @@ class Llama3Format:
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """Render the first system message (tools are not supported)."""
         if tools:
-            raise ValueError("the llama3 chat format does not render tool definitions")
+            raise InvalidRequest(
+                "tools",
+                f"{len(tools)} definitions",
+                "the llama3 chat format renders no tool definitions",
+            )
         if content is None:
             return Rendering(())
         return self.message("system", content, prev_role=None)
@@ -94,7 +101,10 @@ class Llama3Format:
     ) -> Rendering:
         """Render an assistant message from text (no tool calls, no reasoning)."""
         if tool_calls or reasoning:
-            raise ValueError("the llama3 chat format renders neither tool calls nor reasoning")
+            field, value = ("tool_calls", tool_calls) if tool_calls else ("reasoning", reasoning)
+            raise InvalidRequest(
+                field, value, "the llama3 chat format renders neither tool calls nor reasoning"
+            )
         return self.message("assistant", content, prev_role=None)
 
     def generation_prompt(self, *, thinking: bool | None) -> Rendering:
@@ -105,9 +115,12 @@ class Llama3Format:
         """Nothing after a sampled end-of-turn ID, else ``<|eot_id|>``."""
         return Rendering(() if last_id in self._ends else (_EOT,))
 
-    def split_reply(self, ids: npt.NDArray[np.int32]) -> list[tuple[LeafKind, int, int]]:
-        """One text leaf, then a ``stop`` leaf for a final end-of-turn ID."""
-        n = len(ids)
-        end = n - 1 if n and int(ids[-1]) in self._ends else n
-        out: list[tuple[LeafKind, int, int]] = [("text", 0, end)] if end else []
-        return out + ([("stop", end, n)] if end < n else [])
+    def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
+        """:data:`LLAMA3`: text up to ``<|eot_id|>`` / ``<|eom_id|>`` / ``<|end_of_text|>``.
+
+        Raises:
+            InvalidRequest: A ``tool_format`` was given (Llama 3 calls are not supported).
+        """
+        if tool_format is not None:
+            raise InvalidRequest("tool_format", tool_format, "the llama3 chat format has no tools")
+        return LLAMA3

@@ -34,6 +34,12 @@ Where the Qwen3 template is **not** append-only, and what tokstream does:
 * **Non-canonical sampling.** A model may sample a token split that re-encoding
   the text would not produce (e.g. ``"<th" "ink" ">"``); the template would
   re-tokenize it differently. tokstream keeps the sampled IDs.
+
+The reply side is a table: :data:`QWEN_TAGS` (``<think>`` and ``<tool_call>``
+blocks, as vLLM's ``qwen3`` reasoning parser and ``hermes`` /
+``qwen3_coder`` tool parsers read them) and :data:`QWEN_STOPS`, with the Hermes
+or Qwen3-Coder call decoder: :data:`HERMES` and :data:`QWEN3_CODER`, registered
+by those names for ``ResponseParser(tool_format=...)``.
 """
 
 from __future__ import annotations
@@ -42,16 +48,36 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ._base import LeafKind, Rendering, Role, Segment
+from .._exceptions import InvalidRequest
+from ..core.parser import ReplyFormat, State, decode_hermes, decode_qwen3_coder
+from ._base import Rendering, Role, Segment
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
-
     from .._tokenizer import Tokenizer
 
-__all__ = ["QwenFormat"]
+__all__ = ["HERMES", "QWEN3_CODER", "QWEN_STOPS", "QWEN_TAGS", "QwenFormat"]
+
+QWEN_TAGS: tuple[tuple[State, str, State], ...] = (
+    # state       tag             leads to
+    ("text",      "<think>",      "thinking"),
+    ("text",      "<tool_call>",  "tool_call"),
+    ("thinking",  "</think>",     "text"),
+    ("thinking",  "<tool_call>",  "tool_call"),   # a call ends thinking implicitly
+    ("tool_call", "</tool_call>", "text"),
+    ("tool_call", "<tool_call>",  "tool_call"),   # the open call is unterminated
+)  # fmt: skip
+"""Qwen's reply blocks: ``<think>...</think>`` and ``<tool_call>...</tool_call>``."""
+
+QWEN_STOPS = ("<|im_end|>", "<|endoftext|>")
+"""What ends a Qwen reply: the end of turn, or the EOS from ``generation_config``."""
+
+HERMES = ReplyFormat("hermes", QWEN_TAGS, QWEN_STOPS, decode_hermes)
+"""Qwen2.5 / Qwen3 / Hermes: a JSON object per call."""
+
+QWEN3_CODER = ReplyFormat("qwen3_coder", QWEN_TAGS, QWEN_STOPS, decode_qwen3_coder)
+"""Qwen3-Coder: ``<function=NAME><parameter=P>...`` markup per call."""
+
+_REPLY_FORMATS = {f.name: f for f in (HERMES, QWEN3_CODER)}
 
 _TOOLS_HEAD = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -80,30 +106,11 @@ class QwenFormat:
         UnknownTokenError: The tokenizer has no ``<|im_start|>`` / ``<|im_end|>``.
     """
 
-    __slots__ = (
-        "_eot",
-        "_im_end",
-        "_tags",
-        "_think_close",
-        "_think_open",
-        "_tool_close",
-        "_tool_open",
-    )
+    __slots__ = ("_im_end",)
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         tokenizer.token_id("<|im_start|>")
         self._im_end = tokenizer.token_id("<|im_end|>")
-        added = tokenizer.added_tokens
-        self._think_open = added.get("<think>", -1)
-        self._think_close = added.get("</think>", -1)
-        self._tool_open = added.get("<tool_call>", -1)
-        self._tool_close = added.get("</tool_call>", -1)
-        eot = [self._im_end]
-        if "<|endoftext|>" in added:
-            eot.append(added["<|endoftext|>"])
-        self._eot = frozenset(eot)
-        tags = [self._think_open, self._think_close, self._tool_open, self._tool_close]
-        self._tags = np.array([t for t in tags if t >= 0], dtype=np.int32)
 
     @property
     def name(self) -> str:
@@ -144,7 +151,7 @@ class QwenFormat:
                 return Rendering(body, retract=(_END,), close=(_END,))
             return Rendering((Segment("framing", "<|im_start|>user"), *body), close=(_END,))
         if role == "assistant":
-            raise ValueError("render assistant messages with assistant()")
+            raise InvalidRequest("role", role, "render assistant messages with assistant()")
         return Rendering(
             (Segment("framing", f"<|im_start|>{role}\n"), Segment(role, content), _END)
         )
@@ -202,40 +209,17 @@ class QwenFormat:
             return Rendering((Segment("framing", "\n"),))
         return Rendering((_END,))
 
-    def split_reply(self, ids: npt.NDArray[np.int32]) -> list[tuple[LeafKind, int, int]]:
-        """Split sampled IDs at the tag IDs into thinking / text / tool_call / stop leaves.
+    def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
+        """:data:`HERMES` (the default, as this format renders tools) or :data:`QWEN3_CODER`.
 
-        A ``</think>`` before any other tag closes thinking the prompt opened.
-        A ``<tool_call>`` ends thinking. A final ``<|im_end|>`` or
-        ``<|endoftext|>`` becomes a ``stop`` leaf.
+        Raises:
+            InvalidRequest: ``tool_format`` is neither.
         """
-        n = len(ids)
-        end = n - 1 if n and int(ids[-1]) in self._eot else n
-        out: list[tuple[LeafKind, int, int]] = []
-        state: LeafKind = "text"
-        pos = 0
-        seen_tag = False
-
-        def emit(kind: LeafKind, start: int, stop: int) -> None:
-            if stop > start:
-                out.append((kind, start, stop))
-
-        for p in np.flatnonzero(np.isin(ids[:end], self._tags)).tolist():
-            t = int(ids[p])
-            if t == self._think_open and state == "text":
-                emit("text", pos, p)
-                pos, state = p, "thinking"
-            elif t == self._think_close and (state == "thinking" or not seen_tag):
-                emit("thinking", pos, p + 1)
-                pos, state = p + 1, "text"
-            elif t == self._tool_open and state != "tool_call":
-                emit(state, pos, p)
-                pos, state = p, "tool_call"
-            elif t == self._tool_close and state == "tool_call":
-                emit("tool_call", pos, p + 1)
-                pos, state = p + 1, "text"
-            seen_tag = True
-        emit(state, pos, end)
-        if end < n:
-            out.append(("stop", end, n))
-        return out
+        fmt = _REPLY_FORMATS.get("hermes" if tool_format is None else tool_format)
+        if fmt is None:
+            raise InvalidRequest(
+                "tool_format",
+                tool_format,
+                f"the qwen chat format supports {sorted(_REPLY_FORMATS)}",
+            )
+        return fmt

@@ -29,10 +29,13 @@ writing different values over positions already handed out then copies the
 buffer once, so earlier views stay unchanged.
 
 A reply is grown through a :class:`ReplyBuilder` handle from
-:meth:`Context.begin_assistant`: the response parser adds a leaf per
-thinking/text/tool-call run and extends it token by token, then
+:meth:`Context.begin_assistant`: each segment the response parser closes
+(thinking, text, a tool call, the stop token) becomes a leaf, then
 :meth:`ReplyBuilder.finish` checks that the reply's sampled IDs equal what streamed
 and closes the turn with the format's framing (no duplicate ``<|im_end|>``).
+:meth:`Context.append_reply` does the same for a finished reply, with the same
+parser (in ID-only mode), so a reply appended whole has the leaves it would have
+had if it had streamed.
 
 This module does no I/O and never talks to a server.
 """
@@ -50,6 +53,7 @@ from .._events import Done, Error
 from .._exceptions import ContextError
 from ..chat import chat_format as _detect_format
 from ..chat._base import Rendering, Role
+from ..core.parser import ReplySegment
 from . import _json
 from ._nodes import Message
 from ._reply import ReplyBuilder
@@ -70,6 +74,10 @@ class Context:
         tokenizer: The model's tokenizer.
         chat_format: A :class:`~tokstream.chat.ChatFormat`, a registered format
             name, or ``None`` to detect it from the tokenizer.
+
+    Raises:
+        InvalidRequest: ``chat_format`` names no registered format, or none
+            matches the tokenizer.
 
     Example::
 
@@ -105,7 +113,7 @@ class Context:
         return tuple(self._s.messages)
 
     @property
-    def open_reply(self) -> ReplyBuilder | None:
+    def current_reply(self) -> ReplyBuilder | None:
         """The open reply, if :meth:`begin_assistant` was called and not finished."""
         reply = self._reply
         return reply if reply is not None and reply.is_open else None
@@ -226,8 +234,11 @@ class Context:
         """Append a whole reply from a finished stream, verbatim, and close the turn.
 
         The IDs (including the stop token the server returned) are split into
-        thinking / text / tool-call / stop leaves at the format's tag IDs; no ID
-        is re-encoded. Uses the open reply, or begins one with ``thinking``.
+        thinking / text / tool-call / stop leaves by the response parser in
+        ID-only mode (``match_text=False``), with the chat format's reply table,
+        started in the state the prompt left it (:meth:`ReplyBuilder.new_parser`):
+        the leaves a streamed reply gets. No ID is re-encoded. Uses the open
+        reply, or begins one with ``thinking``.
 
         Args:
             streamed: A ``Done`` or ``Error`` event, or the IDs.
@@ -240,7 +251,7 @@ class Context:
         Raises:
             ContextError: The open reply already has sampled leaves, or bad input.
         """
-        reply = self.open_reply or self.begin_assistant(thinking=thinking)
+        reply = self.current_reply or self.begin_assistant(thinking=thinking)
         if reply._first is not None:
             raise ContextError("the open reply already has sampled leaves; use reply.finish()")
         if isinstance(streamed, Done | Error):
@@ -250,8 +261,10 @@ class Context:
         else:
             ids = _as_ids(streamed)
         lp = _as_lp(logprobs, len(ids))
-        for kind, start, end in self._s.format.split_reply(ids):
-            reply.add_leaf(kind, ids[start:end], None, None if lp is None else lp[start:end])
+        parser = reply.new_parser(match_text=False)
+        for ev in parser.feed_ids(ids, lp) + parser.finish():
+            if isinstance(ev, ReplySegment):
+                reply.add_segment(ev)
         return reply.finish(ids)
 
     def _after_query(self) -> bool:

@@ -5,6 +5,11 @@ are appended at the end of the context, in order, so their IDs concatenated are
 the reply's sampled IDs; :meth:`ReplyBuilder.finish` checks them against the
 stream and writes the format's closing framing. No tokenization of sampled IDs,
 no I/O.
+
+:meth:`ReplyBuilder.new_parser` gives the response parser for this reply: the
+chat format's reply table, started in the state the prompt left (inside a
+thinking block that the generation prompt or a prefill opened). Each
+:class:`~tokstream.ReplySegment` it emits becomes one leaf (:meth:`ReplyBuilder.add_segment`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy.typing as npt
 from .._events import Done, Error
 from .._exceptions import ContextError
 from ..chat._base import LEAF_KINDS, LeafKind, Segment
+from ..core.parser import NEED_TOKENS, ReplySegment, ResponseParser, ToolSpecs
 from ._nodes import Leaf, Message
 from ._state import _State
 from ._tape import _as_ids, _as_lp, _Held
@@ -104,6 +110,62 @@ class ReplyBuilder:
         self.message._leaves.append(leaf)
         self._last = leaf
         return leaf
+
+    def add_segment(self, segment: ReplySegment) -> Leaf:
+        """Add a parser's closed segment as a leaf (its kind, IDs, text and logprobs).
+
+        Raises:
+            ContextError: As :meth:`add_leaf`.
+        """
+        return self.add_leaf(segment.kind, segment.ids, segment.text, segment.logprobs)
+
+    def new_parser(
+        self,
+        *,
+        tool_format: str | None = None,
+        tools: ToolSpecs | None = None,
+        match_text: bool = True,
+    ) -> ResponseParser:
+        """A response parser for this reply, set up from the context.
+
+        Its tags, stop tokens and call decoder are the chat format's
+        (:meth:`~tokstream.chat.ChatFormat.reply_format`). It starts in the
+        state the prompt leaves the reply in: inside a thinking block when the
+        generation prompt or a prefill (:meth:`add_prompt`) opened one and did
+        not close it. Grow the reply from its events with :meth:`add_segment`.
+
+        Args:
+            tool_format: The tool-call convention, if the chat format has
+                several (Qwen: ``"hermes"``, the default, or ``"qwen3_coder"``).
+            tools: Tool definitions, as for :class:`~tokstream.ResponseParser`.
+            match_text: As for :class:`~tokstream.ResponseParser`.
+
+        Raises:
+            ContextError: Sampled leaves were already added, or the reply is
+                closed (a parser must see the reply from its first token).
+            InvalidRequest: The chat format does not support ``tool_format``,
+                or bad ``tools``.
+        """
+        self._check_open()
+        if self._first is not None:
+            raise ContextError("new_parser() must come before the first sampled leaf")
+        s = self._s
+        fmt = s.format.reply_format(tool_format)
+        prompt = [leaf.ids for leaf in self.message.leaves]
+        opened = False
+        if prompt and fmt.has_thinking:
+            probe = ResponseParser(s.tok, reply_format=fmt)
+            probe.receive_ids(np.concatenate(prompt))
+            while probe.next_event() is not NEED_TOKENS:
+                pass
+            opened = probe.state == "thinking"
+        return ResponseParser(
+            s.tok,
+            reply_format=fmt,
+            tools=tools,
+            thinking="open" if opened else "auto",
+            match_text=match_text,
+        )
 
     def extend_leaf(
         self,

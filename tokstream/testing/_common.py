@@ -1,58 +1,59 @@
-"""Shared bits of the live-server tooling: default locations and progress lines.
-
-Nothing here touches the network or starts processes.
-"""
+"""What the installer, the model builder and the server share: the home directory,
+the error base class and the progress logger. Nothing here starts a process."""
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["HOME_ENV", "Reporter", "default_home", "print_reporter", "tail_text"]
+__all__ = ["HOME_ENV", "SetupError", "home_dir", "log"]
 
 HOME_ENV = "TOKSTREAM_VLLM_HOME"
-"""Environment variable naming the directory that holds the venv, model and logs."""
 
-Reporter = Callable[[str], None]
-"""Receives one human-readable progress line at a time."""
+log = logging.getLogger("tokstream.testing")
+"""Progress lines (one per step, with elapsed seconds) at INFO level."""
 
 
-def default_home() -> Path:
-    """Return the directory for the vLLM venv, the tiny model and the server logs.
+def home_dir(home: Path | str | None = None) -> Path:
+    """``home``, else ``$TOKSTREAM_VLLM_HOME``, else ``./.vllm``.
 
-    ``$TOKSTREAM_VLLM_HOME`` if set, else ``.vllm`` in the current directory
-    (the project root under ``make``; git-ignored).
+    The home holds ``venv/`` (CPU vLLM), ``tiny-qwen/`` (the model), ``logs/``
+    and ``servers/`` (what ``python -m tokstream.testing serve`` started).
     """
+    if home is not None:
+        return Path(home)
     env = os.environ.get(HOME_ENV)
     return Path(env) if env else Path.cwd() / ".vllm"
 
 
-def print_reporter(line: str) -> None:
-    """A :data:`Reporter` that prints to stderr, flushed, so progress shows live."""
-    print(line, file=sys.stderr, flush=True)
+class SetupError(RuntimeError):
+    """Installing vLLM, building the model or starting the server failed.
+
+    The message says what failed and ends with the last lines of the log that
+    holds the cause.
+
+    Attributes:
+        log_path: The log with the full output, if there is one.
+        log_tail: Its last lines (empty if none).
+    """
+
+    def __init__(self, problem: str, log_path: Path | None = None, start: int = 0) -> None:
+        self.log_path = log_path
+        self.log_tail = _tail(log_path, start) if log_path is not None else ""
+        message = problem
+        if self.log_tail:
+            message += f"\n--- last lines of {log_path} ---\n{self.log_tail}"
+        super().__init__(message)
 
 
-def tail_text(path: Path, lines: int = 30, max_chars: int = 6000) -> str:
-    """Return the last ``lines`` lines of a text file (lenient decoding), or ``""``."""
+def _tail(path: Path, start: int, lines: int = 30) -> str:
+    """The last ``lines`` lines of ``path`` from byte ``start`` on, minus pip's noise."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    text = data[-max_chars * 4 :].decode("utf-8", errors="replace")
-    out = "\n".join(text.splitlines()[-lines:])
-    return out[-max_chars:]
-
-
-@contextmanager
-def timed_step(report: Reporter | None, label: str) -> Iterator[None]:
-    """Report ``label``, run the block, then report its elapsed seconds."""
-    t0 = time.monotonic()
-    if report:
-        report(f"{label} ...")
-    yield
-    if report:
-        report(f"{label}: done in {time.monotonic() - t0:.1f} s")
+    kept = [line for line in text.splitlines() if "is ignored: it is neither" not in line]
+    return "\n".join(kept[-lines:])

@@ -1,14 +1,18 @@
-"""The response parser: a reply's tokens -> reasoning, content and tool calls.
+"""The response parser: a reply's tokens -> reasoning, content, tool calls and segments.
 
-Sans-IO (see ``_core`` for the theory of operation). ``_hermes`` and
-``_qwen3_coder`` parse one complete call body each; ``_whole`` is the
-convenience form for a finished output.
+Sans-IO and pull-based (``_core`` has the theory of operation). A
+:class:`ReplyFormat` (``_format``) describes a family's reply as a table; the
+chat formats in :mod:`tokstream.chat` own those tables, and the parser reads
+them. ``_hermes`` and ``_qwen3_coder`` are call decoders (one complete call body
+each); ``_whole`` is the convenience form for a finished output.
 """
 
 from __future__ import annotations
 
 from ._core import ResponseParser
 from ._events import (
+    NEED_TOKENS,
+    NeedTokens,
     ParseEvent,
     Reply,
     ReplySegment,
@@ -16,27 +20,50 @@ from ._events import (
     TextDelta,
     ThinkingDelta,
     ToolCall,
-    ToolCallStarted,
+    ToolCallOpened,
     ToolCallStatus,
 )
-from ._protocols import Detokenizer, LeafSink, ParserTokenizer, ThinkingMode, ToolFormat
+from ._format import (
+    CallDecoder,
+    DecodedCall,
+    ReplyFormat,
+    State,
+    get_reply_format,
+    register_reply_format,
+    registered_reply_formats,
+)
+from ._hermes import decode_hermes
+from ._protocols import Detokenizer, ParserTokenizer, ThinkingMode, ToolFormat
+from ._qwen3_coder import decode_qwen3_coder
+from ._tools import ToolSpecs
 from ._whole import parse_output
 
 __all__ = [
+    "NEED_TOKENS",
+    "CallDecoder",
+    "DecodedCall",
     "Detokenizer",
-    "LeafSink",
+    "NeedTokens",
     "ParseEvent",
     "ParserTokenizer",
     "Reply",
+    "ReplyFormat",
     "ReplySegment",
     "ResponseParser",
     "SegmentKind",
+    "State",
     "TextDelta",
     "ThinkingDelta",
     "ThinkingMode",
     "ToolCall",
-    "ToolCallStarted",
+    "ToolCallOpened",
     "ToolCallStatus",
     "ToolFormat",
+    "ToolSpecs",
+    "decode_hermes",
+    "decode_qwen3_coder",
+    "get_reply_format",
     "parse_output",
+    "register_reply_format",
+    "registered_reply_formats",
 ]

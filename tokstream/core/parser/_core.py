@@ -1,9 +1,13 @@
 """The sans-IO response parser: a reply's token IDs in, parse events out.
 
-:class:`ResponseParser` never awaits and does no I/O: push tokens with
-:meth:`~ResponseParser.feed` (or :meth:`~ResponseParser.feed_ids`), get events
-back, and call :meth:`~ResponseParser.finish` when the stream ends. The trio
-shell that drives it from a live stream is ``tokstream._runner``.
+:class:`ResponseParser` never awaits and does no I/O. It is pull-based, like
+h11's ``Connection``: push tokens with :meth:`~ResponseParser.receive_tokens`
+(or :meth:`~ResponseParser.receive_ids`), say when the reply ends with
+:meth:`~ResponseParser.end_of_reply`, and pull events with
+:meth:`~ResponseParser.next_event` until it returns :data:`NEED_TOKENS`.
+:meth:`~ResponseParser.feed`, :meth:`~ResponseParser.feed_ids` and
+:meth:`~ResponseParser.finish` are the push-and-drain forms. The trio shell
+that drives it from a live stream is ``tokstream._trio._reply``.
 
 Theory of operation
 ===================
@@ -13,19 +17,23 @@ per chunk, lags it behind stop strings and holds back partial UTF-8). It
 derives each token's text, its *piece*, from the ID with the tokenizer's
 incremental detokenizer, so ``"".join(pieces) == tokenizer.decode(ids)``.
 
-States. Three: ``TEXT`` (content), ``THINK`` (inside ``<think>``) and ``TOOL``
-(inside ``<tool_call>``). Each state recognises a few tags::
+States and tags come from a :class:`~tokstream.core.parser.ReplyFormat`, a
+table the chat format owns (``_format`` has the rules). Three states, named by
+the segment they build: ``text`` (content), ``thinking`` and ``tool_call``.
+For Qwen / Hermes::
 
-    TEXT  --<think>------> THINK      (unless thinking="off")
-    TEXT  --<tool_call>--> TOOL
-    THINK --</think>-----> TEXT
-    THINK --<tool_call>--> TOOL       (a call ends thinking implicitly)
-    TOOL  --</tool_call>-> TEXT       (the call is parsed and reported)
-    TOOL  --<tool_call>--> TOOL       (the open call is reported unterminated)
+    text      --<think>------> thinking     (unless thinking="off")
+    text      --<tool_call>--> tool_call
+    thinking  --</think>-----> text
+    thinking  --<tool_call>--> tool_call    (a call ends thinking implicitly)
+    tool_call --</tool_call>-> text         (the call is decoded and reported)
+    tool_call --<tool_call>--> tool_call    (the open call is reported unterminated)
 
-A stop ID (``<|im_end|>``, ``<|endoftext|>``) closes whatever is open (an open
-call is reported unterminated, open thinking is flagged) and becomes a
-``stop`` segment. Any other tag-like text is ordinary text of its state.
+A stop token (``<|im_end|>``, ``<|endoftext|>``) closes whatever is open (an
+open call is reported unterminated, open thinking is flagged) and becomes a
+``stop`` segment. Any other tag-like text is ordinary text of its state. The
+reply starts in ``text``, or in ``thinking`` when the prompt opened a thinking
+block (``thinking="open"``; the context tree decides it from the prompt).
 
 Recognising tags. Two ways, both always on unless ``match_text=False``:
 
@@ -34,14 +42,14 @@ Recognising tags. Two ways, both always on unless ``match_text=False``:
   is the hot path's only structural check.
 * By text: for tags spelled by several ordinary tokens (a constrained decoder
   may pick ``"<" "tool" "_call" ">"``). A piece with no ``<`` and no pending
-  hold-back is appended as is. Otherwise the hold-back scanner (``_holdback``)
-  finds complete tags and holds back a possible tag's prefix (``"<tool"``),
-  so held text is never emitted and then retracted.
+  hold-back is appended as is. Otherwise the hold-back scanner (``_holdback``,
+  an object the parser owns) finds complete tags and holds back a possible
+  tag's prefix (``"<tool"``), so held text is never emitted and then retracted.
 
 Segments and the token-boundary rule. Every token is assigned to exactly one
 segment (leaf), in stream order, so the segments' IDs concatenate to exactly
-the fed IDs. Thinking and tool-call segments include their tags. When a tag's
-characters share a token with other text, **a token that carries any
+the received IDs. Thinking and tool-call segments include their tags. When a
+tag's characters share a token with other text, **a token that carries any
 character of a tag belongs to that tag's segment** (an opening tag's segment
 is the one it opens; a closing tag's is the one it closes); a token carrying
 characters of two tags belongs to the first. Every other token belongs to the
@@ -54,66 +62,109 @@ reported as content: segment text is the text of the segment's own tokens
 models) the two always agree. A piece is the text a token completes: a
 character whose UTF-8 bytes are split over several tokens is in the piece of
 the token that completes it, and bytes still incomplete when the reply ends
-become U+FFFD in the last piece (at ``finish()``; they yield no delta).
+become U+FFFD in the last piece (at the end of the reply; they yield no delta).
 
-Tool-call bodies are collected as text and parsed once, at the closing tag, by
-the format module (``_hermes``, ``_qwen3_coder``): no per-token regex, no
-incremental JSON.
+Events. Each closed segment is a :class:`~tokstream.ReplySegment` event, in
+stream order; a call's segment comes right before its
+:class:`~tokstream.ToolCall`. Tool-call bodies are collected as text and
+decoded once, at the closing tag, by the format's decoder (``_hermes``,
+``_qwen3_coder``): no per-token regex, no incremental JSON. Deltas are
+coalesced per received batch: a batch yields at most one delta per run of
+same-kind text between events.
 
-Deltas are coalesced per ``feed()`` call: one call yields at most one delta per
-run of same-kind text.
+One loop. :meth:`ResponseParser._parse` is the only per-token loop. It runs over
+a received batch; a plain token (no tag ID, no ``<``, nothing held back) costs
+one detokenizer step, one dict lookup and three list appends (the token as
+received, its piece, the pending delta), and allocates nothing. Everything
+else takes the slow path (``_slow``). The pull form stops the loop after a
+token that produced events, so a consumer that acts on a
+:class:`~tokstream.ToolCall` (starts its tool) does so before any later token
+is parsed; the batch resumes on the next :meth:`~ResponseParser.next_event`.
+A segment takes IDs and logprobs out of its tokens once, when it closes.
 
-Layout: this module has the public API and the per-token loops; state changes,
-segment closing and deltas are in ``_transitions``, text-tag matching with
-hold-back in ``_holdback`` (both bases of :class:`ResponseParser`).
+Errors. Malformed model output never raises: it is a call's status, or
+``Reply.thinking_unterminated``. Bad arguments raise
+:class:`~tokstream.InvalidRequest`. Using the parser out of order (tokens after
+:meth:`~ResponseParser.end_of_reply`, ending twice) is a bug in the caller and
+raises ``RuntimeError``.
+
+Layout: this module has the public API and the loop. The parser owns a
+``ReplyAssembler`` (``_assembler``: state changes, segment closing, deltas) and
+a ``HoldBackScanner`` (``_holdback``: text tags); ``_tags`` compiles the tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from ..._events import Token
-from ._events import ParseEvent, Reply, ReplySegment, TextDelta, ToolCall
-from ._hermes import parse_hermes
-from ._protocols import LeafSink, ParserTokenizer, ThinkingMode, ToolFormat
-from ._qwen3_coder import parse_qwen3_coder
-from ._segments import OpenSegment, freeze_ids
-from ._tags import STOP, TEXT, THINK, build_tag_tables
-from ._tools import ToolSchemas, ToolSpecs, normalise_tools
-from ._transitions import KIND, Transitions
+from ..._exceptions import InvalidRequest
+from ._assembler import ReplyAssembler
+from ._events import (
+    NEED_TOKENS,
+    NeedTokens,
+    ParseEvent,
+    ReplySegment,
+    SegmentKind,
+    TextDelta,
+    ToolCall,
+)
+from ._format import ReplyFormat, get_reply_format
+from ._holdback import HoldBackScanner
+from ._protocols import ParserTokenizer, ThinkingMode
+from ._segments import Item, id_items, item_ids
+from ._tags import KIND, STOP, TEXT, THINK, compile_tables
+from ._tools import ToolSpecs, normalise_tools
 
 __all__ = ["ResponseParser"]
 
-_FORMATS: dict[str, Callable[[str, ToolSchemas | None], Any]] = {
-    "hermes": parse_hermes,
-    "qwen3_coder": parse_qwen3_coder,
-}
+_LoopRefs: TypeAlias = tuple[
+    ReplyAssembler,
+    HoldBackScanner,
+    Callable[[int], "int | None"],
+    Callable[[int], str],
+    str,
+    list[str],
+]
 
-# feed() builds its one content delta without the frozen-dataclass __init__
-# (object.__setattr__ per field): in a live stream that is once per token.
+# Deltas are built without the frozen-dataclass __init__ (see _assembler).
 _new = object.__new__
 _set_text: Callable[[object, str], None] = TextDelta.__dict__["text"].__set__
 
 
-class ResponseParser(Transitions):
+class ResponseParser:
     """Parse one assistant reply, token by token, into events and segments.
 
-    Sans-IO: :meth:`feed` returns events at once; nothing is awaited. Feeding
-    the same IDs whole, one at a time, or in any grouping, through
-    :meth:`feed`, :meth:`feed_ids` or :meth:`feed_until_call`, gives the same
-    segments and calls (and the same concatenated deltas).
+    Sans-IO and pull-based, like h11: :meth:`receive_tokens` /
+    :meth:`receive_ids` push tokens, :meth:`end_of_reply` says no more will
+    come, and :meth:`next_event` returns the next event or :data:`NEED_TOKENS`.
+    :meth:`feed`, :meth:`feed_ids` and :meth:`finish` push and return every
+    event at once. Feeding the same IDs whole, one at a time, or in any
+    grouping, through any of these, gives the same segments and calls (and the
+    same concatenated deltas).
+
+    Events come in stream order: :class:`~tokstream.ThinkingDelta` /
+    :class:`~tokstream.TextDelta` text, a :class:`~tokstream.ReplySegment` for
+    each closed segment, :class:`~tokstream.ToolCallOpened` at a call's opening
+    tag and :class:`~tokstream.ToolCall` when it closes (after its segment), and
+    last the :class:`~tokstream.Reply`.
 
     Args:
         tokenizer: The model's tokenizer (``tokstream.Tokenizer`` or anything
             with ``added_tokens``, ``detokenizer()`` and ``encode()``). Tag IDs
             and stop IDs are looked up in it, and token text is derived from
             IDs with its incremental detokenizer.
-        tool_format: ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls) or
-            ``"qwen3_coder"`` (``<function=...>`` markup).
+        reply_format: The reply's tags, stop tokens and call decoder, usually
+            from the chat format (``context.chat_format.reply_format()``).
+        tool_format: Instead of ``reply_format``, the name of a registered one:
+            ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls; the default) or
+            ``"qwen3_coder"`` (``<function=...>`` markup), both with Qwen's
+            ``<think>`` and stop tokens.
         tools: Tool definitions (OpenAI-style list, bare function objects, or
             ``{name: parameters_schema}``). When given, an unknown name gives
             :attr:`ToolCallStatus.UNKNOWN_TOOL`, and Qwen3-Coder values convert
@@ -126,147 +177,214 @@ class ResponseParser(Transitions):
             With ``False``, a tag the tokenizer has as one token is recognised
             only by its ID (tags it lacks are always matched as text).
         stop_ids: IDs that end the reply as a ``stop`` segment. Default: the
-            tokenizer's ``<|im_end|>`` and ``<|endoftext|>``.
-        reply: An open reply of a context tree (``Context.begin_assistant()``)
-            to grow leaf by leaf: each segment is added with ``add_leaf`` the
-            moment it is complete, with its exact IDs, text and logprobs. Finish
-            the turn yourself with ``reply.finish(done)`` after :meth:`finish`.
-        on_segment: Called with each :class:`ReplySegment` the moment it is
-            complete (after ``reply.add_leaf``).
+            format's stop tokens (Qwen: ``<|im_end|>``, ``<|endoftext|>``).
 
     Raises:
-        ValueError: Unknown ``tool_format`` or ``thinking``, or a tool
-            definition without a name.
+        InvalidRequest: Both ``reply_format`` and ``tool_format``, an unknown
+            ``tool_format`` or ``thinking``, or a tool definition without a
+            name.
     """
 
-    __slots__ = ("_feed_piece", "_finished", "_flush_piece", "_state_codes", "_tag_get", "_tag_ids")
+    __slots__ = (
+        "_asm",
+        "_busy",
+        "_ended",
+        "_ending",
+        "_flush_piece",
+        "_loop_refs",
+        "_paused",
+        "_pending",
+        "_queue",
+        "_read",
+        "_scanner",
+        "_tables",
+    )
 
     def __init__(
         self,
         tokenizer: ParserTokenizer,
         *,
-        tool_format: ToolFormat = "hermes",
+        reply_format: ReplyFormat | None = None,
+        tool_format: str | None = None,
         tools: ToolSpecs | None = None,
         thinking: ThinkingMode = "auto",
         match_text: bool = True,
         stop_ids: Iterable[int] | None = None,
-        reply: LeafSink | None = None,
-        on_segment: Callable[[ReplySegment], None] | None = None,
     ) -> None:
-        if tool_format not in _FORMATS:
-            raise ValueError(f"tool_format must be 'hermes' or 'qwen3_coder', not {tool_format!r}")
-        if thinking not in ("auto", "open", "off"):
-            raise ValueError(f"thinking must be 'auto', 'open' or 'off', not {thinking!r}")
-        self._format = _FORMATS[tool_format]
-        self._tools = normalise_tools(tools)
-        if reply is not None:
-            add_leaf = reply.add_leaf
-            user_cb = on_segment
-
-            def grow(seg: ReplySegment) -> None:
-                add_leaf(seg.kind, seg.ids, seg.text, seg.logprobs)
-                if user_cb is not None:
-                    user_cb(seg)
-
-            on_segment = grow
-        self._on_segment = on_segment
-        tables = build_tag_tables(
+        if reply_format is None:
+            reply_format = get_reply_format("hermes" if tool_format is None else tool_format)
+        elif tool_format is not None:
+            raise InvalidRequest("tool_format", tool_format, "give reply_format or tool_format")
+        tables = compile_tables(
+            reply_format,
             tokenizer.added_tokens,
-            thinking_tags=thinking != "off",
+            thinking=thinking,
             match_text=match_text,
             stop_ids=stop_ids,
         )
-        self._tag_ids = tables.by_id
-        self._text_tags = tables.text_tags
-        self._prefixes = tables.prefixes
-        self._state_codes = tables.state_codes
+        self._tables = tables
         detokenizer = tokenizer.detokenizer()
-        self._feed_piece: Callable[[int], str] = detokenizer.feed
         self._flush_piece: Callable[[], str] = detokenizer.flush
-        self._tag_get = self._tag_ids.get
-        self._segments: list[ReplySegment] = []
-        self._calls: list[ToolCall] = []
-        self._content: list[str] = []
-        self._reasoning: list[str] = []
-        self._body: list[str] = []
-        self._events: list[ParseEvent] = []
-        self._delta: list[str] = []
-        self._hold = ""
-        self._hold_toks = []
-        self._assigned = 0
-        self._finished = False
-        self._thinking_unterminated = False
-        self._state = THINK if thinking == "open" else TEXT
-        self._cur = OpenSegment(KIND[self._state], 0)
+        self._scanner = HoldBackScanner(tables.trigger)
+        self._asm = ReplyAssembler(
+            tables,
+            reply_format.decode_call,
+            normalise_tools(tools),
+            THINK if thinking == "open" else TEXT,
+        )
+        # What the token loop binds on every call, in one tuple: one load, not six.
+        self._loop_refs: _LoopRefs = (
+            self._asm,
+            self._scanner,
+            tables.by_id.get,
+            detokenizer.feed,
+            tables.trigger,
+            self._asm.delta,
+        )
+        # Received batches not yet parsed; the events of the pull API not yet
+        # returned (_queue from index _read).
+        self._pending: deque[tuple[Iterator[Item], bool]] = deque()
+        self._paused = False
+        self._queue: list[ParseEvent] = []
+        self._read = 0
+        self._ending = False
+        self._ended = False
+        # Batches pending, events pulled halfway, or the reply ending: feed()
+        # then takes the general path (one check, not three).
+        self._busy = False
 
-    # -- public API ------------------------------------------------------------------
+    # -- what has been parsed --------------------------------------------------------------
+
+    @property
+    def state(self) -> SegmentKind:
+        """The kind of segment being built: ``"text"``, ``"thinking"`` or ``"tool_call"``."""
+        return KIND[self._asm.state]
+
+    @property
+    def tokens_parsed(self) -> int:
+        """How many received tokens have been parsed (events may be pending)."""
+        asm = self._asm
+        return asm.assigned + len(asm.cur.items) + self._scanner.pending
 
     @property
     def token_ids(self) -> npt.NDArray[np.int32]:
-        """Every ID fed so far (a fresh int32 array)."""
-        ids = [int(i) for seg in self._segments for i in seg.ids]
-        ids += self._cur.ids
-        ids += [t[0] for t in self._hold_toks]
-        return np.array(ids, dtype=np.int32)
+        """Every ID parsed so far (a fresh int32 array)."""
+        asm = self._asm
+        rest = np.array(item_ids(asm.cur.items) + self._scanner.held_ids, dtype=np.int32)
+        return np.concatenate([asm.closed_ids(), rest])
 
     @property
     def segments(self) -> tuple[ReplySegment, ...]:
-        """The segments completed so far (the open one is not included)."""
-        return tuple(self._segments)
+        """The segments closed so far (the open one is not included)."""
+        return tuple(self._asm.segments)
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:
         """The tool calls completed so far."""
-        return tuple(self._calls)
+        return tuple(self._asm.calls)
 
-    def feed(self, tokens: Iterable[Token]) -> list[ParseEvent]:
-        """Push stream tokens; return the events they complete.
+    # -- the pull API ----------------------------------------------------------------------
+
+    def receive_tokens(self, tokens: Iterable[Token]) -> None:
+        """Push stream tokens, in stream order; parse them with :meth:`next_event`.
 
         Only ``id`` and ``logprob`` are used: text comes from the tokenizer.
+        Nothing is parsed or copied here: the parser iterates ``tokens`` as
+        :meth:`next_event` parses, so do not change the collection before then.
+
+        Raises:
+            RuntimeError: :meth:`end_of_reply` was already called (a bug in
+                the caller, not in the stream).
+        """
+        if self._ending:
+            raise RuntimeError("ResponseParser: tokens received after end_of_reply()")
+        self._pending.append((iter(tokens), False))
+        self._busy = True
+
+    def receive_ids(
+        self,
+        ids: Iterable[int] | npt.NDArray[np.integer],
+        logprobs: Iterable[float | None] | None = None,
+    ) -> None:
+        """Push token IDs (and optionally their logprobs), in stream order.
 
         Args:
-            tokens: :class:`~tokstream.Token` events, in stream order.
+            ids: Token IDs (ints or an integer array).
+            logprobs: Their log-probabilities, aligned with ``ids``, or ``None``.
+
+        Raises:
+            InvalidRequest: ``logprobs`` is not the same length as ``ids``.
+            RuntimeError: :meth:`end_of_reply` was already called.
+        """
+        items, by_id = id_items(ids, logprobs)
+        if self._ending:
+            raise RuntimeError("ResponseParser: IDs received after end_of_reply()")
+        self._pending.append((iter(items), by_id))
+        self._busy = True
+
+    def end_of_reply(self) -> None:
+        """Say that no more tokens will come (the stream ended, however it ended).
+
+        :meth:`next_event` then reports what is unterminated and, last, the
+        :class:`~tokstream.Reply` (see :meth:`finish`).
+
+        Raises:
+            RuntimeError: Called twice.
+        """
+        if self._ending:
+            raise RuntimeError("ResponseParser.end_of_reply() was already called")
+        self._ending = self._busy = True
+
+    def next_event(self) -> ParseEvent | NeedTokens:
+        """Parse on until the next event and return it, or :data:`NEED_TOKENS`.
+
+        Parsing stops right after a token that completes an event, so a caller
+        can act on it (start a :class:`~tokstream.ToolCall`'s tool) before any
+        later token is parsed.
+
+        Returns:
+            The next event; :data:`NEED_TOKENS` when every received token is
+            parsed and the reply has not ended. After :meth:`end_of_reply`, the
+            last event is the :class:`~tokstream.Reply`; from then on it
+            returns :data:`NEED_TOKENS` for good.
+        """
+        queue = self._queue
+        while self._read == len(queue):
+            pending = self._pending
+            if pending:
+                items, by_id = pending[0]
+                self._paused = False
+                queue = self._parse(items, by_id, True)
+                if not self._paused:  # the batch is used up
+                    pending.popleft()
+            elif self._ending and not self._ended:
+                queue = self._end()
+            else:
+                self._queue, self._read, self._busy = [], 0, self._ending
+                return NEED_TOKENS
+            self._queue, self._read = queue, 0
+        ev = queue[self._read]
+        self._read += 1
+        return ev
+
+    # -- push and drain ----------------------------------------------------------------------
+
+    def feed(self, tokens: Iterable[Token]) -> list[ParseEvent]:
+        """Push stream tokens and return every event they complete.
+
+        The same as :meth:`receive_tokens`, then :meth:`next_event` until
+        :data:`NEED_TOKENS`.
 
         Returns:
             The new events, in order (often empty or one delta).
 
         Raises:
-            RuntimeError: :meth:`finish` was already called.
+            RuntimeError: The reply was already ended.
         """
-        if self._finished:
-            raise RuntimeError("ResponseParser.feed() after finish()")
-        events: list[ParseEvent] = []
-        self._events = events
-        tag_get = self._tag_get
-        piece_of = self._feed_piece
-        delta = self._delta
-        cur = self._cur
-        hold = self._hold
-        # The hot path: a plain token (no tag ID, no "<", nothing held back) costs
-        # one detokenizer step, one dict lookup and four list appends.
-        for t in tokens:
-            tid = t.id
-            piece = piece_of(tid)
-            code = tag_get(tid)
-            if code is None and not hold and "<" not in piece:
-                cur.ids.append(tid)
-                cur.lps.append(t.logprob)
-                cur.pieces.append(piece)
-                delta.append(piece)
-            else:
-                self._slow(tid, t.logprob, piece, code)
-                cur, hold = self._cur, self._hold
-        if delta:
-            if len(delta) == 1 and self._state == TEXT and delta[0]:
-                # _flush_delta() inlined for the streaming case: one content token.
-                text = delta.pop()
-                self._content.append(text)
-                ev: ParseEvent = _new(TextDelta)
-                _set_text(ev, text)
-                events.append(ev)
-            else:
-                self._flush_delta()
-        return events
+        if self._busy:
+            self.receive_tokens(tokens)
+            return self._drain()
+        return self._parse(tokens, False, False)
 
     def feed_ids(
         self,
@@ -275,108 +393,27 @@ class ResponseParser(Transitions):
     ) -> list[ParseEvent]:
         """Push token IDs (and optionally their logprobs); return the events.
 
-        Args:
-            ids: Token IDs, in stream order (ints or an integer array).
-            logprobs: Their log-probabilities, aligned with ``ids``, or ``None``.
-
-        Returns:
-            The new events, in order.
+        The same as :meth:`receive_ids`, then :meth:`next_event` until
+        :data:`NEED_TOKENS`.
 
         Raises:
-            RuntimeError: :meth:`finish` was already called.
-            ValueError: ``logprobs`` is not the same length as ``ids``.
+            InvalidRequest: ``logprobs`` is not the same length as ``ids``.
+            RuntimeError: The reply was already ended.
         """
-        id_list = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
-        if logprobs is None:
-            lp_list: list[float | None] = [None] * len(id_list)
-        else:
-            lp_list = list(logprobs)
-            if len(lp_list) != len(id_list):
-                raise ValueError(f"{len(lp_list)} logprobs for {len(id_list)} token IDs")
-        if self._finished:
-            raise RuntimeError("ResponseParser.feed_ids() after finish()")
-        events: list[ParseEvent] = []
-        self._events = events
-        tag_get = self._tag_get
-        piece_of = self._feed_piece
-        delta = self._delta
-        cur = self._cur
-        hold = self._hold
-        for tid, lp in zip(id_list, lp_list, strict=True):  # same as feed()'s loop
-            piece = piece_of(tid)
-            code = tag_get(tid)
-            if code is None and not hold and "<" not in piece:
-                cur.ids.append(tid)
-                cur.lps.append(lp)
-                cur.pieces.append(piece)
-                delta.append(piece)
-            else:
-                self._slow(tid, lp, piece, code)
-                cur, hold = self._cur, self._hold
-        if delta:
-            self._flush_delta()
-        return events
-
-    def feed_until_call(
-        self, tokens: Sequence[Token], start: int = 0
-    ) -> tuple[list[ParseEvent], int]:
-        """Push ``tokens[start:]``, but stop right after a token that completes a call.
-
-        A streaming shell that holds a burst of already-arrived tokens uses it
-        to hand out each :class:`ToolCall` (and start its tool) before it parses
-        the tokens after the call's closing tag. Otherwise the same as
-        :meth:`feed`: feeding every token this way gives the same events.
-
-        Args:
-            tokens: :class:`~tokstream.Token` events, in stream order.
-            start: Index of the first token to feed.
-
-        Returns:
-            The new events, and the index of the first token not fed:
-            ``len(tokens)`` unless a token completed a call (the call is then
-            the last event, or followed only by the events of the same token).
-
-        Raises:
-            RuntimeError: :meth:`finish` was already called.
-        """
-        if self._finished:
-            raise RuntimeError("ResponseParser.feed_until_call() after finish()")
-        events: list[ParseEvent] = []
-        self._events = events
-        tag_get = self._tag_get
-        piece_of = self._feed_piece
-        delta = self._delta
-        cur = self._cur
-        hold = self._hold
-        calls = self._calls
-        n_calls = len(calls)
-        end = len(tokens)
-        for k in range(start, end):  # feed()'s loop; calls complete only on its slow path
-            t = tokens[k]
-            tid = t.id
-            piece = piece_of(tid)
-            code = tag_get(tid)
-            if code is None and not hold and "<" not in piece:
-                cur.ids.append(tid)
-                cur.lps.append(t.logprob)
-                cur.pieces.append(piece)
-                delta.append(piece)
-            else:
-                self._slow(tid, t.logprob, piece, code)
-                cur, hold = self._cur, self._hold
-                if len(calls) != n_calls:
-                    end = k + 1
-                    break
-        if delta:
-            self._flush_delta()
-        return events, end
+        self.receive_ids(ids, logprobs)
+        return self._drain()
 
     def finish(self) -> list[ParseEvent]:
-        """End the reply: report what is unterminated, then the :class:`Reply`.
+        """End the reply: return the remaining events; the last is the :class:`Reply`.
+
+        The same as :meth:`end_of_reply`, then :meth:`next_event` until the
+        :class:`~tokstream.Reply`. Tokens received and not yet parsed are
+        parsed first.
 
         Held-back text that never became a tag is released as text. An open
         tool call is reported with :attr:`ToolCallStatus.UNTERMINATED`; open
-        thinking sets ``Reply.thinking_unterminated``.
+        thinking sets ``Reply.thinking_unterminated``. The open segment closes
+        (a :class:`~tokstream.ReplySegment` event).
 
         Incomplete UTF-8 bytes at the very end (a reply cut inside a
         character) become U+FFFD in the text of the segment that holds their
@@ -384,57 +421,107 @@ class ResponseParser(Transitions):
         They yield no delta and are not in ``content`` or ``reasoning``: like
         vLLM's streamed text, deltas carry only complete characters.
 
-        Returns:
-            The final events; the last is the :class:`Reply`.
-
         Raises:
-            RuntimeError: Called twice.
+            RuntimeError: The reply was already ended.
         """
-        if self._finished:
-            raise RuntimeError("ResponseParser.finish() was already called")
-        self._events = []
-        self._release_hold()
-        tail = self._flush_piece()
-        if tail and self._cur.pieces:
-            # The cut character's tokens are the last fed. They are in the open
-            # segment unless a closing tag ended on them; that segment is
-            # already out, and its text keeps only the complete characters.
-            self._cur.pieces[-1] += tail
-        self._close_all()
-        self._finished = True
-        reply = Reply(
-            reasoning="".join(self._reasoning),
-            content="".join(self._content),
-            tool_calls=tuple(self._calls),
-            segments=tuple(self._segments),
-            token_ids=freeze_ids([int(i) for seg in self._segments for i in seg.ids]),
-            thinking_unterminated=self._thinking_unterminated,
-        )
-        self._events.append(reply)
-        return self._events
+        self.end_of_reply()
+        return self._drain()
 
-    # -- the slow path: tags, hold-back, transitions ----------------------------------------
+    # -- the loop ------------------------------------------------------------------------------
 
-    def _slow(self, tid: int, lp: float | None, piece: str, code: int | None) -> None:
+    def _drain(self) -> list[ParseEvent]:
+        events = self._queue[self._read :]
+        for items, by_id in self._pending:
+            events += self._parse(items, by_id, False)
+        self._pending.clear()
+        if self._ending and not self._ended:
+            events += self._end()
+        self._queue, self._read, self._busy = [], 0, self._ending
+        return events
+
+    def _parse(self, items: Iterable[Item], by_id: bool, stop: bool) -> list[ParseEvent]:
+        """The token loop. Parse ``items`` (IDs if ``by_id``, else ``Token``-like).
+
+        Returns the events produced. With ``stop``, return right after a token
+        that produced one (setting ``_paused``), leaving the rest of ``items``
+        (an iterator) for the next call. Otherwise parse them all and flush the
+        delta.
+        """
+        asm, scanner, tag_get, piece_of, trigger, delta = self._loop_refs
+        cur = asm.cur
+        hold = scanner.held
+        # The hot path: a plain token (no tag ID, no trigger, nothing held back)
+        # costs one detokenizer step, one dict lookup and three list appends.
+        for t in items:
+            tid: int = t if by_id else t.id  # type: ignore[assignment, union-attr]
+            piece = piece_of(tid)
+            code = tag_get(tid)
+            if code is None and not hold and trigger not in piece:
+                cur.items.append(t)
+                cur.pieces.append(piece)
+                delta.append(piece)
+            else:
+                self._slow(t, tid, piece, code)
+                cur, hold = asm.cur, scanner.held
+                if stop and asm.events:
+                    self._paused = True
+                    events = asm.events
+                    asm.events = []
+                    return events
+        if delta:
+            if len(delta) == 1 and asm.state == TEXT and delta[0]:
+                # flush_delta() inlined for live streaming: one piece of content.
+                text = delta.pop()
+                asm.content.append(text)
+                ev: ParseEvent = _new(TextDelta)
+                _set_text(ev, text)
+                asm.events.append(ev)
+            else:
+                asm.flush_delta()
+        events = asm.events
+        asm.events = []
+        return events
+
+    def _slow(self, item: Item, tid: int, piece: str, code: int | None) -> None:
+        asm = self._asm
+        scanner = self._scanner
         # Tokens consumed before this one: closed segments, the open one, held ones.
-        index = self._assigned + len(self._cur.ids) + len(self._hold_toks)
-        if code is None:
-            self._scan(tid, lp, piece, index)
+        index = asm.assigned + len(asm.cur.items) + scanner.pending
+        if code is not None and (code == STOP or code in self._tables.moves[asm.state]):
+            held, toks = scanner.release()
+            asm.emit(held)
+            asm.assign(toks)
+            if code == STOP:
+                asm.stop(item, piece)
+            else:
+                asm.tag(code, [(item, piece, 0)], index)
             return
-        if code == STOP:
-            self._release_hold()
-            self._close_all()
-            self._open_segment("stop").ids.append(tid)
-            cur = self._cur
-            cur.lps.append(lp)
-            cur.pieces.append(piece)
-            self._close_segment()
-            self._switch(TEXT)
-            return
-        valid = code in self._state_codes[self._state]
-        if not valid:
-            # A tag ID where that tag means nothing (e.g. </think> in content): text.
-            self._scan(tid, lp, piece, index)
-            return
-        self._release_hold()
-        self._transition(code, [], [(tid, lp, piece, 0)], index)
+        # Text, or a tag ID where that tag means nothing (e.g. </think> in content).
+        tables = self._tables
+        scanner.push(item, piece)
+        while True:
+            state = asm.state
+            text, before, found = scanner.next(tables.text_tags[state], tables.prefixes[state])
+            asm.emit(text)
+            asm.assign(before)
+            if found is None:
+                return
+            asm.tag(found[0], found[1], index)
+
+    def _end(self) -> list[ParseEvent]:
+        asm = self._asm
+        held, toks = self._scanner.release()
+        asm.emit(held)
+        asm.assign(toks)
+        tail = self._flush_piece()
+        if tail and asm.cur.pieces:
+            # The cut character's tokens are the last parsed. They are in the
+            # open segment unless a closing tag ended on them; that segment is
+            # already out, and its text keeps only the complete characters.
+            asm.cur.pieces[-1] += tail
+        asm.close_all()
+        self._ended = True
+        events = asm.events
+        events.append(asm.reply())
+        asm.events = []
+        return events

@@ -5,13 +5,19 @@ The parser turns a reply's token stream into these nouns, in stream order:
 * :class:`ThinkingDelta` / :class:`TextDelta`: reasoning and content text, as soon
   as it is certain (text that could still become a tag is held back, never
   emitted and retracted);
-* :class:`ToolCallStarted`: an opening ``<tool_call>`` arrived;
+* :class:`ReplySegment`: a segment closed: the exact token IDs (and their text
+  and logprobs) of a thinking block, a run of content text, a tool call, or the
+  stop token. Segments come in stream order and partition the reply's IDs; a
+  context tree grows one leaf per segment;
+* :class:`ToolCallOpened`: a tool call's opening tag arrived (the call is not
+  parsed yet);
 * :class:`ToolCall`: a call is complete (its closing tag arrived), or was cut off
-  at the end of the reply, with a :class:`ToolCallStatus`;
-* :class:`Reply`: the whole parsed reply, last, from ``finish()``.
+  at the end of the reply, with a :class:`ToolCallStatus`; it follows the
+  ``ReplySegment`` of its tokens;
+* :class:`Reply`: the whole parsed reply, last.
 
-:class:`ReplySegment` is one leaf of the reply: the exact token IDs that produced a
-thinking block, a run of content text, a tool call, or the stop token.
+:data:`NEED_TOKENS` is not an event: ``ResponseParser.next_event()`` returns it
+when every token received so far is parsed (as h11's ``NEED_DATA``).
 
 Data only: frozen, slotted dataclasses, no parsing and no I/O here.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +34,8 @@ import numpy.typing as npt
 from ..._exceptions import OutputError
 
 __all__ = [
+    "NEED_TOKENS",
+    "NeedTokens",
     "ParseEvent",
     "Reply",
     "ReplySegment",
@@ -35,7 +43,7 @@ __all__ = [
     "TextDelta",
     "ThinkingDelta",
     "ToolCall",
-    "ToolCallStarted",
+    "ToolCallOpened",
     "ToolCallStatus",
 ]
 
@@ -88,8 +96,12 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
-class ToolCallStarted:
-    """An opening ``<tool_call>`` arrived.
+class ToolCallOpened:
+    """A tool call's opening tag (``<tool_call>``) arrived; its body follows.
+
+    Not to be confused with ``tokstream.ToolStarted`` (the turn loop started a
+    tool's function): a call opens, then closes as a :class:`ToolCall`, and only
+    then can its tool start.
 
     Attributes:
         index: The call's position among this reply's calls (0, 1, ...).
@@ -180,8 +192,11 @@ class ToolCall:
 class ReplySegment:
     """One leaf of a reply: a run of tokens of one kind, with their exact IDs.
 
-    The segments of a reply, in order, partition its token IDs: concatenating
-    their ``ids`` gives exactly the streamed IDs.
+    The parser emits each segment as an event the moment it closes, in stream
+    order; a context tree grows one leaf per segment
+    (``ReplyBuilder.add_segment``). The segments of a reply, in order,
+    partition its token IDs: concatenating their ``ids`` gives exactly the
+    streamed IDs.
 
     Attributes:
         kind: ``"thinking"`` (a ``<think>`` block, tags included), ``"text"``
@@ -258,4 +273,19 @@ class Reply:
     __hash__ = None  # type: ignore[assignment]
 
 
-ParseEvent: TypeAlias = ThinkingDelta | TextDelta | ToolCallStarted | ToolCall | Reply
+ParseEvent: TypeAlias = ThinkingDelta | TextDelta | ReplySegment | ToolCallOpened | ToolCall | Reply
+
+
+class NeedTokens(enum.Enum):
+    """The type of :data:`NEED_TOKENS` (an enum, so ``is`` checks narrow types)."""
+
+    NEED_TOKENS = "NEED_TOKENS"
+
+    def __repr__(self) -> str:
+        return "NEED_TOKENS"
+
+
+NEED_TOKENS: Final = NeedTokens.NEED_TOKENS
+"""Returned by ``ResponseParser.next_event()`` when every received token is
+parsed: receive more tokens, or end the reply. After the final :class:`Reply`
+it is returned for good."""

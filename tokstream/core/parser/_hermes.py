@@ -13,14 +13,13 @@ import json
 from typing import Any
 
 from ._events import ToolCallStatus
+from ._format import DecodedCall
 from ._tools import ToolSchemas
 
-__all__ = ["parse_hermes"]
-
-_ParsedCall = tuple[str | None, dict[str, Any] | None, ToolCallStatus, str | None]
+__all__ = ["decode_hermes"]
 
 
-def parse_hermes(body: str, tools: ToolSchemas | None) -> _ParsedCall:
+def decode_hermes(body: str, tools: ToolSchemas | None) -> DecodedCall:
     """Parse one Hermes call body.
 
     Returns:

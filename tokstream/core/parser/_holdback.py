@@ -1,122 +1,129 @@
-"""The hold-back text scanner: tags spelled by several ordinary tokens.
+"""The hold-back scanner: tags spelled by several ordinary tokens.
 
 A constrained decoder may write ``<tool_call>`` as ``"<" "tool" "_call" ">"``.
-:class:`HoldBackScanner` is the part of :class:`~tokstream.ResponseParser` that
-finds such tags in the text. It only ever sees the slow path: a piece that
-contains ``<``, a piece that arrives while text is held back, or a tag ID where
-that tag means nothing.
+:class:`HoldBackScanner` finds such tags in the text. The parser owns one and
+hands it only the slow path: a piece that contains the trigger character
+(``<``), a piece that arrives while text is held back, or a tag ID where that
+tag means nothing. It knows strings and tokens, not states or segments: the
+parser passes the current state's tags on each call and acts on what comes
+back.
 
-Theory of operation. The held text and the scanned piece form one string. It
-is scanned for ``<``:
+Theory of operation. The held text and the pushed piece form one string,
+scanned for the trigger character. Each :meth:`HoldBackScanner.next` call
+returns the text before the next finding, the tokens whose pieces end there,
+and the finding:
 
-* a complete tag valid in the current state is handed to the parser's
-  ``_transition`` with the tokens before it and the tokens that carry it;
-* a proper prefix of such a tag (``"<tool"``) at the end of the string is
-  *held back*, with the tokens that carry it: neither emitted as a delta nor
-  assigned to a segment, until the next pieces prove it a tag or plain text;
-* anything else is text of the current state.
+* a complete tag of the current state: returned with the tokens that carry it
+  (the parser changes state, then calls :meth:`~HoldBackScanner.next` again
+  with the new state's tags, to scan the rest of the string);
+* a proper prefix of such a tag (``"<tool"``) at the end of the string: it is
+  *held back*, with the tokens that carry it: neither emitted as text nor
+  assigned to a segment, until later pieces prove it a tag or plain text;
+* the end of the string: everything left is text.
 
 So held text is never emitted and then retracted. Each pending token keeps the
 offset of its piece in the scanned string, which is how a token that carries
-characters of a tag is given to that tag's segment (see ``_core``).
-
-Not here: tags by ID (a dict lookup in ``_core``), segment kinds and state
-changes (``_core._transition``), and tool-call bodies (``_hermes``,
-``_qwen3_coder``).
+characters of a tag is given to that tag's segment (``_core`` states the rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
-from ._segments import OpenSegment
+from ._segments import Item, item_ids
 
-__all__ = ["HoldBackScanner", "Pending"]
+__all__ = ["Found", "HoldBackScanner", "Pending"]
 
-Pending: TypeAlias = tuple[int, float | None, str, int]
-"""A token not yet given to a segment: (id, logprob, piece, offset of the piece
-in the scanned string)."""
+Pending: TypeAlias = tuple[Item, str, int]
+"""A token not yet given to a segment: (the token as received, its piece, the
+offset of the piece in the scanned string)."""
+
+Found: TypeAlias = tuple[int, list[Pending]] | None
+"""A tag found by :meth:`HoldBackScanner.next`: (tag code, the tokens that carry
+it), or ``None``."""
 
 
 class HoldBackScanner:
-    """Text-tag matching with hold-back; a base of ``ResponseParser``.
+    """Matches tags in text, holding back what could still become one.
 
-    Attributes (set by the parser):
-        _hold: Text held back because it could still become a tag.
-        _hold_toks: The tokens that carry it (and any empty-text tokens since).
-        _text_tags: State -> ``(tag text, code)`` pairs matched in text.
-        _prefixes: State -> proper prefixes of those tags.
+    Args:
+        trigger: The character every text tag starts with.
+
+    Attributes:
+        held: Text held back because it could still become a tag (``""`` if
+            none). The parser's fast path checks it.
     """
 
-    __slots__ = ("_hold", "_hold_toks", "_prefixes", "_text_tags")
+    __slots__ = ("_pos", "_s", "_scan", "_toks", "_trigger", "held")
 
-    _hold: str
-    _hold_toks: list[Pending]
-    _text_tags: dict[int, tuple[tuple[str, int], ...]]
-    _prefixes: dict[int, frozenset[str]]
-    # The parser's state, open segment and pending delta text.
-    _state: int
-    _cur: OpenSegment
-    _delta: list[str]
+    def __init__(self, trigger: str) -> None:
+        self._trigger = trigger
+        self.held = ""
+        self._toks: list[Pending] = []
+        self._s = ""
+        self._pos = 0
+        self._scan = 0
 
-    if TYPE_CHECKING:
+    @property
+    def pending(self) -> int:
+        """How many tokens are held (not yet given back)."""
+        return len(self._toks)
 
-        def _transition(
-            self, code: int, before: list[Pending], tag_toks: list[Pending], index: int
-        ) -> None: ...
+    @property
+    def held_ids(self) -> list[int]:
+        """The IDs of the held tokens."""
+        return item_ids([t[0] for t in self._toks])
 
-    def _scan(self, tid: int, lp: float | None, piece: str, index: int) -> None:
-        hold = self._hold
-        s = hold + piece
-        toks = self._hold_toks
-        toks.append((tid, lp, piece, len(hold)))
-        pos = scan = 0
+    def push(self, item: Item, piece: str) -> None:
+        """Start scanning the held text followed by ``piece`` (of token ``item``)."""
+        held = self.held
+        self._toks.append((item, piece, len(held)))
+        self._s = held + piece
+        self.held = ""
+        self._pos = self._scan = 0
+
+    def next(
+        self, tags: tuple[tuple[str, int], ...], prefixes: frozenset[str]
+    ) -> tuple[str, list[Pending], Found]:
+        """Scan on to the next tag among ``tags``, or to the end of the string.
+
+        Returns:
+            ``(text, tokens, found)``: the text before the finding, the tokens
+            whose pieces end there, and the tag found (``None`` at the end of
+            the string, which may have left text held back).
+        """
+        s, toks, pos, scan = self._s, self._toks, self._pos, self._scan
+        trigger = self._trigger
         while True:
-            i = s.find("<", scan)
+            i = s.find(trigger, scan)
             if i < 0:
-                self._emit(s[pos:])
-                self._assign(toks)
-                self._hold, self._hold_toks = "", []
-                return
-            found = self._match(s, i)
-            if found is None:
-                if s[i:] in self._prefixes[self._state]:
-                    self._emit(s[pos:i])
-                    before = [t for t in toks if t[3] + len(t[2]) <= i]
-                    self._assign(before)
-                    self._hold = s[i:]
-                    self._hold_toks = [(t[0], t[1], t[2], t[3] - i) for t in toks[len(before) :]]
-                    return
-                scan = i + 1
-                continue
-            tag, code = found
-            self._emit(s[pos:i])
-            before = [t for t in toks if t[3] + len(t[2]) <= i]
-            self._transition(code, before, toks[len(before) :], index)
-            toks = []
-            pos = scan = i + len(tag)
+                self._toks = []
+                return s[pos:], toks, None
+            for tag, code in tags:
+                if s.startswith(tag, i):
+                    n = _ending_by(toks, i)
+                    self._toks = []
+                    self._pos = self._scan = i + len(tag)
+                    return s[pos:i], toks[:n], (code, toks[n:])
+            if s[i:] in prefixes:
+                n = _ending_by(toks, i)
+                self.held = s[i:]
+                self._toks = [(t[0], t[1], t[2] - i) for t in toks[n:]]
+                return s[pos:i], toks[:n], None
+            scan = i + 1
 
-    def _match(self, s: str, i: int) -> tuple[str, int] | None:
-        for tag, code in self._text_tags[self._state]:
-            if s.startswith(tag, i):
-                return tag, code
-        return None
+    def release(self) -> tuple[str, list[Pending]]:
+        """Give up on the held text: return it and its tokens, as plain text."""
+        held, toks = self.held, self._toks
+        self.held, self._toks = "", []
+        return held, toks
 
-    def _release_hold(self) -> None:
-        """Give up on the held text: it is text of the current state."""
-        if self._hold or self._hold_toks:
-            self._emit(self._hold)
-            self._assign(self._hold_toks)
-            self._hold, self._hold_toks = "", []
 
-    def _emit(self, text: str) -> None:
-        if text:
-            self._delta.append(text)
-
-    def _assign(self, toks: Iterable[Pending]) -> None:
-        cur = self._cur
-        for tid, lp, piece, _ in toks:
-            cur.ids.append(tid)
-            cur.lps.append(lp)
-            cur.pieces.append(piece)
+def _ending_by(toks: list[Pending], i: int) -> int:
+    """How many of ``toks`` (in order) have pieces that end at or before ``i``."""
+    n = 0
+    for t in toks:
+        if t[2] + len(t[1]) > i:
+            break
+        n += 1
+    return n

@@ -1,22 +1,23 @@
 """What the parser needs from its collaborators, as structural protocols.
 
-``tokstream.Tokenizer`` satisfies :class:`ParserTokenizer`, and
-``tokstream.ReplyBuilder`` (``Context.begin_assistant()``) satisfies
-:class:`LeafSink`; the parser imports neither, so it can be tested and reused
-with anything of the same shape.
+``tokstream.Tokenizer`` satisfies :class:`ParserTokenizer`; the parser does not
+import it, so it can be tested and reused with anything of the same shape.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Detokenizer", "LeafSink", "ParserTokenizer", "ThinkingMode", "ToolFormat"]
+__all__ = ["Detokenizer", "ParserTokenizer", "ThinkingMode", "ToolFormat"]
 
-ToolFormat: TypeAlias = Literal["hermes", "qwen3_coder"]
+ToolFormat: TypeAlias = str
+"""The name of a registered reply format: ``"hermes"`` or ``"qwen3_coder"`` today."""
 ThinkingMode: TypeAlias = Literal["auto", "open", "off"]
+"""``"auto"``: thinking tags are recognised; ``"open"``: the reply starts inside a
+thinking block the prompt opened; ``"off"``: thinking tags are text."""
 
 
 class Detokenizer(Protocol):
@@ -45,18 +46,4 @@ class ParserTokenizer(Protocol):
 
     def encode(self, text: str) -> npt.NDArray[np.int32]:
         """Encode text to IDs, adding no special tokens of its own."""
-        ...
-
-
-class LeafSink(Protocol):
-    """Where segments go as they complete: ``tokstream.ReplyBuilder`` fits."""
-
-    def add_leaf(
-        self,
-        kind: Any,
-        ids: Any,
-        text: str | None = None,
-        logprobs: Any = None,
-    ) -> object:
-        """Add one complete leaf (kind, exact IDs, their text and logprobs)."""
         ...

@@ -35,17 +35,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._events import ToolCallStatus
+from ._format import DecodedCall
 from ._tools import ToolSchemas
 
-__all__ = ["convert_value", "parse_qwen3_coder"]
+__all__ = ["convert_value", "decode_qwen3_coder"]
 
 _FUNC = "<function="
 _PARAM = "<parameter="
 _PARAM_END = "</parameter>"
 _FUNC_END = "</function>"
 _WS = " \t\r\n"
-
-_ParsedCall = tuple[str | None, dict[str, Any] | None, ToolCallStatus, str | None]
 
 
 def _skip_ws(body: str, pos: int) -> int:
@@ -141,7 +140,7 @@ def convert_value(text: str, schema: Mapping[str, Any] | None) -> tuple[bool, An
     return False, text
 
 
-def parse_qwen3_coder(body: str, tools: ToolSchemas | None) -> _ParsedCall:
+def decode_qwen3_coder(body: str, tools: ToolSchemas | None) -> DecodedCall:
     """Parse one Qwen3-Coder call body.
 
     Returns:

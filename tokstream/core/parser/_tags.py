@@ -1,8 +1,10 @@
-"""The parser's tag tables: which tag each state recognises, by ID and by text.
+"""A reply format compiled for one tokenizer: the tables the token loop reads.
 
-Built once per parser from the tokenizer's added tokens, so the per-token path
-is a dict lookup on the ID plus, only for pieces containing ``<``, a scan
-against a handful of strings and a frozenset of their proper prefixes.
+:func:`compile_tables` turns a :class:`~tokstream.core.parser.ReplyFormat`
+(tag rows by state name) into integer-coded lookups, once per parser, so the
+per-token path is one dict lookup on the ID plus, only for pieces containing
+the trigger character, a scan against a handful of strings and a frozenset of
+their proper prefixes.
 """
 
 from __future__ import annotations
@@ -10,60 +12,94 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["TagTables", "build_tag_tables"]
+from ..._exceptions import InvalidRequest
+from ._events import SegmentKind
+from ._format import STATES, ReplyFormat, State
+from ._protocols import ThinkingMode
+
+__all__ = ["KIND", "STOP", "TEXT", "THINK", "TOOL", "TagTables", "compile_tables"]
 
 TEXT, THINK, TOOL = 0, 1, 2
-THINK_OPEN, THINK_CLOSE, CALL_OPEN, CALL_CLOSE, STOP = range(5)
-TAG_TEXT = {
-    THINK_OPEN: "<think>",
-    THINK_CLOSE: "</think>",
-    CALL_OPEN: "<tool_call>",
-    CALL_CLOSE: "</tool_call>",
-}
-STOP_NAMES = ("<|im_end|>", "<|endoftext|>")
-_BY_STATE = {
-    TEXT: (THINK_OPEN, CALL_OPEN),
-    THINK: (THINK_CLOSE, CALL_OPEN),
-    TOOL: (CALL_CLOSE, CALL_OPEN),
-}
+"""State codes: indices into ``STATES`` and :data:`KIND`."""
+STOP = -1
+"""The tag code of a stop token."""
+KIND: tuple[SegmentKind, SegmentKind, SegmentKind] = ("text", "thinking", "tool_call")
+"""The segment kind of each state code."""
+_CODE: dict[State, int] = {name: code for code, name in enumerate(STATES)}
 
 
 @dataclass(frozen=True, slots=True)
 class TagTables:
-    """Lookup tables for one parser configuration.
+    """The lookups for one parser (format, tokenizer and options).
 
     Attributes:
-        by_id: Token ID -> tag code (tags that are one added token, stop IDs).
-        text_tags: State -> ``(tag text, code)`` pairs matched in text.
-        prefixes: State -> proper prefixes of those tags (held back).
-        state_codes: State -> tag codes meaningful in that state.
+        by_id: Token ID -> tag code (a tag that is one added token) or ``STOP``.
+        moves: Per state code: tag code -> next state code. A tag code missing
+            from its state's dict is text there.
+        text_tags: Per state code: ``(tag text, tag code)`` pairs to match in
+            text, longest first.
+        prefixes: Per state code: the proper prefixes of those tags (held back).
+        tag_text: Tag code -> its text (for messages).
+        trigger: The character every text tag starts with.
+        call_close: The tag that closes a call, for messages (``None``: none).
     """
 
     by_id: dict[int, int]
-    text_tags: dict[int, tuple[tuple[str, int], ...]]
-    prefixes: dict[int, frozenset[str]]
-    state_codes: dict[int, frozenset[int]]
+    moves: tuple[dict[int, int], ...]
+    text_tags: tuple[tuple[tuple[str, int], ...], ...]
+    prefixes: tuple[frozenset[str], ...]
+    tag_text: tuple[str, ...]
+    trigger: str
+    call_close: str | None
 
 
-def build_tag_tables(
-    added: dict[str, int], *, thinking_tags: bool, match_text: bool, stop_ids: Iterable[int] | None
+def compile_tables(
+    fmt: ReplyFormat,
+    added: dict[str, int],
+    *,
+    thinking: ThinkingMode,
+    match_text: bool,
+    stop_ids: Iterable[int] | None,
 ) -> TagTables:
-    """Build the tables from the tokenizer's added tokens (name -> ID)."""
-    codes = dict(TAG_TEXT)
-    if not thinking_tags:
-        del codes[THINK_OPEN], codes[THINK_CLOSE]
-    by_id = {added[text]: code for code, text in codes.items() if text in added}
-    stops = [added[n] for n in STOP_NAMES if n in added] if stop_ids is None else stop_ids
+    """Compile ``fmt`` against the tokenizer's added tokens (name -> ID).
+
+    ``thinking="off"`` drops every row into or out of a thinking block, so its
+    tags are plain text. With ``match_text=False``, a tag that is one added
+    token is recognised only by that ID.
+
+    Raises:
+        InvalidRequest: ``thinking`` is not a known mode, or is ``"open"`` for
+            a format that has no thinking block.
+    """
+    if thinking not in ("auto", "open", "off"):
+        raise InvalidRequest("thinking", thinking, "use 'auto', 'open' or 'off'")
+    if thinking == "open" and not fmt.has_thinking:
+        raise InvalidRequest("thinking", thinking, f"the {fmt.name!r} format has no thinking block")
+    rows = [r for r in fmt.tags if thinking != "off" or "thinking" not in (r[0], r[2])]
+    tag_text = tuple(dict.fromkeys(tag for _, tag, _ in rows))
+    code_of = {tag: code for code, tag in enumerate(tag_text)}
+    by_id = {added[tag]: code for tag, code in code_of.items() if tag in added}
+    stops = [added[n] for n in fmt.stop_tokens if n in added] if stop_ids is None else stop_ids
     for sid in stops:
         by_id[int(sid)] = STOP
-    text_tags: dict[int, tuple[tuple[str, int], ...]] = {}
-    prefixes: dict[int, frozenset[str]] = {}
-    state_codes: dict[int, frozenset[int]] = {}
-    for state, wanted in _BY_STATE.items():
-        state_codes[state] = frozenset(c for c in wanted if c in codes)
-        tags = tuple(
-            (codes[c], c) for c in wanted if c in codes and (match_text or codes[c] not in added)
+    moves: list[dict[int, int]] = [{}, {}, {}]
+    for state, tag, to in rows:
+        moves[_CODE[state]][code_of[tag]] = _CODE[to]
+    text_tags: list[tuple[tuple[str, int], ...]] = []
+    prefixes: list[frozenset[str]] = []
+    for move in moves:
+        tags = sorted(
+            ((tag_text[c], c) for c in move if match_text or tag_text[c] not in added),
+            key=lambda t: -len(t[0]),
         )
-        text_tags[state] = tags
-        prefixes[state] = frozenset(t[:k] for t, _ in tags for k in range(1, len(t)))
-    return TagTables(by_id, text_tags, prefixes, state_codes)
+        text_tags.append(tuple(tags))
+        prefixes.append(frozenset(t[:k] for t, _ in tags for k in range(1, len(t))))
+    return TagTables(
+        by_id=by_id,
+        moves=tuple(moves),
+        text_tags=tuple(text_tags),
+        prefixes=tuple(prefixes),
+        tag_text=tag_text,
+        trigger=tag_text[0][0] if tag_text else "<",
+        call_close=fmt.closing_tag("tool_call"),
+    )

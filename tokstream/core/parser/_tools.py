@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
+from ..._exceptions import InvalidRequest
+
 __all__ = ["ToolSchemas", "ToolSpecs", "normalise_tools"]
 
 ToolSpecs: TypeAlias = Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]
@@ -23,7 +25,7 @@ def normalise_tools(tools: ToolSpecs | None) -> ToolSchemas | None:
     """Return ``{name: parameters_schema}`` for ``tools``, or ``None`` if not given.
 
     Raises:
-        ValueError: A definition has no function name.
+        InvalidRequest: A definition has no function name.
     """
     if tools is None:
         return None
@@ -34,7 +36,7 @@ def normalise_tools(tools: ToolSpecs | None) -> ToolSchemas | None:
         fn = spec.get("function", spec)
         name = fn.get("name") if isinstance(fn, Mapping) else None
         if not isinstance(name, str) or not name:
-            raise ValueError(f"tool definition without a function name: {spec!r}")
+            raise InvalidRequest("tools", spec, "a tool definition needs a function name")
         params = fn.get("parameters") or {}
         out[name] = params if isinstance(params, Mapping) else {}
     return out

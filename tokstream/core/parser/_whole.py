@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from ._core import ResponseParser
 from ._events import Reply
+from ._format import ReplyFormat
 from ._protocols import ParserTokenizer, ThinkingMode, ToolFormat
 from ._tools import ToolSpecs
 
@@ -23,7 +24,8 @@ def parse_output(
     ids_or_text: str | Iterable[int] | npt.NDArray[np.integer],
     *,
     tokenizer: ParserTokenizer,
-    tool_format: ToolFormat = "hermes",
+    reply_format: ReplyFormat | None = None,
+    tool_format: ToolFormat | None = None,
     tools: ToolSpecs | None = None,
     thinking: ThinkingMode = "auto",
     match_text: bool = True,
@@ -34,7 +36,10 @@ def parse_output(
         ids_or_text: The output's token IDs, or its text (tokenized first with
             ``tokenizer.encode``; tags in the text become their special IDs).
         tokenizer: The model's tokenizer (``tokstream.Tokenizer``).
-        tool_format: ``"hermes"`` or ``"qwen3_coder"``.
+        reply_format: The reply's tags, stops and call decoder (e.g.
+            ``Context.chat_format.reply_format()``); see :class:`ResponseParser`.
+        tool_format: Instead, a registered format's name: ``"hermes"`` (the
+            default) or ``"qwen3_coder"``.
         tools: Tool definitions; see :class:`ResponseParser`.
         thinking: ``"auto"``, ``"open"`` (the prompt opened ``<think>``) or
             ``"off"``; see :class:`ResponseParser`.
@@ -47,7 +52,7 @@ def parse_output(
         with a status other than ``OK``; nothing is dropped.
 
     Raises:
-        ValueError: Bad ``tool_format``/``thinking`` or tool definitions.
+        InvalidRequest: Bad ``tool_format``/``thinking`` or tool definitions.
     """
     if isinstance(ids_or_text, str):
         ids: npt.NDArray[np.integer] | list[int] = tokenizer.encode(ids_or_text)
@@ -56,7 +61,12 @@ def parse_output(
     else:
         ids = [int(i) for i in ids_or_text]
     parser = ResponseParser(
-        tokenizer, tool_format=tool_format, tools=tools, thinking=thinking, match_text=match_text
+        tokenizer,
+        reply_format=reply_format,
+        tool_format=tool_format,
+        tools=tools,
+        thinking=thinking,
+        match_text=match_text,
     )
     parser.feed_ids(ids)
     reply = parser.finish()[-1]

@@ -1,0 +1,152 @@
+"""Every file in ``examples/`` runs, as a user runs it, against the live CPU vLLM.
+
+Each example runs as a subprocess against the session's server (``--base-url``,
+``--model``, ``--tokenizer``), and its exit status and output are checked. An
+example with no entry in :data:`CHECKS` fails the suite, so none goes untested.
+``make demo``'s own path (no ``--base-url``: it starts and stops its own
+server) runs once more, to prove it leaves no process behind. The examples in
+:data:`CLUSTER_EXAMPLES` run against this module's ``vllm_cluster`` instead, in
+the last test, so the cluster starts after the demo's own server has stopped
+(three servers at most, with the session's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tokstream.testing import VLLMCluster, VLLMServer
+from tokstream.testing._server import process_family
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def check_demo(out: str) -> None:
+    # The first call closes at token 67; its tool starts right then, mid-stream.
+    assert "> call #0 get_weather(" in out
+    assert "> tool get_weather started at token 67 (the model is still writing)" in out
+    assert "tool ran mid-stream yes" in out
+    assert out.index("> tool get_weather started at token 67") < out.index("  68       198")
+    assert out.index("> tool get_time started at token 87") < out.index("> Done after 88 tokens")
+    assert "turn 2:" in out and "It is sunny and 21 °C in Paris" in out
+    assert "system -> user -> assistant -> tool -> tool -> assistant" in out
+    assert out.count("echo verified     yes") == 2
+    assert "forced IDs exact  yes" in out
+    assert 'tool call: {"name": "get_weather", "arguments": {"city": "Paris"}}' in out
+    assert "  151657  tool" in out and "  151667  think" in out
+    assert "demo: all checks passed" in out
+
+
+def check_multi_turn(out: str) -> None:
+    assert out.count("prompt == echoed: ok") == 5
+    assert out.count("earlier replies unchanged: ok") == 5
+    assert out.count(", non-canonical split), mask == sampled") == 2
+    assert "final request: echoed context incl. every reply: ok" in out
+    assert "MISMATCH" not in out
+    assert "all checks passed" in out
+
+
+def check_rollouts_cluster(out: str) -> None:
+    assert re.search(r"router http://127\.0\.0\.1:\d+/v1, 2 replicas: 0 at http://", out), out
+    for phase in ("with affinity", "without"):
+        section = out.split(phase, 1)[1]
+        assert section.count("echo ok") >= 8, section
+    affine = out.split("with affinity", 1)[1].split("without", 1)[0]
+    rows = re.findall(
+        r"^  rollout \d \(priority +\d+\): replicas ([\d ]+?)  echo ok$", affine, re.M
+    )
+    assert len(rows) == 8, affine
+    for row in rows:
+        assert len(row.split()) == 4 and len(set(row.split())) == 1, row  # one replica each
+    assert "priority  0" in out and "priority 10" in out
+    rates = [int(r) for r in re.findall(r"cluster: (\d+)% of prompt tokens", out)]
+    assert len(rates) == 2 and rates[0] > rates[1], rates
+    for check in (
+        "every prompt echoed exactly: yes",
+        "prefix-cache hit rate higher with affinity: yes",
+        "each rollout stayed on one replica: yes",
+    ):
+        assert f"check: {check}" in out
+    assert "all checks passed" in out
+
+
+CHECKS: dict[str, Callable[[str], None]] = {
+    "demo.py": check_demo,
+    "multi_turn.py": check_multi_turn,
+    "rollouts_cluster.py": check_rollouts_cluster,
+}
+"""What each example must print. A new example gets an entry here, or the suite fails."""
+
+CLUSTER_EXAMPLES = frozenset({"rollouts_cluster.py"})
+"""Examples that need a routed cluster (``--base-url`` of its router)."""
+
+
+def run_example(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=EXAMPLES.parent,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CHECKS)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", sorted(set(CHECKS) - CLUSTER_EXAMPLES))
+def test_example_runs_against_the_live_server(
+    vllm_server: VLLMServer, tiny_model_dir: Path, name: str
+) -> None:
+    args = ["--base-url", vllm_server.base_url, "--model", vllm_server.model]
+    proc = run_example(name, *args, "--tokenizer", str(tiny_model_dir), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    CHECKS[name](proc.stdout)
+
+
+@pytest.mark.vllm
+def test_demo_starts_and_stops_its_own_server() -> None:
+    # `make demo`'s own path: no --base-url, so the demo starts a second tiny server,
+    # runs the turns and must stop that server with every process it spawned.
+    proc = run_example("demo.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_demo(proc.stdout)
+    started = re.search(r"server: starting vLLM on 127\.0\.0\.1:\d+ \(PID (\d+),", proc.stderr)
+    assert started, proc.stderr
+    pid = int(started.group(1))
+    assert re.search(r"server: ready on http://127\.0\.0\.1:\d+/v1 in ", proc.stderr)
+    assert f"server: stopping PID {pid}" in proc.stderr
+    assert f"server: stopped PID {pid}" in proc.stderr
+    # No live process is left in the server's session, nor below it, the moment the
+    # demo has exited; and once init has reaped any zombie, the group is empty.
+    assert process_family(pid) == {}
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, f"process group {pid} outlived the demo"
+        time.sleep(0.1)
+
+
+# Last in the module: the module-scoped cluster starts here and stops at the module's end.
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", sorted(CLUSTER_EXAMPLES))
+def test_example_runs_against_a_live_cluster(
+    vllm_cluster: VLLMCluster, tiny_model_dir: Path, name: str
+) -> None:
+    args = ["--base-url", vllm_cluster.base_url, "--model", vllm_cluster.model]
+    proc = run_example(name, *args, "--tokenizer", str(tiny_model_dir), timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    CHECKS[name](proc.stdout)

@@ -1,0 +1,265 @@
+"""The reply under construction: its state, segments, calls and pending text.
+
+:class:`ReplyAssembler` is the part of :class:`~tokstream.ResponseParser`'s
+state that tags change (as h11's ``Connection`` owns a ``ConnectionState``).
+The parser owns one. It calls :meth:`~ReplyAssembler.tag` when a tag is
+recognised (by ID, or in text by the hold-back scanner), :meth:`~ReplyAssembler.stop`
+on a stop token and :meth:`~ReplyAssembler.close_all` when the reply ends. The
+assembler then closes the open segment, emitting it as a
+:class:`~tokstream.ReplySegment` event, parses a closed call's body with the
+format's decoder, and turns the text collected since the last event into one
+delta. The states, tags and the token-boundary rule are described in
+``_core``'s theory of operation. Nothing here runs per plain token: the
+parser's loop appends plain tokens to :attr:`ReplyAssembler.cur` and
+:attr:`ReplyAssembler.delta` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from ._events import (
+    ParseEvent,
+    Reply,
+    ReplySegment,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallOpened,
+    ToolCallStatus,
+)
+from ._format import CallDecoder
+from ._holdback import Pending
+from ._segments import Item, OpenSegment, freeze_ids
+from ._tags import KIND, TEXT, THINK, TOOL, TagTables
+from ._tools import ToolSchemas
+
+__all__ = ["ReplyAssembler"]
+
+# Deltas are built without the frozen-dataclass __init__ (object.__setattr__ per
+# field): a live stream creates one per received batch, so it must be cheap.
+_new = object.__new__
+_set_text: Callable[[object, str], None] = TextDelta.__dict__["text"].__set__
+_set_think: Callable[[object, str], None] = ThinkingDelta.__dict__["text"].__set__
+
+
+class ReplyAssembler:
+    """Segments, calls, deltas and the current state of one reply.
+
+    Args:
+        tables: The compiled tag tables (for state moves and messages).
+        decode_call: The format's call decoder (``None``: no calls).
+        tools: Tool schemas for the decoder, or ``None``.
+        state: The state code the reply starts in.
+
+    Attributes:
+        state: The current state code (``TEXT``, ``THINK`` or ``TOOL``).
+        cur: The open segment; the parser's loop appends plain tokens to it.
+        delta: Text since the last delta; the parser's loop appends to it.
+        content: Every content delta's text so far.
+        events: The events not yet taken by the parser, in order. The parser
+            takes the list (and puts an empty one here) when it hands them out.
+        assigned: Tokens in closed segments.
+    """
+
+    __slots__ = (
+        "_body",
+        "_calls",
+        "_decode_call",
+        "_reasoning",
+        "_segments",
+        "_tables",
+        "_thinking_unterminated",
+        "_tools",
+        "assigned",
+        "content",
+        "cur",
+        "delta",
+        "events",
+        "state",
+    )
+
+    def __init__(
+        self,
+        tables: TagTables,
+        decode_call: CallDecoder | None,
+        tools: ToolSchemas | None,
+        state: int,
+    ) -> None:
+        self._tables = tables
+        self._decode_call = decode_call
+        self._tools = tools
+        self.events: list[ParseEvent] = []
+        self.state = state
+        self.cur = OpenSegment(KIND[state], 0)
+        self.delta: list[str] = []
+        self.content: list[str] = []
+        self.assigned = 0
+        self._segments: list[ReplySegment] = []
+        self._calls: list[ToolCall] = []
+        self._reasoning: list[str] = []
+        self._body: list[str] = []
+        self._thinking_unterminated = False
+
+    @property
+    def segments(self) -> list[ReplySegment]:
+        """The closed segments, in order (the live list)."""
+        return self._segments
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        """The completed calls, in order (the live list)."""
+        return self._calls
+
+    # -- what the parser calls ----------------------------------------------------------
+
+    def assign(self, toks: Iterable[Pending]) -> None:
+        """Give tokens to the open segment."""
+        cur = self.cur
+        for item, piece, _ in toks:
+            cur.items.append(item)
+            cur.pieces.append(piece)
+
+    def emit(self, text: str) -> None:
+        """Add text of the current state (it becomes part of the next delta)."""
+        if text:
+            self.delta.append(text)
+
+    def tag(self, code: int, tag_toks: list[Pending], index: int) -> None:
+        """A tag valid in the current state arrived, carried by ``tag_toks``.
+
+        ``index`` is the reply position of the token being parsed (for
+        :class:`ToolCallOpened`).
+        """
+        state = self.state
+        to = self._tables.moves[state][code]
+        if to == TEXT:  # a closing tag: it belongs to the block it closes
+            self.assign(tag_toks)
+            self._close_current(terminated=True)
+            self._switch(TEXT)
+            return
+        self._close_current(terminated=False, cut_by=f"the next {self._tables.tag_text[code]}")
+        self._switch(to)
+        if to == TOOL:
+            self.events.append(ToolCallOpened(len(self._calls), index))
+        self.assign(tag_toks)
+
+    def stop(self, item: Item, piece: str) -> None:
+        """A stop token: close everything, then emit it as a ``stop`` segment."""
+        self.close_all()
+        cur = self.cur = OpenSegment("stop", self.assigned)
+        cur.items.append(item)
+        cur.pieces.append(piece)
+        self._close_segment()
+        self._switch(TEXT)
+
+    def close_all(self) -> None:
+        """End whatever is open: a call is unterminated, thinking is flagged."""
+        state = self.state
+        if state == TOOL:
+            self._close_current(terminated=False)
+            self._switch(TEXT)
+        elif state == THINK:
+            self._thinking_unterminated = True
+            self._close_current(terminated=False)
+            self._switch(TEXT)
+        else:
+            self.flush_delta()
+            self._close_segment()
+
+    def flush_delta(self) -> None:
+        """Turn the text since the last delta into one delta event (or call body)."""
+        delta = self.delta
+        text = delta[0] if len(delta) == 1 else "".join(delta)
+        delta.clear()
+        if not text:
+            return
+        state = self.state
+        if state == TOOL:
+            self._body.append(text)
+            return
+        if state == TEXT:
+            self.content.append(text)
+            ev: ParseEvent = _new(TextDelta)
+            _set_text(ev, text)
+        else:
+            self._reasoning.append(text)
+            ev = _new(ThinkingDelta)
+            _set_think(ev, text)
+        self.events.append(ev)
+
+    def reply(self) -> Reply:
+        """The whole reply (after :meth:`close_all`)."""
+        return Reply(
+            reasoning="".join(self._reasoning),
+            content="".join(self.content),
+            tool_calls=tuple(self._calls),
+            segments=tuple(self._segments),
+            token_ids=self.closed_ids(),
+            thinking_unterminated=self._thinking_unterminated,
+        )
+
+    def closed_ids(self) -> npt.NDArray[np.int32]:
+        """The IDs of the closed segments, in order (a read-only int32 array)."""
+        segments = self._segments
+        if not segments:
+            return freeze_ids([])
+        ids = (
+            np.concatenate([seg.ids for seg in segments]) if len(segments) > 1 else segments[0].ids
+        )
+        ids.flags.writeable = False
+        return ids
+
+    # -- state changes ------------------------------------------------------------------
+
+    def _switch(self, state: int) -> None:
+        self.flush_delta()
+        self.state = state
+        if state == TOOL:
+            self._body = []
+        self.cur = OpenSegment(KIND[state], self.assigned)
+
+    def _close_current(self, *, terminated: bool, cut_by: str = "the end of the reply") -> None:
+        """Close the open segment; a call's body is decoded and the call reported."""
+        self.flush_delta()
+        if self.state != TOOL:
+            self._close_segment()
+            return
+        cur = self.cur
+        body = "".join(self._body)
+        seg = self._close_segment()
+        decode = self._decode_call
+        assert decode is not None  # a format with a TOOL state has a decoder
+        name, args, status, error = decode(body, self._tools)
+        if not terminated:
+            status = ToolCallStatus.UNTERMINATED
+            closing = self._tables.call_close
+            error = f"no {closing} before {cut_by}" if closing else f"cut off by {cut_by}"
+        start = cur.start
+        call = ToolCall(
+            index=len(self._calls),
+            name=name,
+            arguments=args,
+            status=status,
+            raw=body,
+            ids=seg.ids if seg is not None else freeze_ids([]),
+            error=error,
+            start_token=start,
+            end_token=start + len(cur.items),
+        )
+        self._calls.append(call)
+        self.events.append(call)
+
+    def _close_segment(self) -> ReplySegment | None:
+        cur = self.cur
+        if not cur.items:
+            return None
+        seg = cur.freeze(len(self._calls) if cur.kind == "tool_call" else None)
+        self._segments.append(seg)
+        self.assigned += len(cur.items)
+        self.cur = OpenSegment(cur.kind, self.assigned)
+        self.events.append(seg)
+        return seg
