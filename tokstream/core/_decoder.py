@@ -135,7 +135,14 @@ class StreamDecoder:
         self.bytes_received += len(data)
         self.chunks += 1
         out: list[Event] = []
+        append = out.append
         decode = self._decode
+        # The short path applies once the first chunk was read the long way.
+        short = (
+            decode is decode_chunk and self._logprobs is None and self._completion_id is not None
+        )
+        add_ids = self._ids.fromlist
+        text = self._text
         for payload in self._sse.feed_raw(data):
             if payload.__class__ is not bytes:
                 assert isinstance(payload, SSEEvent)
@@ -145,53 +152,54 @@ class StreamDecoder:
             if payload == _DONE:
                 if self._finish_reason is None:
                     problem = "[DONE] came before any finish_reason"
-                    out.append(self._protocol_error(problem, payload))
+                    append(self._protocol_error(problem, payload))
                 else:
-                    out.append(self._done())
+                    append(self._done())
                 return out
-            # The common chunk: one choice with IDs and text, nothing else to note.
             try:
                 chunk = decode(payload)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self._undecodable(payload, exc, out)
             else:
+                # The common chunk: one choice with IDs and text, nothing else to note.
                 choices = chunk.choices
-                if (
-                    choices
-                    and len(choices) == 1
-                    and chunk.usage is None
-                    and chunk.error is None
-                    and self._completion_id is not None
-                ):
+                if short and choices and len(choices) == 1 and chunk.usage is None:
                     choice = choices[0]
                     ids = choice.token_ids
                     if (
                         ids
                         and choice.finish_reason is None
                         and choice.logprobs is None
-                        and self._logprobs is None
                         and choice.index == 0
+                        and chunk.error is None
                         and chunk.object != "error"
-                        and choice.__class__ is not FirstChoice
                     ):
                         try:
-                            self._ids.fromlist(ids)
+                            add_ids(ids)
                         except OverflowError:
-                            out.append(self._protocol_error("a token ID outside int32", payload))
+                            append(self._protocol_error("a token ID outside int32", payload))
                             return out
-                        text = choice.text or ""
-                        self._text += text.encode("utf-8", "surrogatepass")
+                        piece = choice.text or ""
+                        text += piece.encode()  # msgspec refuses lone surrogates
                         self.tokens += len(ids)
                         if len(ids) == 1:
-                            out.append(Token(ids[0], text))
+                            append(Token(ids[0], piece))
                         else:
                             last = len(ids) - 1
                             out.extend(
-                                [Token(tid, text if i == last else "") for i, tid in enumerate(ids)]
+                                [
+                                    Token(tid, piece if i == last else "")
+                                    for i, tid in enumerate(ids)
+                                ]
                             )
                         continue
                 self._chunk(chunk, payload, out)
                 decode = self._decode
+                short = (
+                    decode is decode_chunk
+                    and self._logprobs is None
+                    and self._completion_id is not None
+                )
             if self._ended():
                 return out
         if self._sse.error is not None:
@@ -306,7 +314,7 @@ class StreamDecoder:
         except OverflowError:
             out.append(self._protocol_error("a token ID outside int32", payload))
             return
-        self._text += text.encode("utf-8", "surrogatepass")
+        self._text += text.encode()
         self.tokens += len(ids)
         lp = choice.logprobs.token_logprobs if choice.logprobs is not None else None
         if lp is None and self._logprobs is None:
