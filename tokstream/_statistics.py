@@ -28,7 +28,8 @@ class StreamStatistics:
         tokens: Token IDs delivered.
         time_to_first_token: Seconds from sending the request to the first
             token ID, or ``None`` if none arrived.
-        elapsed: Seconds since the request was sent (to the end, once ended).
+        elapsed: Seconds since the stream was entered, waiting for a connection
+            included (to the end, once ended).
         buffer_preview: The tail of undecoded bytes, for diagnostics.
     """
 

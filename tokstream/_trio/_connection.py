@@ -43,12 +43,13 @@ class Connection:
         idle_since: When it was last put in its pool's idle deque (trio time).
     """
 
-    __slots__ = ("_socket", "_tls", "_waited", "idle_since", "requests")
+    __slots__ = ("_socket", "_tls", "_waited", "_waiting", "idle_since", "requests")
 
     def __init__(self, sock: socket.socket, tls: trio.SSLStream[trio.SocketStream] | None) -> None:
         self._socket = sock
         self._tls = tls
         self._waited = False  # the last read had to wait: the next one probably will too
+        self._waiting = False  # a task waits on the socket now (close must wake it)
         self.requests = 0
         self.idle_since = 0.0
 
@@ -84,13 +85,17 @@ class Connection:
         if sock.fileno() < 0:
             raise trio.ClosedResourceError("the connection was closed")
         while True:
-            if deadline == math.inf:
-                await trio.lowlevel.wait_readable(sock)
-            else:
-                with trio.CancelScope(deadline=deadline) as scope:
+            self._waiting = True
+            try:
+                if deadline == math.inf:
                     await trio.lowlevel.wait_readable(sock)
-                if scope.cancelled_caught:
-                    return None
+                else:
+                    with trio.CancelScope(deadline=deadline) as scope:
+                        await trio.lowlevel.wait_readable(sock)
+                    if scope.cancelled_caught:
+                        return None
+            finally:
+                self._waiting = False
             try:
                 data = sock.recv(size)
             except _WAITING:
@@ -117,16 +122,27 @@ class Connection:
             try:
                 sent = sock.send(view)
             except _WAITING:
-                await trio.lowlevel.wait_writable(sock)
+                self._waiting = True
+                try:
+                    await trio.lowlevel.wait_writable(sock)
+                finally:
+                    self._waiting = False
                 continue
             view = view[sent:]
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def close(self) -> None:
-        """Close the socket now (forcefully: no TLS close_notify); idempotent."""
+        """Close the socket now (forcefully: no TLS close_notify); idempotent.
+
+        A task waiting on the socket is woken first (``notify_closing``, which
+        then raises ``trio.ClosedResourceError`` in it). With nobody waiting,
+        trio holds no state for the socket, and that call is skipped: it was
+        about half of what cancelling 10,000 streams cost.
+        """
         sock = self._socket
         if sock.fileno() >= 0:
-            trio.lowlevel.notify_closing(sock)
+            if self._waiting or self._tls is not None:
+                trio.lowlevel.notify_closing(sock)
             sock.close()
 
     def is_readable(self) -> bool:

@@ -176,10 +176,10 @@ class TrioResponse:
             if body:
                 return body
         conn = self._conn
-        if conn is None:
-            raise self._broken(trio.ClosedResourceError("the response was closed"))
         size = self._read_size
         while not reader.done:
+            if conn is None:
+                raise self._broken(trio.ClosedResourceError("the response was released"))
             try:
                 data = await conn.receive(size, deadline)
             except _BROKEN as exc:
