@@ -41,6 +41,22 @@ N_TOKENS = sum(e.count(b'"token_ids":[') for e in EVENTS)  # one ID per event in
 CLOSE = object()
 
 
+async def read_request(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes | None:
+    """The next request (head and Content-Length body) from ``stream``; ``None`` at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        buf += data
+    end = buf.index(b"\r\n\r\n") + 4
+    length = int(bytes(buf[:end]).lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(buf) < end + length:
+        buf += await stream.receive_some(65536)
+    request = bytes(buf[: end + length])
+    del buf[: end + length]
+    return request
+
+
 @dataclass
 class ScriptedServer:
     """Answers each request with the next scripted action of its connection."""
@@ -62,20 +78,13 @@ class ScriptedServer:
     async def _connection(self, stream: trio.SocketStream) -> None:
         script = self.scripts[min(self.connections, len(self.scripts) - 1)]
         self.connections += 1
-        buf = b""
+        buf = bytearray()
         try:
             for action in script:
-                while b"\r\n\r\n" not in buf:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                while len(buf) < length:
-                    buf += await stream.receive_some(65536)
-                self.requests.append(head + b"\r\n\r\n" + buf[:length])
-                buf = buf[length:]
+                request = await read_request(stream, buf)
+                if request is None:
+                    return
+                self.requests.append(request)
                 if action is CLOSE:
                     return
                 if isinstance(action, tuple):
@@ -426,19 +435,9 @@ async def test_https_streams_and_keeps_the_connection(nursery: trio.Nursery) -> 
     async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
         nonlocal accepted
         accepted += 1
-        buf = b""
+        buf = bytearray()
         try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                while len(buf) < length:
-                    buf += await stream.receive_some(65536)
-                buf = buf[length:]
+            while await read_request(stream, buf) is not None:
                 await stream.send_all(CHUNKED)
         except trio.BrokenResourceError:
             return
