@@ -16,7 +16,10 @@ import tokstream
 from tokstream import Done, Error, Token
 from tokstream._trio._config import CLOSE_TIMEOUT
 
+from ._transports import transport
 from .replay_server import DATA, ReplayServer
+
+__all__ = ["transport"]  # the fixture every client test runs over
 
 
 def expected_ids(name: str) -> list[int]:
@@ -64,10 +67,12 @@ async def collect(client: tokstream.Client, prompt: object, **kw: object) -> lis
         return [ev async for ev in events]
 
 
-async def test_replay_forced_hermes_round_trip(replay_server: ReplayServer) -> None:
+async def test_replay_forced_hermes_round_trip(transport: str, replay_server: ReplayServer) -> None:
     name = "forced_hermes"
     prompt = np.array(prompt_of(name), dtype=np.int32)
-    async with tokstream.Client(replay_server.url(f"replay={name}"), model="tiny-qwen") as client:
+    async with tokstream.Client(
+        replay_server.url(f"replay={name}"), model="tiny-qwen", transport=transport
+    ) as client:
         events = await collect(client, prompt, max_tokens=64, temperature=0.0)
         stats = client.statistics()
     await settle(replay_server)
@@ -83,7 +88,10 @@ async def test_replay_forced_hermes_round_trip(replay_server: ReplayServer) -> N
     assert done.finish_reason == "stop" and done.stop_reason is None
     assert done.usage is not None and done.usage.completion_tokens == len(tokens)
     assert done.diagnostics.tokens == len(tokens)
-    assert done.diagnostics.sse_events == done.diagnostics.chunks  # one event per HTTP chunk
+    if transport == "httpx":  # httpx hands over one HTTP chunk (one event) per read
+        assert done.diagnostics.sse_events == done.diagnostics.chunks
+    else:  # the trio transport reads whatever arrived: one or many chunks per read
+        assert 1 <= done.diagnostics.chunks <= done.diagnostics.sse_events
     assert done.diagnostics.time_to_first_token is not None
     assert done.diagnostics.elapsed >= done.diagnostics.time_to_first_token
     sent = replay_server.requests[0].json()
@@ -99,10 +107,13 @@ async def test_replay_forced_hermes_round_trip(replay_server: ReplayServer) -> N
 
 
 async def test_stop_string_text_lags_ids_but_concatenation_is_exact(
+    transport: str,
     replay_server: ReplayServer,
 ) -> None:
     name = "stop_string_tool_call_end"
-    async with tokstream.Client(replay_server.url(f"replay={name}"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"replay={name}"), model="m", transport=transport
+    ) as c:
         events = await collect(c, prompt_of(name))
     done = events[-1]
     assert isinstance(done, Done)
@@ -111,9 +122,11 @@ async def test_stop_string_text_lags_ids_but_concatenation_is_exact(
     assert "".join(e.text for e in events if isinstance(e, Token)) == expected_text(name)
 
 
-async def test_api_key_request_id_and_health_and_models(replay_server: ReplayServer) -> None:
+async def test_api_key_request_id_and_health_and_models(
+    transport: str, replay_server: ReplayServer
+) -> None:
     client = tokstream.Client(
-        replay_server.url("replay=basic_stream") + "/", model="m", api_key="k1"
+        replay_server.url("replay=basic_stream") + "/", model="m", api_key="k1", transport=transport
     )
     async with client:
         assert "k1" not in repr(client)
@@ -129,9 +142,11 @@ async def test_api_key_request_id_and_health_and_models(replay_server: ReplaySer
     assert models == [tokstream.ModelInfo("tiny-qwen", "vllm", "/models/tiny", 4096)]
 
 
-async def test_health_is_false_when_unreachable() -> None:
+async def test_health_is_false_when_unreachable(transport: str) -> None:
     port = _closed_port()
-    async with tokstream.Client(f"http://127.0.0.1:{port}/v1", model="m") as client:
+    async with tokstream.Client(
+        f"http://127.0.0.1:{port}/v1", model="m", transport=transport
+    ) as client:
         assert await client.health() is False
         with pytest.raises(tokstream.ConnectError):
             await client.models()
@@ -143,10 +158,10 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_connection_refused_names_the_url() -> None:
+async def test_connection_refused_names_the_url(transport: str) -> None:
     port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1"
-    async with tokstream.Client(url, model="m") as client:
+    async with tokstream.Client(url, model="m", transport=transport) as client:
         events = await collect(client, [1, 2])
         assert client.statistics().streams_failed == 1
     assert len(events) == 1 and isinstance(events[0], Error)
@@ -166,9 +181,11 @@ async def test_connection_refused_names_the_url() -> None:
     ],
 )
 async def test_http_errors(
-    replay_server: ReplayServer, code: int, errfile: str, cls: type, needle: str
+    transport: str, replay_server: ReplayServer, code: int, errfile: str, cls: type, needle: str
 ) -> None:
-    async with tokstream.Client(replay_server.url(f"status={code},{errfile}"), model="m") as client:
+    async with tokstream.Client(
+        replay_server.url(f"status={code},{errfile}"), model="m", transport=transport
+    ) as client:
         events = await collect(client, [1, 2])
     await settle(replay_server)
     assert replay_server.connections_opened == replay_server.connections_closed
@@ -192,8 +209,12 @@ async def test_http_errors(
         ("oov_token_id_beyond_embedding", "out of vocabulary"),
     ],
 )
-async def test_in_band_errors(replay_server: ReplayServer, errfile: str, needle: str) -> None:
-    async with tokstream.Client(replay_server.url(f"sse={errfile}"), model="m") as c:
+async def test_in_band_errors(
+    transport: str, replay_server: ReplayServer, errfile: str, needle: str
+) -> None:
+    async with tokstream.Client(
+        replay_server.url(f"sse={errfile}"), model="m", transport=transport
+    ) as c:
         events = await collect(c, [1])
         await assert_clean(replay_server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
@@ -203,9 +224,13 @@ async def test_in_band_errors(replay_server: ReplayServer, errfile: str, needle:
     assert err.type == "BadRequestError" and err.code == 400
 
 
-async def test_midstream_in_band_error_keeps_the_tokens(replay_server: ReplayServer) -> None:
+async def test_midstream_in_band_error_keeps_the_tokens(
+    transport: str, replay_server: ReplayServer
+) -> None:
     name = "midstream_error_internal"
-    async with tokstream.Client(replay_server.url(f"replay={name}"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"replay={name}"), model="m", transport=transport
+    ) as c:
         events = await collect(c, [1])
         await assert_clean(replay_server, c)
     err = events[-1]
@@ -214,9 +239,13 @@ async def test_midstream_in_band_error_keeps_the_tokens(replay_server: ReplaySer
     assert [e.id for e in events[:-1] if isinstance(e, Token)] == expected_ids(name)
 
 
-async def test_garbage_payloads_are_skipped_and_counted(replay_server: ReplayServer) -> None:
+async def test_garbage_payloads_are_skipped_and_counted(
+    transport: str, replay_server: ReplayServer
+) -> None:
     name = "forced_hermes"
-    async with tokstream.Client(replay_server.url(f"garbage={name}"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"garbage={name}"), model="m", transport=transport
+    ) as c:
         events = await collect(c, [1])
         await assert_clean(replay_server, c)
     done = events[-1]
@@ -228,8 +257,10 @@ async def test_garbage_payloads_are_skipped_and_counted(replay_server: ReplaySer
     assert done.diagnostics.parse_error_previews[0] == "{this is not json"
 
 
-async def test_junk_that_is_not_sse_is_a_protocol_error(replay_server: ReplayServer) -> None:
-    async with tokstream.Client(replay_server.url("junk"), model="m") as c:
+async def test_junk_that_is_not_sse_is_a_protocol_error(
+    transport: str, replay_server: ReplayServer
+) -> None:
+    async with tokstream.Client(replay_server.url("junk"), model="m", transport=transport) as c:
         events = await collect(c, [1])
         await assert_clean(replay_server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
@@ -238,10 +269,11 @@ async def test_junk_that_is_not_sse_is_a_protocol_error(replay_server: ReplaySer
 
 
 async def test_oversized_event_is_a_protocol_error_not_unbounded_memory(
+    transport: str,
     replay_server: ReplayServer,
 ) -> None:
     async with tokstream.Client(
-        replay_server.url("oversized"), model="m", max_event_size=1024 * 1024
+        replay_server.url("oversized"), model="m", max_event_size=1024 * 1024, transport=transport
     ) as client:
         events = await collect(client, [1])
         await assert_clean(replay_server, client)
@@ -257,10 +289,13 @@ async def test_oversized_event_is_a_protocol_error_not_unbounded_memory(
 
 
 async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens(
+    transport: str,
     replay_server: ReplayServer,
 ) -> None:
     name = "forced_hermes"
-    async with tokstream.Client(replay_server.url(f"close={name},7"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"close={name},7"), model="m", transport=transport
+    ) as c:
         events = await collect(c, [1])
         await assert_clean(replay_server, c)
     err = events[-1]
@@ -272,12 +307,12 @@ async def test_close_mid_stream_is_remote_disconnected_with_partial_tokens(
 
 
 async def test_stall_timeout_carries_diagnostics(
-    autojump_clock: MockClock, replay_server: ReplayServer
+    transport: str, autojump_clock: MockClock, replay_server: ReplayServer
 ) -> None:
     name = "forced_hermes"
     timeouts = tokstream.Timeouts(stall=5.0)
     async with tokstream.Client(
-        replay_server.url(f"stall={name},3"), model="m", timeouts=timeouts
+        replay_server.url(f"stall={name},3"), model="m", timeouts=timeouts, transport=transport
     ) as client:
         events = await collect(client, [1])
         await assert_clean(replay_server, client)
@@ -288,10 +323,14 @@ async def test_stall_timeout_carries_diagnostics(
     assert isinstance(err.error, tokstream.StallTimeout)
     assert isinstance(err.error, TimeoutError)
     msg = str(err.error)
+    # httpx reads one HTTP chunk at a time; the trio transport reads what arrived.
+    reads = "chunks=3" if transport == "httpx" else "chunks="
     for needle in (
         "stall=5.0s",
-        "chunks=3",
+        reads,
         "sse_lines=6",
+        "events=3",
+        "tokens=3",
         "parse_errors=0",
         "buffer=",
         "elapsed=",
@@ -301,10 +340,15 @@ async def test_stall_timeout_carries_diagnostics(
     assert err.diagnostics.elapsed >= 5.0
 
 
-async def test_first_token_timeout(autojump_clock: MockClock, replay_server: ReplayServer) -> None:
+async def test_first_token_timeout(
+    transport: str, autojump_clock: MockClock, replay_server: ReplayServer
+) -> None:
     timeouts = tokstream.Timeouts(stall=100.0, first_token=2.0)
     async with tokstream.Client(
-        replay_server.url("stall=forced_hermes,0"), model="m", timeouts=timeouts
+        replay_server.url("stall=forced_hermes,0"),
+        model="m",
+        timeouts=timeouts,
+        transport=transport,
     ) as client:
         events = await collect(client, [1])
         await assert_clean(replay_server, client)
@@ -313,8 +357,12 @@ async def test_first_token_timeout(autojump_clock: MockClock, replay_server: Rep
     assert "first_token=2.0s" in str(events[0].error)
 
 
-async def test_cancelling_the_scope_closes_the_response(replay_server: ReplayServer) -> None:
-    async with tokstream.Client(replay_server.url("stall=forced_hermes,10"), model="m") as client:
+async def test_cancelling_the_scope_closes_the_response(
+    transport: str, replay_server: ReplayServer
+) -> None:
+    async with tokstream.Client(
+        replay_server.url("stall=forced_hermes,10"), model="m", transport=transport
+    ) as client:
         got: list[int] = []
         with trio.CancelScope() as scope:
             async with client.stream([1]) as events:
@@ -335,8 +383,12 @@ async def test_cancelling_the_scope_closes_the_response(replay_server: ReplaySer
     assert replay_server.connections_opened == replay_server.connections_closed
 
 
-async def test_leaving_the_block_early_closes_the_response(replay_server: ReplayServer) -> None:
-    async with tokstream.Client(replay_server.url("stall=forced_hermes,10"), model="m") as client:
+async def test_leaving_the_block_early_closes_the_response(
+    transport: str, replay_server: ReplayServer
+) -> None:
+    async with tokstream.Client(
+        replay_server.url("stall=forced_hermes,10"), model="m", transport=transport
+    ) as client:
         async with client.stream([1]) as events:
             async for _ in events:
                 break
@@ -345,9 +397,13 @@ async def test_leaving_the_block_early_closes_the_response(replay_server: Replay
         assert client.statistics().streams_open == 0
 
 
-async def test_nursery_form_gives_the_same_events(replay_server: ReplayServer) -> None:
+async def test_nursery_form_gives_the_same_events(
+    transport: str, replay_server: ReplayServer
+) -> None:
     name = "forced_utf8"
-    async with tokstream.Client(replay_server.url(f"replay={name}"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"replay={name}"), model="m", transport=transport
+    ) as c:
         direct = await collect(c, [1])
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
@@ -362,9 +418,12 @@ async def test_nursery_form_gives_the_same_events(replay_server: ReplayServer) -
 
 
 async def test_nursery_form_cancelling_the_nursery_closes_at_once(
+    transport: str,
     replay_server: ReplayServer,
 ) -> None:
-    async with tokstream.Client(replay_server.url("stall=basic_stream,8"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url("stall=basic_stream,8"), model="m", transport=transport
+    ) as c:
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
             first = await channel.receive()
@@ -377,10 +436,13 @@ async def test_nursery_form_cancelling_the_nursery_closes_at_once(
 
 
 async def test_nursery_form_closing_the_channel_stops_at_the_next_bytes(
+    transport: str,
     replay_server: ReplayServer,
 ) -> None:
     name = "basic_stream"
-    async with tokstream.Client(replay_server.url(f"slow={name}"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"slow={name}"), model="m", transport=transport
+    ) as c:
         async with trio.open_nursery() as nursery:
             channel = c.start_stream(nursery, [1])
             first = await channel.receive()
@@ -396,9 +458,11 @@ async def test_nursery_form_closing_the_channel_stops_at_the_next_bytes(
 
 
 async def test_cancelled_before_response_headers_releases_everything(
-    autojump_clock: MockClock, replay_server: ReplayServer
+    transport: str, autojump_clock: MockClock, replay_server: ReplayServer
 ) -> None:
-    async with tokstream.Client(replay_server.url("noheaders"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url("noheaders"), model="m", transport=transport
+    ) as c:
         with trio.move_on_after(3) as scope:
             async with c.stream([1]) as events:
                 raise AssertionError(f"entered without headers: {events}")
@@ -411,18 +475,22 @@ async def test_cancelled_before_response_headers_releases_everything(
 
 
 async def test_health_and_models_do_not_hang_on_a_silent_server(
-    autojump_clock: MockClock, replay_server: ReplayServer
+    transport: str, autojump_clock: MockClock, replay_server: ReplayServer
 ) -> None:
     timeouts = tokstream.Timeouts(stall=5.0)
-    async with tokstream.Client(replay_server.url("hang"), model="m", timeouts=timeouts) as c:
+    async with tokstream.Client(
+        replay_server.url("hang"), model="m", timeouts=timeouts, transport=transport
+    ) as c:
         assert await c.health() is False
         with pytest.raises(tokstream.TransportError, match="/hang/v1/models"):
             await c.models()
 
 
-async def test_invalid_request_raises_before_any_io(replay_server: ReplayServer) -> None:
+async def test_invalid_request_raises_before_any_io(
+    transport: str, replay_server: ReplayServer
+) -> None:
     async with tokstream.Client(
-        replay_server.url("replay=basic_stream"), model="m", vocab_size=100
+        replay_server.url("replay=basic_stream"), model="m", vocab_size=100, transport=transport
     ) as c:
         with pytest.raises(tokstream.InvalidRequest, match=r"prompt\[1\]=150"):
             c.stream([1, 150])
@@ -436,11 +504,13 @@ async def test_invalid_request_raises_before_any_io(replay_server: ReplayServer)
     assert replay_server.requests == []
 
 
-async def test_512_concurrent_streams_complete(replay_server: ReplayServer) -> None:
+async def test_512_concurrent_streams_complete(transport: str, replay_server: ReplayServer) -> None:
     name = "basic_stream"
     want = expected_ids(name)
     results: list[list[int]] = []
-    async with tokstream.Client(replay_server.url(f"barrier={name},512"), model="m") as c:
+    async with tokstream.Client(
+        replay_server.url(f"barrier={name},512"), model="m", transport=transport
+    ) as c:
 
         async def one(i: int) -> None:
             async with c.stream([i + 1]) as events:
@@ -470,9 +540,11 @@ def test_client_and_stream_are_trio_resources_and_streams_come_from_the_client()
         tokstream.EventStream(tokstream.CompletionRequest.build([1]))
 
 
-async def test_a_closed_client_says_it_is_closed(replay_server: ReplayServer) -> None:
+async def test_a_closed_client_says_it_is_closed(
+    transport: str, replay_server: ReplayServer
+) -> None:
     url = replay_server.url("replay=basic_stream")
-    client = tokstream.Client(url, model="m")
+    client = tokstream.Client(url, model="m", transport=transport)
     async with client:
         prepared = client.stream([1])  # prepared while open, entered after the close
         assert not client.is_closed
@@ -514,8 +586,12 @@ async def test_a_closed_client_says_it_is_closed(replay_server: ReplayServer) ->
     assert replay_server.requests == []
 
 
-async def test_iterating_a_stream_without_async_with_says_how(replay_server: ReplayServer) -> None:
-    async with tokstream.Client(replay_server.url("replay=basic_stream"), model="m") as client:
+async def test_iterating_a_stream_without_async_with_says_how(
+    transport: str, replay_server: ReplayServer
+) -> None:
+    async with tokstream.Client(
+        replay_server.url("replay=basic_stream"), model="m", transport=transport
+    ) as client:
         with pytest.raises(tokstream.UsageError) as info:
             async for _ in client.stream([1]):
                 raise AssertionError("iterated a stream that was never opened")
@@ -589,11 +665,18 @@ async def test_a_hung_peer_cannot_hang_a_cancelled_stream(autojump_clock: MockCl
 
 
 async def test_transport_names_the_stream_transport(replay_server: ReplayServer) -> None:
-    async with tokstream.Client(
-        replay_server.url("replay=basic_stream"), model="m", transport="httpx"
-    ) as client:
-        assert isinstance((await collect(client, [1]))[-1], Done)
-    assert tokstream._trio._client.TRANSPORTS == ("httpx",)
+    assert tokstream._trio._client.TRANSPORTS == ("trio", "httpx")
+    url = replay_server.url("replay=basic_stream")
+    for name in (None, "trio", "httpx"):
+        async with tokstream.Client(url, model="m", transport=name) as client:
+            assert isinstance((await collect(client, [1]))[-1], Done)
+            pool = client.statistics().pool
+        # Only the trio transport has a pool of its own to count; it is the default.
+        if name == "httpx":
+            assert pool is None
+        else:
+            assert pool is not None and pool.opened == 1
+    assert len(replay_server.requests) == 3
     for bad in ("h2", 3, object()):
         with pytest.raises(tokstream.InvalidRequest, match="transport"):
             tokstream.Client(replay_server.url("x"), model="m", transport=bad)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ def raising_transport(exc: Exception) -> httpx.MockTransport:
     [
         (httpx.ConnectError("refused"), tokstream.ConnectError),
         (httpx.ConnectTimeout("slow"), tokstream.ConnectTimeout),
-        (httpx.PoolTimeout("pool"), tokstream.TransportError),
+        (httpx.PoolTimeout("pool"), tokstream.PoolTimeout),
         (httpx.WriteError("broken pipe"), tokstream.TransportError),
         (httpx.WriteTimeout("write"), tokstream.TransportError),
         (httpx.ReadError("reset"), tokstream.TransportError),
@@ -117,6 +117,7 @@ def _instance(cls: type[Exception], message: str) -> Exception:
 
 # The expected translation, written out independently of the implementation.
 BEFORE_RESPONSE = {
+    httpx.PoolTimeout: tokstream.PoolTimeout,
     httpx.ConnectTimeout: tokstream.ConnectTimeout,
     httpx.ConnectError: tokstream.ConnectError,
 }

@@ -404,3 +404,120 @@ def test_done_marker_before_any_finish_reason_is_a_protocol_error() -> None:
     assert isinstance(events[-1], Error)
     assert isinstance(events[-1].error, tokstream.ProtocolError)
     assert "[DONE] came before any finish_reason" in str(events[-1].error)
+
+
+# -- cheap events, compact memory ------------------------------------------------
+
+
+def test_token_is_a_cheap_frozen_value_that_pattern_matches() -> None:
+    token = Token(151667, "<think>")
+    match token:
+        case Token(id=151667, text=text):
+            assert text == "<think>"
+        case _:
+            raise AssertionError("keyword pattern did not match")
+    match token:
+        case Token(tid, text, None):
+            assert (tid, text) == (151667, "<think>")
+        case _:
+            raise AssertionError("positional pattern did not match")
+    assert Token.__match_args__ == ("id", "text", "logprob")
+    assert token == Token(151667, "<think>", None) and hash(token) == hash(Token(151667, "<think>"))
+    assert repr(token) == "Token(id=151667, text='<think>', logprob=None)"
+    with pytest.raises(AttributeError):
+        token.id = 1  # type: ignore[misc]
+    assert "exactly as the server streamed it" in (Token.__doc__ or "")
+    import gc
+
+    assert not gc.is_tracked(token)  # no GC bookkeeping per token
+
+
+def synthetic_stream(n_chunks: int, text: str = " tok", prompt: list[int] | None = None) -> bytes:
+    head = {"id": "cmpl-1", "object": "text_completion", "model": "m"}
+    out = []
+    for i in range(n_chunks):
+        choice: dict[str, object] = {
+            "index": 0,
+            "text": text,
+            "token_ids": [1000 + i % 5000],
+            "finish_reason": "length" if i == n_chunks - 1 else None,
+            "prompt_token_ids": prompt if i == 0 else None,
+        }
+        out.append(b"data: " + json.dumps({**head, "choices": [choice]}).encode() + b"\n\n")
+    return b"".join(out) + b"data: [DONE]\n\n"
+
+
+def test_memory_kept_per_streamed_token_is_its_id_and_its_text() -> None:
+    import tracemalloc
+
+    n = 20_000
+    raw = synthetic_stream(n, text=" é")  # 3 bytes of UTF-8 per token
+    decoder = StreamDecoder()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(0, len(raw) - 100, 65536):
+            for ev in decoder.feed(raw[i : min(i + 65536, len(raw) - 100)]):
+                assert isinstance(ev, Token)
+        kept = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    # The IDs (4 bytes each) and the UTF-8 text, no Python object per token.
+    assert decoder.tokens > n - 100
+    assert kept / decoder.tokens <= 16 + 3, kept / decoder.tokens
+    done = decoder.feed(raw[len(raw) - 100 :])[-1]
+    assert isinstance(done, Done)
+    assert done.token_ids.tolist() == [1000 + i % 5000 for i in range(n)]
+    assert done.text == " é" * n and done.token_ids.dtype == np.int32
+
+
+def test_a_32k_id_prompt_echo_becomes_one_int32_array() -> None:
+    import random
+    import tracemalloc
+
+    prompt = [random.randrange(0, 151_000) for _ in range(32_768)]
+    raw = synthetic_stream(3, prompt=prompt)
+    first_event = raw.split(b"\n\n")[0]
+    decoder = StreamDecoder()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(0, len(raw), 65536):
+            decoder.feed(raw[i : i + 65536])
+        kept = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    done = decoder.finish() or []
+    assert decoder.finished
+    # What stays is the int32 array (4 bytes per ID), not a Python int per ID.
+    assert kept <= 0.75 * len(first_event), (kept, len(first_event))
+    events = decode(raw)
+    assert isinstance(events[-1], Done) and events[-1].prompt_token_ids is not None
+    assert events[-1].prompt_token_ids.tolist() == prompt
+    assert events[-1].prompt_token_ids.dtype == np.int32
+    assert not events[-1].prompt_token_ids.flags.writeable
+    assert done == []  # it had ended at [DONE] already
+
+
+@pytest.mark.parametrize(
+    ("choice", "needle"),
+    [
+        ({"token_ids": [2**31], "text": "x"}, "outside int32"),
+        ({"token_ids": [1], "text": "x", "prompt_token_ids": [-1]}, "prompt_token_ids"),
+        ({"token_ids": [1], "text": "x", "prompt_token_ids": [2**40]}, "prompt_token_ids"),
+        ({"token_ids": [1], "text": "x", "prompt_token_ids": [1.5]}, "prompt_token_ids"),
+    ],
+)
+def test_ids_outside_int32_are_a_protocol_error_not_a_crash(
+    choice: dict[str, object], needle: str
+) -> None:
+    first = {"id": "c", "choices": [{"index": 0, "text": "a", "token_ids": [7]}]}
+    bad = {"id": "c", "choices": [{"index": 0, **choice}]}
+    # The prompt echo comes on the first chunk (later ones are read without it).
+    cases = [[bad]] if "prompt_token_ids" in choice else [[bad], [first, bad]]
+    for chunks in cases:
+        raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+        events = decode(raw)
+        err = events[-1]
+        assert isinstance(err, Error) and type(err.error) is tokstream.ProtocolError
+        assert needle in str(err.error)

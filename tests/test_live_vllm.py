@@ -33,6 +33,10 @@ from tokstream.testing import (
     forcing_body,
 )
 
+from ._transports import transport
+
+__all__ = ["transport"]  # the fixture the stream tests run over (trio and httpx)
+
 pytestmark = pytest.mark.vllm
 
 PROMPT_TEXT = "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n"
@@ -135,10 +139,10 @@ def established_connections(port: int) -> int:
 
 
 async def test_round_trip_numpy_prompt_echo_and_usage(
-    vllm_server: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]]
+    transport: str, vllm_server: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]]
 ) -> None:
     async with (
-        client_for(vllm_server) as client,
+        client_for(vllm_server, transport=transport) as client,
         client.stream(
             prompt,
             max_tokens=12,
@@ -176,6 +180,7 @@ async def test_round_trip_numpy_prompt_echo_and_usage(
     ids=["hermes", "qwen3-coder", "utf8"],
 )
 async def test_forced_ids_stream_exactly(
+    transport: str,
     vllm_server: VLLMServer,
     tok: Tokenizer,
     prompt: np.ndarray[Any, np.dtype[np.int32]],
@@ -185,7 +190,7 @@ async def test_forced_ids_stream_exactly(
     forced = encode(tok, reply)
     assert all(m in forced for m in markers)  # the markers are single IDs
     async with (
-        client_for(vllm_server) as client,
+        client_for(vllm_server, transport=transport) as client,
         client.stream(
             prompt,
             max_tokens=len(forced) + 8,
@@ -214,7 +219,10 @@ async def test_forced_ids_stream_exactly(
 
 
 async def test_merged_chunks_deliver_every_id_once_in_order(
-    vllm_server_serial: VLLMServer, tok: Tokenizer, prompt: np.ndarray[Any, np.dtype[np.int32]]
+    transport: str,
+    vllm_server_serial: VLLMServer,
+    tok: Tokenizer,
+    prompt: np.ndarray[Any, np.dtype[np.int32]],
 ) -> None:
     # vLLM merges pending deltas into one chunk when the reader falls behind. Stall
     # reading after the first event while ~23 KB chunks (1000 top logprobs each,
@@ -222,10 +230,14 @@ async def test_merged_chunks_deliver_every_id_once_in_order(
     # deltas pile up.
     base = encode(tok, "The quick brown fox jumps over the lazy dog. 日本語 🫠 ")
     forced = (base * (300 // len(base) + 1))[:300]
-    transport = httpx.AsyncHTTPTransport(
-        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)]
-    )
-    async with client_for(vllm_server_serial, transport=transport, max_event_size=1 << 28) as c:
+    # With httpx, a small receive buffer makes the server block sooner; the trio
+    # transport leaves the kernel's, which does not grow while nothing is read.
+    chosen: Any = transport
+    if transport == "httpx":
+        chosen = httpx.AsyncHTTPTransport(
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)]
+        )
+    async with client_for(vllm_server_serial, transport=chosen, max_event_size=1 << 28) as c:
         stream = c.stream(
             prompt,
             max_tokens=len(forced) + 4,
@@ -262,7 +274,7 @@ PRIORITY_ATTEMPTS = 3
 
 
 async def test_lower_priority_value_queued_later_runs_first(
-    vllm_server_serial: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]]
+    transport: str, vllm_server_serial: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]]
 ) -> None:
     """With one slot busy, C (priority 0) queued after B (priority 10) runs first.
 
@@ -315,7 +327,7 @@ async def test_lower_priority_value_queued_later_runs_first(
                     await trio.sleep(0.02)
             return "A" not in terminals
 
-        async with client_for(server) as client, metrics_http() as http:
+        async with client_for(server, transport=transport) as client, metrics_http() as http:
             async with trio.open_nursery() as nursery:
                 blocker = trio.CancelScope()
 
@@ -362,7 +374,7 @@ async def test_lower_priority_value_queued_later_runs_first(
 
 @pytest.mark.parametrize("form", ["async-with", "nursery"])
 async def test_cancel_aborts_the_request_on_the_server(
-    vllm_server: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]], form: str
+    transport: str, vllm_server: VLLMServer, prompt: np.ndarray[Any, np.dtype[np.int32]], form: str
 ) -> None:
     server = vllm_server
     fields: dict[str, Any] = {
@@ -370,7 +382,7 @@ async def test_cancel_aborts_the_request_on_the_server(
         "temperature": 0.0,
         "extra_body": {"ignore_eos": True},
     }
-    async with client_for(server) as client, metrics_http() as http:
+    async with client_for(server, transport=transport) as client, metrics_http() as http:
         assert await metric(server, "vllm:num_requests_running", http) == 0
         received = 0
         if form == "async-with":
@@ -417,6 +429,7 @@ async def test_cancel_aborts_the_request_on_the_server(
     ],
 )
 async def test_server_errors_map_to_the_right_class(
+    transport: str,
     vllm_server: VLLMServer,
     prompt: np.ndarray[Any, np.dtype[np.int32]],
     case: str,
@@ -434,7 +447,10 @@ async def test_server_errors_map_to_the_right_class(
         request = [9707, 200000]
     else:
         fields["extra_body"] = {"structured_outputs": {"regex": "(unclosed"}}
-    async with client_for(vllm_server) as client, client.stream(request, **fields) as events:
+    async with (
+        client_for(vllm_server, transport=transport) as client,
+        client.stream(request, **fields) as events,
+    ):
         tokens, terminal = await collect(events)
     assert tokens == []
     assert isinstance(terminal, Error), terminal
@@ -452,7 +468,10 @@ async def test_server_errors_map_to_the_right_class(
 
 
 async def test_sixteen_concurrent_streams_each_exact(
-    vllm_server: VLLMServer, tok: Tokenizer, prompt: np.ndarray[Any, np.dtype[np.int32]]
+    transport: str,
+    vllm_server: VLLMServer,
+    tok: Tokenizer,
+    prompt: np.ndarray[Any, np.dtype[np.int32]],
 ) -> None:
     # Each stream has its own prompt (checked through the echo) and its own forced
     # reply, several of the same length, so any crossed wires show up as wrong IDs.
@@ -478,7 +497,7 @@ async def test_sixteen_concurrent_streams_each_exact(
         ) as events:
             results[i] = await collect(events)
 
-    async with client_for(vllm_server) as client:
+    async with client_for(vllm_server, transport=transport) as client:
         async with trio.open_nursery() as nursery:
             for i in range(16):
                 nursery.start_soon(run, i)
@@ -497,8 +516,8 @@ async def test_sixteen_concurrent_streams_each_exact(
 # -- 8. server facts -----------------------------------------------------------------
 
 
-async def test_models_and_health(vllm_server: VLLMServer) -> None:
-    async with client_for(vllm_server) as client:
+async def test_models_and_health(transport: str, vllm_server: VLLMServer) -> None:
+    async with client_for(vllm_server, transport=transport) as client:
         models = await client.models()
         assert [m.id for m in models] == ["tiny-qwen"]
         assert models[0].max_model_len == 4096
@@ -506,5 +525,7 @@ async def test_models_and_health(vllm_server: VLLMServer) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"  # bound, not listening
-        async with tokstream.Client(nobody, model="tiny-qwen", timeouts=TIMEOUTS) as client:
+        async with tokstream.Client(
+            nobody, model="tiny-qwen", timeouts=TIMEOUTS, transport=transport
+        ) as client:
             assert await client.health() is False

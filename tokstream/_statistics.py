@@ -9,9 +9,9 @@ other for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["ClientStatistics", "StreamStatistics"]
+__all__ = ["ClientStatistics", "PoolStatistics", "StreamStatistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,8 @@ class StreamStatistics:
         tokens: Token IDs delivered.
         time_to_first_token: Seconds from sending the request to the first
             token ID, or ``None`` if none arrived.
-        elapsed: Seconds since the request was sent (to the end, once ended).
+        elapsed: Seconds since the stream was entered, waiting for a connection
+            included (to the end, once ended).
         buffer_preview: The tail of undecoded bytes, for diagnostics.
     """
 
@@ -63,8 +64,44 @@ class StreamStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A frozen snapshot of a connection pool's counters (the ``"trio"`` stream transport).
+
+    Attributes:
+        connections: Connections open now (active, idle or being opened).
+        active: Connections carrying a request now.
+        idle: Connections kept alive for reuse now.
+        waiting: Requests waiting for a free connection now.
+        opened: Connections opened so far.
+        reused: Requests sent on a kept-alive connection.
+        closed: Connections closed so far (including expired and stale ones).
+        expired: Idle connections closed after ``Limits.keepalive_expiry``.
+        stale: Kept-alive connections the server had closed, found before or by
+            a request (a request that failed on one was retried once).
+        pool_timeouts: Requests that gave up waiting (``PoolTimeout``).
+        work: Steps the pool's bookkeeping took (queue and list operations);
+            it grows linearly with the requests served, whatever happens to
+            them (the pool has no quadratic path).
+    """
+
+    connections: int = 0
+    active: int = 0
+    idle: int = 0
+    waiting: int = 0
+    opened: int = 0
+    reused: int = 0
+    closed: int = 0
+    expired: int = 0
+    stale: int = 0
+    pool_timeouts: int = 0
+    work: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ClientStatistics:
     """A frozen snapshot of a client's stream counters (see ``Client.statistics()``).
+
+    Equality compares the stream counters only: ``pool`` is extra information.
 
     Attributes:
         streams_open: Streams started and not yet ended.
@@ -72,6 +109,8 @@ class ClientStatistics:
         streams_failed: Streams that ended with ``Error``.
         streams_abandoned: Streams closed or cancelled before their last event.
         tokens: Token IDs received over all streams.
+        pool: The stream transport's connection pool counters (``"trio"``
+            transport), or ``None`` (``"httpx"``, whose pool is not counted).
     """
 
     streams_open: int = 0
@@ -79,3 +118,4 @@ class ClientStatistics:
     streams_failed: int = 0
     streams_abandoned: int = 0
     tokens: int = 0
+    pool: PoolStatistics | None = field(default=None, compare=False)

@@ -1,6 +1,7 @@
 """The trio shell: the only package that imports trio or httpx.
 
-It owns the HTTP transport, the client and its configuration, the stream loop
+It owns the HTTP transports (trio-native with its own pool, and httpx), the
+client and its configuration, the stream loop
 that pushes bytes into the sans-IO core, the reply runner that feeds the
 response parser and hands out tool calls, and the agent turn loop. Everything
 here is re-exported from :mod:`tokstream`.
@@ -8,6 +9,7 @@ here is re-exported from :mod:`tokstream`.
 
 from __future__ import annotations
 
+from ._channel import EventChannel
 from ._client import Client, ClientStatistics, Limits, ModelInfo, Timeouts
 from ._reply import ReplyHandle, StreamedReply, ToolCallChannel, open_reply, start_reply
 from ._stream import EventStream
@@ -16,6 +18,7 @@ from ._turns import ToolResult, ToolStarted, Turn, run_agent, run_turn
 __all__ = [
     "Client",
     "ClientStatistics",
+    "EventChannel",
     "EventStream",
     "Limits",
     "ModelInfo",

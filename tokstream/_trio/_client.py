@@ -1,17 +1,22 @@
 """The trio client: a stream transport and its pool, token streams as events.
 
 ``Client.stream()`` is the ``async with`` form; ``Client.start_stream()`` is the
-nursery-explicit form returning a ``trio.MemoryReceiveChannel``. Both yield
+nursery-explicit form returning an :class:`~._channel.EventChannel`. Both yield
 ``Token`` events then exactly one ``Done`` or ``Error``; runtime failures are
 events, not exceptions, so nothing that arrived is lost. Only local validation
 (``InvalidRequest``) and misuse (``UsageError``, ``ClientClosedError``) raise,
 before any I/O.
 
 The client wires the parts together and owns them: its configuration
-(``_config.py``), the stream transport (``_transport.py`` is the seam,
-``_httpx.py`` the implementation) and the counters its streams update. The
-stream loop is ``_stream.py`` (:class:`EventStream`); it never reaches back
-into the client. The client is open from construction until ``aclose()``.
+(``_config.py``), the stream transport (``_transport.py`` is the seam;
+``_http.py``, trio-native with its own pool, is the default and ``_httpx.py``
+the alternative) and the counters its streams update. The stream loop is
+``_stream.py`` (:class:`EventStream`); it never reaches back into the client.
+The client is open from construction until ``aclose()``.
+
+Building a client does no I/O and loads nothing heavy: httpx is imported and
+its client built only for ``models()`` / ``health()`` or ``transport="httpx"``,
+and the SSL context is built (once per process) on the first https connection.
 
 Cancellation is trio's: cancelling the enclosing scope, or leaving the
 ``async with`` early, closes the HTTP response at once (shielded, bounded in
@@ -21,28 +26,37 @@ stream.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
-import httpx
 import msgspec
 import trio
 
-from .._events import Done, Error, Event
+from .._events import Done, Error
 from .._exceptions import ClientClosedError, InvalidRequest, ProtocolError, TransportError
 from .._statistics import ClientStatistics
+from ..core._http11 import check_header
 from ..core._http_errors import http_status_error
 from ..core._request import CompletionRequest
 from ..core._sse import DEFAULT_MAX_EVENT_SIZE
 from ..core._wire import ModelList
+from ._channel import EventChannel
 from ._config import Limits, StreamConfig, Timeouts
-from ._httpx import HttpxTransport
+from ._http import TrioTransport
 from ._stream import EventStream, StreamCounters, pump
 from ._transport import StreamTransport, close_scope
 
+if TYPE_CHECKING:
+    import httpx
+
+    from ._httpx import HttpxTransport
+
 __all__ = ["TRANSPORTS", "Client", "ClientStatistics", "Limits", "ModelInfo", "Timeouts"]
 
-TRANSPORTS: Final = ("httpx",)
+TRANSPORTS: Final = ("trio", "httpx")
 """The stream transports a :class:`Client` can select by name (``transport=``)."""
 
 
@@ -59,11 +73,14 @@ class ModelInfo:
 def _check_base_url(base_url: object) -> None:
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise InvalidRequest("base_url", base_url, "must be an http:// or https:// URL")
+    if not base_url.isascii() or not base_url.isprintable() or " " in base_url:
+        raise InvalidRequest("base_url", base_url, "must be printable ASCII without spaces")
     try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, ValueError) as exc:
+        url = urlsplit(base_url)
+        url.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
         raise InvalidRequest("base_url", base_url, f"is not a valid URL ({exc})") from None
-    if not url.host:
+    if not url.hostname:
         raise InvalidRequest("base_url", base_url, "has no host")
 
 
@@ -104,14 +121,22 @@ class Client(trio.abc.AsyncResource):
         vocab_size: If given, prompt IDs ``>= vocab_size`` are rejected
             locally.
         max_event_size: The largest SSE event accepted (default 4 MiB).
-        stream_buffer: Buffer size of the channels ``start_stream`` returns.
+        stream_buffer: About how many events the channels ``start_stream``
+            returns hold before the stream waits for its reader.
         headers: Extra HTTP headers for every request.
-        transport: The stream transport: ``"httpx"`` (the default, and today
-            the only name in :data:`TRANSPORTS`), or an
-            ``httpx.AsyncBaseTransport`` instance to run httpx over instead of
-            the network: ``httpx.MockTransport`` in tests, or
-            ``httpx.AsyncHTTPTransport(...)`` with custom socket options. An
-            instance serves ``models()`` and ``health()`` too.
+        transport: The stream transport, one of :data:`TRANSPORTS`:
+
+            * ``"trio"`` (the default): HTTP/1.1 straight over a trio socket
+              (TLS for https), with its own connection pool; the fastest.
+            * ``"httpx"``: through httpx, the choice behind an HTTP proxy or
+              for HTTP/2.
+            * an ``httpx.AsyncBaseTransport`` instance, to run httpx over it
+              instead of the network: ``httpx.MockTransport`` in tests, or
+              ``httpx.AsyncHTTPTransport(...)`` with custom socket options.
+              An instance serves ``models()`` and ``health()`` too.
+
+            ``models()`` and ``health()`` always go through httpx (imported
+            on first use).
 
     Raises:
         InvalidRequest: A bad argument (the API key is never echoed).
@@ -136,7 +161,7 @@ class Client(trio.abc.AsyncResource):
             _check_api_key(api_key)
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model", model, "must be a non-empty string")
-        http_transport = _check_transport(transport)
+        name, http_transport = _check_transport(transport)
         self._base_url = base_url.rstrip("/")
         self._root_url = self._base_url[:-3] if self._base_url.endswith("/v1") else self._base_url
         self._limits = limits or Limits()
@@ -149,17 +174,25 @@ class Client(trio.abc.AsyncResource):
         self.vocab_size = vocab_size
         self.stream_buffer = stream_buffer
         all_headers = {"accept": "text/event-stream"}
-        all_headers.update(headers or {})
+        for key, value in (headers or {}).items():
+            key, value = check_header(key, value)
+            if key in ("content-length", "transfer-encoding"):
+                raise InvalidRequest("headers", key, "is set by tokstream (it frames the body)")
+            all_headers[key] = value
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
-        # One httpx pool serves both the streams and the server-fact GETs.
-        self._http = HttpxTransport(
-            headers=all_headers,
-            timeouts=self._config.timeouts,
-            limits=self._limits,
-            transport=http_transport,
-        )
-        self._transport: StreamTransport = self._http
+        self._headers = all_headers
+        self._http_transport = http_transport
+        self._http: HttpxTransport | None = None  # built on first use (GETs, or streams)
+        self._trio: TrioTransport | None = None
+        self._transport: StreamTransport
+        if name == "trio":
+            self._trio = TrioTransport(
+                headers=all_headers, timeouts=self._config.timeouts, limits=self._limits
+            )
+            self._transport = self._trio
+        else:
+            self._transport = self._httpx()
         self._counters = StreamCounters()
         self._closed = False
 
@@ -231,9 +264,10 @@ class Client(trio.abc.AsyncResource):
             return
         self._closed = True
         with close_scope():
-            if self._transport is not self._http:
-                await self._transport.aclose()
-            await self._http.aclose()
+            if self._trio is not None:
+                await self._trio.aclose()
+            if self._http is not None:
+                await self._http.aclose()
 
     # -- streams ------------------------------------------------------------
 
@@ -268,31 +302,31 @@ class Client(trio.abc.AsyncResource):
 
     def start_stream(
         self, nursery: trio.Nursery, request: object, /, **fields: Any
-    ) -> trio.MemoryReceiveChannel[Event]:
+    ) -> EventChannel:
         """Start a token stream in ``nursery``; return a channel of its events.
 
-        The channel yields the same events as :meth:`stream`: ``Token`` events,
-        then exactly one ``Done`` or ``Error``, then it closes.
+        The channel (a ``trio.abc.ReceiveChannel[Event]``) yields the same
+        events as :meth:`stream`: ``Token`` events, then exactly one ``Done``
+        or ``Error``, then it ends (``trio.EndOfChannel``; ``async for`` stops).
+
+        Each network read's events are handed over at once, and ``receive()``
+        returns without yielding while events are waiting, so ``async for``
+        over the channel costs about what iterating :meth:`stream` does
+        (``receive_nowait()`` works too). The stream waits for its reader
+        when about ``stream_buffer`` events are unread.
 
         To stop a stream at once, cancel ``nursery`` (or a cancel scope around
-        the code that owns it): the response closes immediately and vLLM aborts
-        the request. Closing the receive channel also stops it, but only when
-        the next bytes arrive (a trio memory channel cannot wake a task that is
-        waiting on the network), or at the stall timeout if none do.
-
-        Events are sent with ``send_nowait`` while the buffer (``stream_buffer``)
-        has room, so a network read costs no await per token; consumers that
-        want speed should drain with ``receive_nowait()`` before awaiting
-        ``receive()``.
+        the code that owns it), or close the channel (``aclose()``): the
+        response closes immediately and vLLM aborts the request.
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
             ClientClosedError: The client was closed.
         """
         stream = self.stream(request, **fields)
-        send, receive = trio.open_memory_channel[Event](self.stream_buffer)
-        nursery.start_soon(pump, stream, send)
-        return receive
+        channel = EventChannel._create(self.stream_buffer)
+        nursery.start_soon(pump, stream, channel)
+        return channel
 
     async def complete(self, request: object, /, **fields: Any) -> Done:
         """Stream a request to the end and return its ``Done``.
@@ -323,7 +357,7 @@ class Client(trio.abc.AsyncResource):
         """
         self._check_open()
         url = self._base_url + "/models"
-        status, request_id, body = await self._http.get(url)
+        status, request_id, body = await self._httpx().get(url)
         if status >= 400:
             raise http_status_error(status, body, url=url, request_id=request_id)
         try:
@@ -340,16 +374,36 @@ class Client(trio.abc.AsyncResource):
         """
         self._check_open()
         try:
-            status, _, _ = await self._http.get(self._root_url + "/health")
+            status, _, _ = await self._httpx().get(self._root_url + "/health")
         except TransportError:
             return False
         return status == 200
 
     def statistics(self) -> ClientStatistics:
-        """Return a frozen snapshot of this client's stream counters (also once closed)."""
-        return self._counters.snapshot()
+        """Return a frozen snapshot of this client's counters (also once closed).
+
+        ``pool`` holds the connection pool's counters with the ``"trio"``
+        transport (connections opened, reused, idle, ...), else ``None``.
+        """
+        stats = self._counters.snapshot()
+        if self._trio is not None:
+            stats = dataclasses.replace(stats, pool=self._trio.statistics())
+        return stats
 
     # -- internals ----------------------------------------------------------
+
+    def _httpx(self) -> HttpxTransport:
+        """The httpx transport, built (and httpx imported) on first use."""
+        if self._http is None:
+            from ._httpx import HttpxTransport
+
+            self._http = HttpxTransport(
+                headers=self._headers,
+                timeouts=self._config.timeouts,
+                limits=self._limits,
+                transport=self._http_transport,
+            )
+        return self._http
 
     def _check_open(self) -> None:
         if self._closed:
@@ -360,12 +414,16 @@ class Client(trio.abc.AsyncResource):
             )
 
 
-def _check_transport(transport: object) -> httpx.AsyncBaseTransport | None:
-    """Return the httpx transport to run over (``None``: the network)."""
-    if transport is None or isinstance(transport, httpx.AsyncBaseTransport):
-        return transport
+def _check_transport(transport: object) -> tuple[str, httpx.AsyncBaseTransport | None]:
+    """Return the stream transport's name, and the httpx transport to run over (or ``None``)."""
+    if transport is None:
+        return "trio", None
     if isinstance(transport, str) and transport in TRANSPORTS:
-        return None
+        return transport, None
+    # An httpx transport instance means httpx is imported already; never import it here.
+    httpx_module = sys.modules.get("httpx")
+    if httpx_module is not None and isinstance(transport, httpx_module.AsyncBaseTransport):
+        return "httpx", transport
     raise InvalidRequest(
         "transport",
         transport,

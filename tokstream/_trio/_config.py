@@ -32,11 +32,15 @@ class Timeouts:
     cancellation and bounded at 5 seconds.
 
     Attributes:
-        connect: To open the TCP connection.
+        connect: To open the connection (DNS, TCP and TLS).
+        pool: To wait for a free connection when all ``Limits.max_connections``
+            are busy (then ``PoolTimeout``); ``None`` waits as long as it takes.
+            Unused with the default, unbounded pool.
         stall: The longest silence (no body bytes, or no response headers)
             tolerated once the request is sent. vLLM sends nothing while a
             request waits in its queue, so keep this above the longest
-            expected queue wait.
+            expected queue wait. Waiting for a pool slot or a connection is
+            not a stall: ``pool`` and ``connect`` bound those.
         first_token: From sending the request to the first token ID.
         write: To send the request body.
     """
@@ -45,9 +49,10 @@ class Timeouts:
     stall: float | None = 120.0
     first_token: float | None = None
     write: float | None = 60.0
+    pool: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("connect", "stall", "first_token", "write"):
+        for name in ("connect", "stall", "first_token", "write", "pool"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool)
@@ -65,15 +70,39 @@ class Limits:
     The default pool is unbounded: one connection per concurrent stream (the
     stock httpx limit of 100 gave PoolTimeout on 312 of 512 streams).
 
+    A connection is reused once its response was read to the end (vLLM's
+    streams are, at ``[DONE]``), so sequential streams share one connection.
+
     Attributes:
-        max_connections: Cap on open connections; extra streams wait for one.
-        max_keepalive_connections: Idle connections kept for reuse.
-        keepalive_expiry: Seconds an idle connection is kept.
+        max_connections: Cap on open connections; extra streams wait for one
+            (up to ``Timeouts.pool``). ``None``: no cap.
+        max_keepalive_connections: Idle connections kept for reuse (``0``: none;
+            ``None``: no cap); the oldest idle one is closed to keep within it.
+        keepalive_expiry: Seconds an idle connection is kept (``None``: no limit).
+            uvicorn closes idle connections after 5 s, so keep this below that.
     """
 
     max_connections: int | None = None
     max_keepalive_connections: int | None = 64
-    keepalive_expiry: float | None = 5.0
+    keepalive_expiry: float | None = 4.0
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_connections", 1), ("max_keepalive_connections", 0)):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < low
+            ):
+                raise InvalidRequest(f"limits.{name}", value, f"must be an int >= {low} or None")
+        expiry = self.keepalive_expiry
+        if expiry is not None and (
+            isinstance(expiry, bool)
+            or not isinstance(expiry, (int, float))
+            or not expiry > 0
+            or math.isnan(expiry)
+        ):
+            raise InvalidRequest(
+                "limits.keepalive_expiry", expiry, "must be a positive number or None"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +113,8 @@ class StreamConfig:
         url: The completions URL the stream posts to.
         model: The served model name written into each request body.
         timeouts: The client's timeouts. The stream loop enforces ``stall``
-            and ``first_token``; ``connect`` and ``write`` are the transport's.
+            and ``first_token``; ``connect``, ``write`` and ``pool`` are the
+            transport's.
         max_event_size: The largest SSE event accepted.
     """
 

@@ -12,6 +12,7 @@ redacted), never inspected. Two tables, one per phase:
 =============================  ===============================  =====================
 httpx exception                before the response head         after it (mid-body)
 =============================  ===============================  =====================
+``PoolTimeout``                ``PoolTimeout``                  ``RemoteDisconnected``
 ``ConnectTimeout``             ``ConnectTimeout``               ``RemoteDisconnected``
 ``ConnectError``               ``ConnectError``                 ``RemoteDisconnected``
 ``DecodingError``              ``TransportError``               ``ProtocolError``
@@ -24,10 +25,17 @@ for broken chunk framing, so mid-body both are ``RemoteDisconnected``: either
 way the connection is gone and the request can be replayed. httpx's
 ``StreamError`` family (``StreamClosed``, ...) signals a bug in the caller, not
 an I/O failure, and is not translated.
+
+The time to the response head is counted from when httpcore reports the
+request body written (its ``trace`` extension), so waiting for a pool slot
+(``Timeouts.pool``, httpx's pool timeout) or connecting is never charged to it.
+Reads of the body are not cancel-safe (httpx drops a response whose read was
+cancelled), so the stream loop gives each read its own deadline here.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator, Mapping
 
@@ -38,6 +46,7 @@ from .._exceptions import (
     ClientClosedError,
     ConnectError,
     ConnectTimeout,
+    PoolTimeout,
     ProtocolError,
     RemoteDisconnected,
     TokstreamError,
@@ -52,6 +61,7 @@ __all__ = ["HttpxResponse", "HttpxTransport", "map_httpx_error"]
 HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL)
 
 _BEFORE_RESPONSE: tuple[tuple[type[Exception], type[TokstreamError]], ...] = (
+    (httpx.PoolTimeout, PoolTimeout),
     (httpx.ConnectTimeout, ConnectTimeout),
     (httpx.ConnectError, ConnectError),
     (httpx.HTTPError, TransportError),
@@ -63,6 +73,11 @@ _MID_BODY: tuple[tuple[type[Exception], type[TokstreamError]], ...] = (
     (httpx.InvalidURL, RemoteDisconnected),
 )
 _MESSAGES: dict[type[TokstreamError], str] = {
+    PoolTimeout: (
+        "no free connection to {where} within the pool timeout ({detail}): all "
+        "Limits.max_connections were busy; nothing was sent, so retrying is safe; "
+        "raise Limits.max_connections or Timeouts.pool"
+    ),
     ConnectTimeout: (
         "timed out connecting to {where} ({detail}); is the server up and reachable? "
         "raise Timeouts.connect if it is slow to accept"
@@ -113,11 +128,14 @@ def map_httpx_error(
 class HttpxResponse:
     """A :class:`~tokstream._trio._transport.StreamResponse` over an httpx streaming response."""
 
-    __slots__ = ("_next", "_request", "_response", "headers", "status")
+    __slots__ = ("_next", "_request", "_response", "headers", "sent_at", "status")
 
-    def __init__(self, response: httpx.Response, request: StreamRequest) -> None:
+    cancel_safe = False
+
+    def __init__(self, response: httpx.Response, request: StreamRequest, sent_at: float) -> None:
         self.status: int = response.status_code
         self.headers: Mapping[str, str] = response.headers
+        self.sent_at = sent_at
         self._response = response
         self._request = request
         raw: AsyncIterator[bytes] = response.aiter_raw()
@@ -131,6 +149,8 @@ class HttpxResponse:
             ProtocolError: The body could not be decoded.
         """
         try:
+            if deadline == math.inf:
+                return await self._next()
             with trio.move_on_at(deadline):
                 return await self._next()
             return None
@@ -146,6 +166,10 @@ class HttpxResponse:
         """Release the connection: httpx pools it if the body was read to its end, else drops it."""
         await self._response.aclose()
 
+    def release_nowait(self) -> bool:
+        """Return False: httpx closes a response with I/O (``aclose``)."""
+        return False
+
 
 class HttpxTransport:
     """The httpx stream transport (and the client's GETs), owning one ``httpx.AsyncClient``.
@@ -153,8 +177,9 @@ class HttpxTransport:
     Args:
         headers: Headers for every request (``accept``, ``authorization``, the
             user's own).
-        timeouts: ``connect`` and ``write`` apply to every request; ``stall``
-            is the read timeout of GETs (streams enforce theirs by deadline).
+        timeouts: ``connect``, ``write`` and ``pool`` apply to every request;
+            ``stall`` is the read timeout of GETs (streams enforce theirs by
+            deadline).
         limits: The connection pool's limits.
         transport: An httpx transport to use instead of the network (tests, or
             a custom httpx setup); ``None`` for httpx's own.
@@ -170,11 +195,11 @@ class HttpxTransport:
     ) -> None:
         t = timeouts
         self._get_timeout = httpx.Timeout(
-            connect=t.connect, read=t.stall or 60.0, write=t.write, pool=None
+            connect=t.connect, read=t.stall or 60.0, write=t.write, pool=t.pool
         )
         self._http = httpx.AsyncClient(
             headers=dict(headers),
-            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.write, pool=None),
+            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.write, pool=t.pool),
             limits=httpx.Limits(
                 max_connections=limits.max_connections,
                 max_keepalive_connections=limits.max_keepalive_connections,
@@ -185,26 +210,40 @@ class HttpxTransport:
         )
         self._closed = False
 
-    async def open(self, request: StreamRequest, deadline: float) -> HttpxResponse | None:
-        """Send ``request``; return the response once its head arrived, ``None`` at ``deadline``.
+    async def open(self, request: StreamRequest, head_timeout: float) -> HttpxResponse | None:
+        """Send ``request``; return the response head, ``None`` ``head_timeout`` s after sending.
 
         Raises:
             TransportError: No response (see the module's table).
             ClientClosedError: The transport was closed.
         """
         self._check_open(request.url)
-        try:
-            http_request = self._http.build_request(
-                "POST", request.url, content=request.body, headers=request.headers
-            )
-            with trio.move_on_at(deadline):
+        sent_at = math.nan
+        with trio.CancelScope() as scope:
+
+            async def trace(name: str, info: Mapping[str, object]) -> None:
+                nonlocal sent_at
+                if name.endswith(".send_request_body.complete"):
+                    sent_at = trio.current_time()
+                    scope.deadline = sent_at + head_timeout
+
+            try:
+                http_request = self._http.build_request(
+                    "POST",
+                    request.url,
+                    content=request.body,
+                    headers=request.headers,
+                    extensions={"trace": trace},
+                )
                 response = await self._http.send(http_request, stream=True)
-                return HttpxResponse(response, request)
-            return None
-        except HTTPX_ERRORS as exc:
-            raise map_httpx_error(
-                exc, url=request.url, request_id=request.request_id, started=False
-            ) from None
+            except HTTPX_ERRORS as exc:
+                raise map_httpx_error(
+                    exc, url=request.url, request_id=request.request_id, started=False
+                ) from None
+            if math.isnan(sent_at):  # a transport without httpcore's trace events
+                sent_at = trio.current_time()
+            return HttpxResponse(response, request, sent_at)
+        return None
 
     async def get(self, url: str) -> tuple[int, str | None, bytes]:
         """GET ``url`` with a read timeout; return the status, ``x-request-id`` and body.

@@ -1,10 +1,24 @@
-"""One token stream: the pull-based loop between a transport and the decoder.
+"""One token stream: the loop between a transport and the decoder.
 
 :class:`EventStream` is what ``Client.stream()`` returns. Each network read is
 pushed into the sans-IO :class:`~tokstream.core.StreamDecoder` and its events
 are handed out from a buffer, so there is no per-token await or channel
-operation. ``pump`` moves a stream's events onto a memory channel for the
-nursery-explicit form, with ``send_nowait`` while the buffer has room.
+operation. ``pump`` runs a stream in its own task for the nursery-explicit
+form (``Client.start_stream``) and puts each read's events into an
+:class:`~._channel.EventChannel` at once.
+
+Deadlines (``stall``, ``first_token``) are the loop's policy. Iterating
+``stream()`` passes each read its deadline; the transport needs a cancel scope
+only for a read that must wait. ``pump`` keeps **one cancel scope per stream**
+when the transport's reads are cancel-safe: its deadline is set when the scope
+opens and not moved per read; if it passes while the stream is still alive
+(a long stream outlived it, or the consumer held the task up), the scope is
+reopened with the deadline of the read in progress, so a read times out
+exactly ``stall`` seconds after it began.
+
+After ``Done`` the loop reads the few bytes left of the body (vLLM's chunked
+terminator), bounded in time and size, so that the connection goes back to the
+pool for the next request instead of being closed.
 
 A stream gets everything it needs explicitly: its :class:`StreamConfig`, a
 :class:`~tokstream._trio._transport.StreamTransport` (it never imports httpx,
@@ -37,11 +51,17 @@ from .._statistics import ClientStatistics
 from ..core._decoder import StreamDecoder, with_timing
 from ..core._http_errors import ERROR_BODY_LIMIT, http_status_error
 from ..core._request import CompletionRequest
+from ._channel import EventChannel
 from ._config import StreamConfig
 from ._transport import StreamRequest, StreamResponse, StreamTransport, close_scope
 from ._util import NoPublicConstructor
 
-__all__ = ["EventStream", "StreamCounters", "pump"]
+__all__ = ["DRAIN_LIMIT", "DRAIN_TIMEOUT", "EventStream", "StreamCounters", "pump"]
+
+DRAIN_TIMEOUT = 1.0
+"""Seconds the loop waits, after ``Done``, for the end of the body (to reuse the connection)."""
+DRAIN_LIMIT = 64 * 1024
+"""Bytes the loop reads, after ``Done``, for the end of the body before it gives up on it."""
 
 _NOT_ENTERED: Final = (
     "this stream to {url} was never opened: write `async with client.stream(...) as events:` "
@@ -122,7 +142,9 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self._entered = False
         self._ended = False  # the terminal event was produced
         self._closed = False
+        self._drain = False  # ended with Done before the body's end: read it for reuse
         self._t0 = 0.0
+        self._t_sent = 0.0
         self._t_end: float | None = None
         self._ttft: float | None = None
 
@@ -168,6 +190,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         if self._closed:
             return
         self._closed = True
+        self._drain = False
         await self._release()
         if not self._ended:
             self._counters.ended(None, self._decoder.tokens)
@@ -185,13 +208,15 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         # only if cancelled and otherwise does not yield, so it costs no
         # scheduling.
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._pending:
-            if self._ended or self._closed:
-                raise StopAsyncIteration
-            if not self._entered:
-                raise UsageError(_NOT_ENTERED.format(url=self.url))
-            await self._fill()
-        return self._pending.popleft()
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        if self._ended or self._closed:
+            raise StopAsyncIteration
+        if not self._entered:
+            raise UsageError(_NOT_ENTERED.format(url=self.url))
+        await self._fill()
+        return pending.popleft()
 
     def statistics(self) -> StreamStatistics:
         """Return a frozen snapshot of this stream's counters."""
@@ -204,14 +229,22 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
 
     # -- internals ----------------------------------------------------------
 
-    def _deadline(self) -> float:
+    def _deadline(self, since: float | None = None) -> float:
+        """The read deadline: ``stall`` after ``since`` (now), capped by ``first_token``."""
         timeouts = self._timeouts
         deadline = math.inf
         if timeouts.stall is not None:
-            deadline = trio.current_time() + timeouts.stall
+            deadline = (trio.current_time() if since is None else since) + timeouts.stall
         if timeouts.first_token is not None and self._decoder.tokens == 0:
-            deadline = min(deadline, self._t0 + timeouts.first_token)
+            deadline = min(deadline, self._t_sent + timeouts.first_token)
         return deadline
+
+    def _head_timeout(self) -> float:
+        timeouts = self._timeouts
+        return min(
+            math.inf if timeouts.stall is None else timeouts.stall,
+            math.inf if timeouts.first_token is None else timeouts.first_token,
+        )
 
     async def _open(self) -> None:
         self._t0 = trio.current_time()
@@ -221,14 +254,17 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         request = StreamRequest(
             self.url, self.request.encode(self._model), tuple(headers), self.request_id
         )
+        timeout = self._head_timeout()
         try:
-            response = await self._transport.open(request, self._deadline())
-        except TransportError as exc:
+            response = await self._transport.open(request, timeout)
+        except (TransportError, StreamError) as exc:
             self._terminate(exc)
             return
         if response is None:
+            self._t_sent = trio.current_time() - timeout
             self._timed_out(scope_reason="waiting for response headers")
             return
+        self._t_sent = response.sent_at
         self._response = response
         server_id = response.headers.get("x-request-id")
         if server_id and not self.request_id:
@@ -261,8 +297,8 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
     async def _fill(self) -> None:
         response = self._response
         assert response is not None  # entered, and not ended: the head arrived
-        decoder = self._decoder
-        while not self._pending and not self._ended:
+        pending = self._pending
+        while not pending and not self._ended:
             try:
                 data = await response.receive_some(self._deadline())
             except StreamError as exc:
@@ -271,68 +307,146 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             if data is None:
                 self._timed_out(scope_reason="waiting for the next bytes")
                 break
-            events = decoder.feed(data) if data else decoder.finish()
-            if self._ttft is None and decoder.tokens:
-                self._ttft = trio.current_time() - self._t0
-            if decoder.finished:
-                self._finish_events(events)
-            else:
-                self._pending.extend(events)
+            pending.extend(self._events_of(data))
         if self._ended and not self._closed:
             await self._release()
 
+    def _events_of(self, data: bytes) -> list[Event]:
+        """Decode one read (``b""``: the end of the body); end the stream at its terminal event."""
+        decoder = self._decoder
+        events = decoder.feed(data) if data else decoder.finish()
+        if self._ttft is None and decoder.tokens:
+            self._ttft = trio.current_time() - self._t_sent
+        if decoder.finished:
+            self._drain = bool(data) and isinstance(events[-1], Done)
+            self._finish_events(events)
+        return events
+
     async def _release(self) -> None:
         response, self._response = self._response, None
-        if response is not None:
-            with close_scope():
-                await response.aclose()
+        if response is None:
+            return
+        try:
+            if self._drain:
+                self._drain = False
+                await _read_to_end(response)
+        finally:
+            if not response.release_nowait():
+                with close_scope():
+                    await response.aclose()
 
     def _timed_out(self, scope_reason: str) -> None:
+        self._terminate(self._timeout_error(scope_reason))
+
+    def _timeout_error(self, scope_reason: str) -> TokstreamError:
         timeouts = self._timeouts
         now = trio.current_time()
-        waited = now - self._t0
+        waited = now - self._t_sent
         stats = self.statistics().describe()
-        exc: TokstreamError
         if (
             timeouts.first_token is not None
             and self._decoder.tokens == 0
-            and now >= self._t0 + timeouts.first_token
+            and now >= self._t_sent + timeouts.first_token
         ):
-            exc = FirstTokenTimeout(
+            return FirstTokenTimeout(
                 f"no token from {self.url} within first_token={timeouts.first_token}s "
                 f"({scope_reason}; request_id={self.request_id}); diagnostics: {stats}",
             )
-        else:
-            exc = StallTimeout(
-                f"no bytes from {self.url} for stall={timeouts.stall}s after {waited:.3f}s "
-                f"({scope_reason}; request_id={self.request_id}); the server may be overloaded "
-                f"or the request queued; raise Timeouts.stall to wait longer; diagnostics: {stats}",
-            )
-        self._terminate(exc)
+        return StallTimeout(
+            f"no bytes from {self.url} for stall={timeouts.stall}s after {waited:.3f}s "
+            f"({scope_reason}; request_id={self.request_id}); the server may be overloaded "
+            f"or the request queued; raise Timeouts.stall to wait longer; diagnostics: {stats}",
+        )
 
     def _terminate(self, exc: TokstreamError) -> None:
-        self._finish_events([self._decoder.fail(exc)])
+        events: list[Event] = [self._decoder.fail(exc)]
+        self._finish_events(events)
+        self._pending.extend(events)
 
     def _finish_events(self, events: list[Event]) -> None:
+        """Time-stamp the terminal event (last of ``events``, in place) and count the end."""
         self._t_end = trio.current_time()
         terminal = events[-1]
         assert isinstance(terminal, (Done, Error))
         events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
-        self._pending.extend(events)
         self._ended = True
         self._counters.ended(isinstance(terminal, Done), self._decoder.tokens)
 
+    async def _run_into(self, channel: EventChannel) -> None:
+        """Move this entered stream's events into ``channel``, up to and with its last event."""
+        response = self._response
+        last: list[Event] = []
+        if response is not None:
+            last = await self._read_into(channel, response)
+        if self._ended and not self._closed:
+            await self._release()  # reads vLLM's terminator first: reuse before Done is out
+        channel.put(last)
+        channel.put(self._pending)
+        self._pending.clear()
 
-async def pump(stream: EventStream, send: trio.MemorySendChannel[Event]) -> None:
-    """Move ``stream``'s events onto ``send``, then close both (``Client.start_stream``)."""
-    async with send, stream:
-        async for event in stream:
-            try:
-                send.send_nowait(event)
-            except trio.WouldBlock:
-                try:
-                    await send.send(event)
-                except trio.BrokenResourceError:
-                    return
-            except trio.BrokenResourceError:
+    async def _read_into(self, channel: EventChannel, response: StreamResponse) -> list[Event]:
+        """Read until the stream ends; return the last read's events (held for the release)."""
+        lazy = response.cancel_safe
+        reading_since: float | None = None  # when the read in progress began
+        while not self._ended:
+            with trio.CancelScope(
+                deadline=self._deadline(reading_since) if lazy else math.inf
+            ) as scope:
+                channel.attach(scope)
+                while True:
+                    if reading_since is None:
+                        await channel.wait_for_room()
+                        reading_since = trio.current_time()
+                    try:
+                        data = await response.receive_some(
+                            math.inf if lazy else self._deadline(reading_since)
+                        )
+                    except StreamError as exc:
+                        self._terminate(exc)
+                        return []
+                    reading_since = None
+                    if data is None:
+                        self._timed_out(scope_reason="waiting for the next bytes")
+                        return []
+                    events = self._events_of(data)
+                    if self._decoder.finished:
+                        return events
+                    channel.put(events)
+            if channel.closed:
+                return []
+            # The scope's deadline passed. Time out only if the read in
+            # progress is overdue; else reopen the scope with its deadline.
+            if reading_since is not None and trio.current_time() >= self._deadline(reading_since):
+                self._timed_out(scope_reason="waiting for the next bytes")
+        return []
+
+
+async def _read_to_end(response: StreamResponse) -> None:
+    """Read what is left of a finished body (vLLM's chunked terminator), bounded in time and size.
+
+    Any failure just means the connection will not be reused, which ``aclose``
+    then decides.
+    """
+    deadline = trio.current_time() + DRAIN_TIMEOUT
+    left = DRAIN_LIMIT
+    try:
+        while left > 0:
+            data = await response.receive_some(deadline)
+            if not data:
                 return
+            left -= len(data)
+    except StreamError:
+        return
+
+
+async def pump(stream: EventStream, channel: EventChannel) -> None:
+    """Run ``stream`` in this task, putting its events into ``channel`` (``Client.start_stream``).
+
+    The channel ends after the stream's last event. If the receiver closes the
+    channel, the stream is closed at once (and counted abandoned).
+    """
+    try:
+        async with stream:
+            await stream._run_into(channel)
+    finally:
+        channel.finish()

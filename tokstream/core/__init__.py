@@ -4,6 +4,9 @@ Nothing here awaits, does I/O, or imports trio or httpx, so the core can be
 driven from trio (``tokstream``'s own shell), asyncio, threads or a test, as
 h11 can:
 
+* ``_http11.py`` and ``_chunked.py`` (private): HTTP/1.1 for the trio
+  transport: the request head, the response head, and the body's framing,
+  with a bulk chunked decoder that takes a whole network read in one call.
 * :class:`SSEDecoder`: Server-Sent Events framing.
 * :class:`StreamDecoder`: a vLLM ``/v1/completions`` stream body to
   ``Token`` / ``Done`` / ``Error`` events.

@@ -22,8 +22,15 @@ Theory of operation:
 * ``[DONE]`` ends the stream; before any ``finish_reason`` it is a
   ``ProtocolError`` (vLLM always finishes the choice first).
 * ``prompt_token_ids`` (first chunk only) is kept and returned on ``Done`` as
-  int32, with ``finish_reason``, ``stop_reason`` (int, str or None), usage
+  int32 (later chunks are read without it), with ``finish_reason``,
+  ``stop_reason`` (int, str or None), usage
   (from the ``choices: []`` usage chunk), every ID and the whole text.
+* What is kept for ``Done`` is compact: the IDs in an ``array('i')`` (4 bytes
+  each), the text as UTF-8 in one ``bytearray``, logprobs in an
+  ``array('f')``, the prompt echo parsed straight into int32 (no Python object
+  per token or per ID). An ID outside int32 is a ``ProtocolError``.
+* The common chunk (one choice, IDs, no finish, usage or logprobs) takes one
+  short path per payload; everything else goes through the full checks.
 * An error payload (``{"error": {...}}`` or the flat ``{"object": "error",
   "message": ...}``) inside the stream becomes an ``Error`` with
   :class:`~tokstream.InBandError`, read with the same envelope as an HTTP error
@@ -43,6 +50,8 @@ client fills them in).
 from __future__ import annotations
 
 import dataclasses
+from array import array
+from collections.abc import Callable
 
 import msgspec
 import numpy as np
@@ -55,7 +64,14 @@ from .._exceptions import (
     TokstreamError,
 )
 from ._sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder, SSEEvent
-from ._wire import decode_chunk, decode_error
+from ._wire import (
+    Chunk,
+    FirstChoice,
+    decode_chunk,
+    decode_error,
+    decode_first_chunk,
+    decode_token_ids,
+)
 
 __all__ = ["StreamDecoder", "with_timing"]
 
@@ -94,10 +110,13 @@ class StreamDecoder:
         self.tokens = 0
         self.parse_errors = 0
         self.parse_error_previews: list[str] = []
-        self._ids: list[int] = []
-        self._texts: list[str] = []
-        self._logprobs: list[float] | None = None
-        self._prompt_ids: list[int] | None = None
+        self._ids = array("i")
+        self._text = bytearray()
+        self._final_text: str | None = None
+        self._logprobs: array[float] | None = None
+        self._prompt_ids: npt.NDArray[np.int32] | None = None
+        # The first chunk with a choice is read with the prompt echo (raw JSON).
+        self._decode: Callable[[bytes], Chunk] = decode_first_chunk
         self._finish_reason: str | None = None
         self._stop_reason: int | str | None = None
         self._usage: Usage | None = None
@@ -116,20 +135,72 @@ class StreamDecoder:
         self.bytes_received += len(data)
         self.chunks += 1
         out: list[Event] = []
+        append = out.append
+        decode = self._decode
+        # The short path applies once the first chunk was read the long way.
+        short = (
+            decode is decode_chunk and self._logprobs is None and self._completion_id is not None
+        )
+        add_ids = self._ids.fromlist
+        text = self._text
         for payload in self._sse.feed_raw(data):
-            if isinstance(payload, SSEEvent):
+            if payload.__class__ is not bytes:
+                assert isinstance(payload, SSEEvent)
                 if payload.event not in ("message", "error"):
                     continue
                 payload = payload.data
             if payload == _DONE:
                 if self._finish_reason is None:
                     problem = "[DONE] came before any finish_reason"
-                    out.append(self._protocol_error(problem, payload))
+                    append(self._protocol_error(problem, payload))
                 else:
-                    out.append(self._done())
+                    append(self._done())
                 return out
-            self._chunk(payload, out)
-            if out and isinstance(out[-1], (Done, Error)):
+            try:
+                chunk = decode(payload)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                self._undecodable(payload, exc, out)
+            else:
+                # The common chunk: one choice with IDs and text, nothing else to note.
+                choices = chunk.choices
+                if short and choices and len(choices) == 1 and chunk.usage is None:
+                    choice = choices[0]
+                    ids = choice.token_ids
+                    if (
+                        ids
+                        and choice.finish_reason is None
+                        and choice.logprobs is None
+                        and choice.index == 0
+                        and chunk.error is None
+                        and chunk.object != "error"
+                    ):
+                        try:
+                            add_ids(ids)
+                        except OverflowError:
+                            append(self._protocol_error("a token ID outside int32", payload))
+                            return out
+                        piece = choice.text or ""
+                        text += piece.encode()  # msgspec refuses lone surrogates
+                        self.tokens += len(ids)
+                        if len(ids) == 1:
+                            append(Token(ids[0], piece))
+                        else:
+                            last = len(ids) - 1
+                            out.extend(
+                                [
+                                    Token(tid, piece if i == last else "")
+                                    for i, tid in enumerate(ids)
+                                ]
+                            )
+                        continue
+                self._chunk(chunk, payload, out)
+                decode = self._decode
+                short = (
+                    decode is decode_chunk
+                    and self._logprobs is None
+                    and self._completion_id is not None
+                )
+            if self._ended():
                 return out
         if self._sse.error is not None:
             # The events before the oversized one were delivered above.
@@ -167,7 +238,7 @@ class StreamDecoder:
             exc.diagnostics = stats
         exc.url = exc.url or self.url
         exc.request_id = exc.request_id or self.request_id
-        return Error(exc, self._id_array(), "".join(self._texts), stats)
+        return Error(exc, self._id_array(), self._text_str(), stats)
 
     def statistics(self) -> StreamStatistics:
         """Return the decoder's counters (timing fields are left at zero)."""
@@ -184,19 +255,18 @@ class StreamDecoder:
 
     # -- internals ----------------------------------------------------------
 
-    def _chunk(self, payload: bytes, out: list[Event]) -> None:
-        try:
-            chunk = decode_chunk(payload)
-        except msgspec.ValidationError as exc:
-            if payload[:1] in (b"{", b"["):
-                # Valid JSON of the wrong shape would silently lose tokens.
-                out.append(self._protocol_error(f"unexpected chunk shape ({exc})", payload))
-                return
-            self._parse_error(payload)
+    def _ended(self) -> bool:
+        return self.finished
+
+    def _undecodable(self, payload: bytes, exc: Exception, out: list[Event]) -> None:
+        if isinstance(exc, msgspec.ValidationError) and payload[:1] in (b"{", b"["):
+            # Valid JSON of the wrong shape would silently lose tokens.
+            out.append(self._protocol_error(f"unexpected chunk shape ({exc})", payload))
             return
-        except msgspec.DecodeError:
-            self._parse_error(payload)
-            return
+        self._parse_error(payload)
+
+    def _chunk(self, chunk: Chunk, payload: bytes, out: list[Event]) -> None:
+        """Every chunk the short path in :meth:`feed` does not take."""
         if chunk.is_error:
             out.append(self._in_band_error(payload))
             return
@@ -216,8 +286,14 @@ class StreamDecoder:
             )
             return
         choice = chunk.choices[0]
-        if choice.prompt_token_ids is not None and self._prompt_ids is None:
-            self._prompt_ids = choice.prompt_token_ids
+        if isinstance(choice, FirstChoice) and self._decode is decode_first_chunk:
+            # vLLM echoes the prompt on the first choice only: skip it from now on.
+            self._decode = decode_chunk
+            try:
+                self._prompt_ids = decode_token_ids(choice.prompt_token_ids)
+            except ValueError as exc:
+                out.append(self._protocol_error(f"invalid prompt_token_ids ({exc})", payload))
+                return
         ids = choice.token_ids
         text = choice.text or ""
         if choice.finish_reason is not None:
@@ -233,16 +309,17 @@ class StreamDecoder:
                     )
                 )
             return
-        self._ids.extend(ids)
-        self._texts.append(text)
+        try:
+            self._ids.fromlist(ids)
+        except OverflowError:
+            out.append(self._protocol_error("a token ID outside int32", payload))
+            return
+        self._text += text.encode()
         self.tokens += len(ids)
         lp = choice.logprobs.token_logprobs if choice.logprobs is not None else None
         if lp is None and self._logprobs is None:
-            if len(ids) == 1:
-                out.append(Token(ids[0], text))
-            else:
-                last = len(ids) - 1
-                out.extend([Token(tid, text if i == last else "") for i, tid in enumerate(ids)])
+            last = len(ids) - 1
+            out.extend([Token(tid, text if i == last else "") for i, tid in enumerate(ids)])
             return
         self._tokens_with_logprobs(ids, text, lp, out)
 
@@ -250,7 +327,7 @@ class StreamDecoder:
         self, ids: list[int], text: str, lp: list[float | None] | None, out: list[Event]
     ) -> None:
         if self._logprobs is None:
-            self._logprobs = [float("nan")] * (len(self._ids) - len(ids))
+            self._logprobs = array("f", [float("nan")]) * (len(self._ids) - len(ids))
         last = len(ids) - 1
         for i, tid in enumerate(ids):
             value = lp[i] if lp is not None and i < len(lp) else None
@@ -263,16 +340,12 @@ class StreamDecoder:
         if self._logprobs is not None:
             logprobs = np.array(self._logprobs, dtype=np.float32)
             logprobs.flags.writeable = False
-        prompt = None
-        if self._prompt_ids is not None:
-            prompt = np.array(self._prompt_ids, dtype=np.int32)
-            prompt.flags.writeable = False
         return Done(
             finish_reason=self._finish_reason,
             stop_reason=self._stop_reason,
             token_ids=self._id_array(),
-            text="".join(self._texts),
-            prompt_token_ids=prompt,
+            text=self._text_str(),
+            prompt_token_ids=self._prompt_ids,
             usage=self._usage,
             logprobs=logprobs,
             request_id=self._completion_id,
@@ -280,9 +353,17 @@ class StreamDecoder:
         )
 
     def _id_array(self) -> npt.NDArray[np.int32]:
-        arr = np.array(self._ids, dtype=np.int32)
+        # Called once the decoder is finished: share the array's memory (it can
+        # no longer grow: an exported buffer cannot be resized).
+        arr: npt.NDArray[np.int32] = np.frombuffer(self._ids, dtype=np.int32)
         arr.flags.writeable = False
         return arr
+
+    def _text_str(self) -> str:
+        if self._final_text is None:
+            self._final_text = self._text.decode("utf-8", "surrogatepass")
+            self._text = bytearray()  # the str is all that is kept from now on
+        return self._final_text
 
     def _parse_error(self, payload: bytes) -> None:
         self.parse_errors += 1

@@ -146,27 +146,65 @@ class SSEDecoder:
             data = b"".join(self._partial)
             self._partial.clear()
             self._partial_size = 0
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if tail:
-            self._partial.append(tail)
-            self._partial_size = len(tail)
-        self.lines += len(lines)
         out: list[bytes | SSEEvent] = []
-        for line in lines:
-            if not line:
-                if self._data:
-                    out.append(self._dispatch())
-                else:
-                    self._event_type = ""
-            elif line[:5] == b"data:":
-                value = line[6:] if line[5:6] == b" " else line[5:]
-                self._data.append(value)
-                self._data_size += len(value) + 1
-            elif line[:1] != b":":
-                self._field(line)
+        line = self._line
+        pos = 0
+        # An event begun in an earlier read: finish it line by line.
+        while self._data or self._event_type:
+            end = data.find(b"\n", pos)
+            if end < 0:
+                break
+            self.lines += 1
+            line(data[pos:end], out)
+            pos = end + 1
+        if pos:
+            data = data[pos:]
+        if not (self._data or self._event_type):
+            # Whole events, split at the blank lines that end them: a plain
+            # one-line `data: ...` event (all vLLM sends) costs no line loop.
+            parts = data.split(b"\n\n")
+            data = parts.pop()
+            plain = 0
+            for part in parts:
+                if part[:6] == b"data: " and b"\n" not in part:
+                    plain += 1
+                    if self._id_changed:
+                        out.append(SSEEvent(part[6:], "message", self.last_event_id))
+                    else:
+                        out.append(part[6:])
+                    continue
+                for piece in part.split(b"\n"):
+                    line(piece, out)
+                line(b"", out)
+                self.lines += part.count(b"\n") + 2
+            self.lines += 2 * plain
+            self.events += plain
+        # What is left: complete lines of an event still open, then a partial line.
+        if data:
+            pieces = data.split(b"\n")
+            tail = pieces.pop()
+            self.lines += len(pieces)
+            for piece in pieces:
+                line(piece, out)
+            if tail:
+                self._partial.append(tail)
+                self._partial_size = len(tail)
         self._check_size()
         return out
+
+    def _line(self, line: bytes, out: list[bytes | SSEEvent]) -> None:
+        """Process one complete line (without its line end)."""
+        if not line:
+            if self._data:
+                out.append(self._dispatch())
+            else:
+                self._event_type = ""
+        elif line[:5] == b"data:":
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            self._data.append(value)
+            self._data_size += len(value) + 1
+        elif line[:1] != b":":
+            self._field(line)
 
     def _feed_lines_checked(self, data: bytes) -> list[bytes | SSEEvent]:
         # Enough bytes for an oversized event: decode line by line so that the

@@ -4,21 +4,30 @@
   one ``data:`` payload of a streamed ``/v1/completions`` response. It only
   notes whether the payload is an error (``error`` present, or ``"object":
   "error"``); the error itself is read with the envelope below.
+  :class:`FirstChunk` is the same with the prompt echo (``prompt_token_ids``)
+  kept as raw JSON, for :func:`decode_token_ids`: a 32k-ID echo becomes one
+  int32 array without a Python int per ID. The stream decoder reads chunks
+  with it until the echo arrived, then with :class:`Chunk`, which skips it.
 * :class:`ErrorEnvelope`: vLLM's error body, the one struct for both places it
   appears: an HTTP error response and an error event inside an HTTP 200
   stream. :meth:`ErrorEnvelope.server_error` is the one reading of it.
 * :class:`ModelList` / :class:`ModelCard`: ``GET /v1/models``.
 
-Only the fields tokstream uses are declared; msgspec skips the rest. Data and
-decoding only: no I/O, and no policy on what an error means (the callers in
-``_decoder.py`` and ``_http_errors.py`` build the exceptions).
+Only the fields tokstream uses are declared; msgspec skips the rest. The
+per-chunk structs are not tracked by the garbage collector (decoded JSON has
+no cycles). Data and decoding only: no I/O, and no policy on what an error
+means (the callers in ``_decoder.py`` and ``_http_errors.py`` build the
+exceptions).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "Choice",
@@ -30,30 +39,42 @@ __all__ = [
     "ModelList",
     "ServerError",
     "WireUsage",
+    "FirstChoice",
+    "FirstChunk",
     "decode_chunk",
     "decode_error",
+    "decode_first_chunk",
+    "decode_token_ids",
 ]
 
+_NULL = msgspec.Raw(b"null")
+_INT32_MAX = 2**31 - 1
 
-class Logprobs(msgspec.Struct):
+
+class Logprobs(msgspec.Struct, gc=False):
     """A choice's ``logprobs`` (the completions API's legacy shape)."""
 
     token_logprobs: list[float | None] | None = None
 
 
-class Choice(msgspec.Struct):
-    """One entry of a chunk's ``choices``."""
+class Choice(msgspec.Struct, gc=False):
+    """One entry of a chunk's ``choices`` (the prompt echo skipped)."""
 
     index: int = 0
     text: str | None = ""
     token_ids: list[int] | None = None
-    prompt_token_ids: list[int] | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     logprobs: Logprobs | None = None
 
 
-class WireUsage(msgspec.Struct):
+class FirstChoice(Choice, gc=False):
+    """A choice with the prompt echo, as raw JSON (``b"null"`` when absent)."""
+
+    prompt_token_ids: msgspec.Raw = _NULL
+
+
+class WireUsage(msgspec.Struct, gc=False):
     """The usage chunk's counts (``stream_options.include_usage``)."""
 
     prompt_tokens: int = 0
@@ -61,7 +82,7 @@ class WireUsage(msgspec.Struct):
     total_tokens: int = 0
 
 
-class Chunk(msgspec.Struct):
+class Chunk(msgspec.Struct, gc=False):
     """One streamed ``data:`` payload.
 
     ``error`` is left untyped: it only says that the payload is an error, which
@@ -79,6 +100,12 @@ class Chunk(msgspec.Struct):
     def is_error(self) -> bool:
         """Whether this payload is an error event rather than a completion chunk."""
         return self.error is not None or self.object == "error"
+
+
+class FirstChunk(Chunk, gc=False):
+    """A chunk whose choices keep the prompt echo (see :class:`FirstChoice`)."""
+
+    choices: list[FirstChoice] | None = None  # type: ignore[assignment]
 
 
 class ErrorDetail(msgspec.Struct):
@@ -158,6 +185,88 @@ class ModelList(msgspec.Struct):
 
 decode_chunk = msgspec.json.Decoder(Chunk).decode
 """Decode one ``data:`` payload; raises ``msgspec.DecodeError`` / ``ValidationError``."""
+
+decode_first_chunk = msgspec.json.Decoder(FirstChunk).decode
+"""Decode a payload that may carry the prompt echo (raw); raises as :func:`decode_chunk`."""
+
+_decode_int_list = msgspec.json.Decoder(list[int]).decode
+
+
+def decode_token_ids(raw: msgspec.Raw) -> npt.NDArray[np.int32] | None:
+    """Read a raw JSON array of token IDs into a read-only int32 array (``None`` for ``null``).
+
+    A large array (a 32k-ID prompt echo, about 200 KB of JSON) is parsed by
+    numpy straight from the JSON text, a window of about 16 KB at a time into
+    the result, so that it costs about 0.5 ms and no Python int per ID or copy
+    of the whole text; anything numpy's reading does not match exactly is
+    decoded strictly by msgspec instead.
+
+    Raises:
+        ValueError: Not an array of integers, or an ID outside ``0..2**31-1``
+            (``msgspec.ValidationError`` and ``DecodeError`` are ValueErrors).
+    """
+    view = memoryview(raw)
+    if len(view) == 4 and view.tobytes() == b"null":
+        return None
+    ids = _parse_int_array(view)
+    if ids is None:
+        ids = np.array(_decode_int_list(view), dtype=np.int64)
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) > _INT32_MAX):
+            raise ValueError("a token ID is outside 0..2**31-1")
+        ids = ids.astype(np.int32)
+    ids.flags.writeable = False
+    return ids
+
+
+_WINDOW = 16 * 1024
+
+
+def _parse_int_array(view: memoryview) -> npt.NDArray[np.int32] | None:
+    """Parse ``[1,2,...]`` a window at a time; ``None`` if it is not exactly that."""
+    n = len(view)
+    start = 0
+    while start < n and view[start] in b" \t\r\n":
+        start += 1
+    end = n
+    while end > start and view[end - 1] in b" \t\r\n":
+        end -= 1
+    if end - start < 2 or view[start] != 91 or view[end - 1] != 93:  # [ ]
+        return None
+    start += 1
+    end -= 1
+    octets = np.frombuffer(view, dtype=np.uint8)
+    if not np.any(octets[start:end] > 32):  # "[]", "[ ]"
+        return np.empty(0, dtype=np.int32)
+    commas = sum(
+        int(np.count_nonzero(octets[i : min(i + _WINDOW, end)] == 44))
+        for i in range(start, end, _WINDOW)
+    )
+    out = np.empty(commas + 1, dtype=np.int32)
+    filled = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns, then stops, at unmatched text
+        while start < end:
+            stop = min(start + _WINDOW, end)
+            if stop < end:  # cut the window after a comma
+                cut = bytes(view[stop - 32 : stop]).rfind(b",")
+                if cut < 0:
+                    return None
+                stop = stop - 32 + cut + 1
+            text = bytes(view[start:stop])
+            expected = text.count(b",") + (1 if stop == end else 0)
+            try:
+                part = np.fromstring(text, dtype=np.int64, sep=",")
+            except ValueError:
+                return None
+            if len(part) != expected or filled + len(part) > len(out):
+                return None
+            if len(part) and (int(part.min()) < 0 or int(part.max()) > _INT32_MAX):
+                raise ValueError("a token ID is outside 0..2**31-1")
+            out[filled : filled + len(part)] = part
+            filled += len(part)
+            start = stop
+    return out if filled == len(out) else None
+
 
 _decode_envelope = msgspec.json.Decoder(ErrorEnvelope).decode
 
