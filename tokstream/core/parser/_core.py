@@ -128,7 +128,7 @@ _LoopRefs: TypeAlias = tuple[
     HoldBackScanner,
     Callable[[int], "int | None"],
     Callable[[int], str],
-    str,
+    tuple[str, ...],
     list[str],
 ]
 
@@ -225,12 +225,14 @@ class ResponseParser:
         self._tables = tables
         detokenizer = tokenizer.detokenizer()
         self._flush_piece: Callable[[], str] = detokenizer.flush
-        self._scanner = HoldBackScanner(tables.trigger)
+        self._scanner = HoldBackScanner()
         self._asm = ReplyAssembler(
             tables,
             reply_format.decode_call,
             normalise_tools(tools),
             THINK if thinking == "open" else TEXT,
+            json_body=reply_format.call_body == "json",
+            route_header=reply_format.route_header,
         )
         # What the token loop binds on every call, in one tuple: one load, not six.
         self._loop_refs: _LoopRefs = (
@@ -238,7 +240,7 @@ class ResponseParser:
             self._scanner,
             tables.by_id.get,
             detokenizer.feed,
-            tables.trigger,
+            tables.triggers,
             self._asm.delta,
         )
         # Received batches not yet parsed; the events of the pull API not yet
@@ -447,9 +449,10 @@ class ResponseParser:
         (an iterator) for the next call. Otherwise parse them all and flush the
         delta.
         """
-        asm, scanner, tag_get, piece_of, trigger, delta = self._loop_refs
+        asm, scanner, tag_get, piece_of, triggers, delta = self._loop_refs
         cur = asm.cur
         hold = scanner.held
+        trigger = triggers[asm.state]
         # The hot path: a plain token (no tag ID, no trigger, nothing held back)
         # costs one detokenizer step, one dict lookup and three list appends.
         for t in items:
@@ -462,7 +465,7 @@ class ResponseParser:
                 delta.append(piece)
             else:
                 self._slow(t, tid, piece, code)
-                cur, hold = asm.cur, scanner.held
+                cur, hold, trigger = asm.cur, scanner.held, triggers[asm.state]
                 if stop and asm.events:
                     self._paused = True
                     events = asm.events
@@ -501,7 +504,9 @@ class ResponseParser:
         scanner.push(item, piece)
         while True:
             state = asm.state
-            text, before, found = scanner.next(tables.text_tags[state], tables.prefixes[state])
+            text, before, found = scanner.next(
+                tables.text_tags[state], tables.prefixes[state], tables.triggers[state]
+            )
             asm.emit(text)
             asm.assign(before)
             if found is None:
