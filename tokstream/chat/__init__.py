@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from .._exceptions import InvalidRequest
 from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
+from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
 from ._llama3 import LLAMA3, Llama3Format
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 
@@ -35,10 +36,14 @@ if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
 __all__ = [
+    "DEEPSEEK_V4",
+    "DEEPSEEK_V31",
+    "DEEPSEEK_V32",
     "HERMES",
     "LLAMA3",
     "QWEN3_CODER",
     "ChatFormat",
+    "DeepSeekV32Format",
     "LeafKind",
     "Llama3Format",
     "QwenFormat",
@@ -49,12 +54,13 @@ __all__ = [
     "register_chat_format",
 ]
 
-register_reply_format(HERMES)
-register_reply_format(QWEN3_CODER)
+for _fmt in (HERMES, QWEN3_CODER, DEEPSEEK_V31, DEEPSEEK_V32, DEEPSEEK_V4):
+    register_reply_format(_fmt)
 
 _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "qwen": (QwenFormat, "<|im_start|>"),
     "llama3": (Llama3Format, "<|start_header_id|>"),
+    "deepseek_v32": (DeepSeekV32Format, "｜DSML｜"),
 }
 
 

@@ -3,13 +3,14 @@
 Sans-IO and pull-based (``_core`` has the theory of operation). A
 :class:`ReplyFormat` (``_format``) describes a family's reply as a table; the
 chat formats in :mod:`tokstream.chat` own those tables, and the parser reads
-them. ``_hermes`` and ``_qwen3_coder`` are call decoders (one complete call body
-each); ``_whole`` is the convenience form for a finished output.
+them. ``_hermes``, ``_qwen3_coder``, ``_deepseek``, ... are call decoders (one
+complete call body each); ``_whole`` is the convenience form for a finished output.
 """
 
 from __future__ import annotations
 
 from ._core import ResponseParser
+from ._deepseek import decode_deepseek_v31, decode_dsml
 from ._events import (
     NEED_TOKENS,
     NeedTokens,
@@ -24,8 +25,10 @@ from ._events import (
     ToolCallStatus,
 )
 from ._format import (
+    ROUTED,
     CallDecoder,
     DecodedCall,
+    HeaderRouter,
     ReplyFormat,
     State,
     get_reply_format,
@@ -40,9 +43,11 @@ from ._whole import parse_output
 
 __all__ = [
     "NEED_TOKENS",
+    "ROUTED",
     "CallDecoder",
     "DecodedCall",
     "Detokenizer",
+    "HeaderRouter",
     "NeedTokens",
     "ParseEvent",
     "ParserTokenizer",
@@ -60,6 +65,8 @@ __all__ = [
     "ToolCallStatus",
     "ToolFormat",
     "ToolSpecs",
+    "decode_deepseek_v31",
+    "decode_dsml",
     "decode_hermes",
     "decode_qwen3_coder",
     "get_reply_format",

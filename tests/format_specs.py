@@ -1,0 +1,81 @@
+"""How each family writes its calls, for the sample generator (not tests).
+
+Each renderer writes calls the way the family's own chat template renders an
+assistant's ``tool_calls`` (so they are what the model was trained to emit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokstream.chat import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32
+
+from .format_samples import Call, Spec, dumps
+
+DS_EOS = "<｜end▁of▁sentence｜>"
+DSML = "｜DSML｜"
+
+
+def deepseek_v31_calls(calls: list[Call]) -> str:
+    body = "".join(
+        f"<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{dumps(args)}<｜tool▁call▁end｜>"
+        for name, args in calls
+    )
+    return f"<｜tool▁calls▁begin｜>{body}<｜tool▁calls▁end｜>"
+
+
+def _dsml_value(v: Any) -> tuple[str, str]:
+    return ("true", v) if isinstance(v, str) else ("false", dumps(v))
+
+
+def dsml_calls(calls: list[Call], wrapper: str = "function_calls") -> str:
+    invokes = []
+    for name, args in calls:
+        params = "\n".join(
+            f'<{DSML}parameter name="{k}" string="{s}">{v}</{DSML}parameter>'
+            for k, (s, v) in ((k, _dsml_value(v)) for k, v in args.items())
+        )
+        invokes.append(f'<{DSML}invoke name="{name}">\n{params}\n</{DSML}invoke>')
+    return f"<{DSML}{wrapper}>\n" + "\n".join(invokes) + f"\n</{DSML}{wrapper}>"
+
+
+SPECS: dict[str, Spec] = {
+    "deepseek_v31": Spec(
+        "deepseek_v31",
+        "deepseek_v32",  # the V3.2 vocabulary: the same single-token tool markers
+        DEEPSEEK_V31,
+        "deepseek_v31",
+        "deepseek_v3",
+        deepseek_v31_calls,
+        DS_EOS,
+        think=("", "</think>"),
+        chat_kwargs={"thinking": True},
+    ),
+    "deepseek_v32": Spec(
+        "deepseek_v32",
+        "deepseek_v32",
+        DEEPSEEK_V32,
+        "deepseek_v32",
+        "deepseek_v3",
+        dsml_calls,
+        DS_EOS,
+        think=("", "</think>"),
+        chat_kwargs={"thinking": True},
+        call_lead="\n\n",
+    ),
+    "deepseek_v4": Spec(
+        "deepseek_v4",
+        "deepseek_v32",
+        DEEPSEEK_V4,
+        "deepseek_v4",
+        "deepseek_v4",
+        lambda calls: dsml_calls(calls, "tool_calls"),
+        DS_EOS,
+        think=("", "</think>"),
+        chat_kwargs={"thinking": True},
+        call_lead="\n\n",
+    ),
+}
+"""Every family's spec, by tokstream format name. ``think=("", close)``: the
+prompt opened the thinking block (the families' generation prompts do), so
+the reply starts inside it."""

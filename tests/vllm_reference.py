@@ -1,0 +1,118 @@
+"""The reference side of the differential tests: vLLM's own parsers, run in vLLM's venv.
+
+Not a test module. ``tests/reference.py`` runs this file with the CPU vLLM
+venv's Python (``.vllm/venv``, which ``make test`` installs), feeding one JSON
+job on stdin and reading one JSON answer from stdout. It imports vLLM and
+nothing of tokstream, so the answer is what vLLM itself makes of each output.
+
+The input is a list of jobs; the output is the list of their answers. A job:
+``{"tokenizer": DIR, "tool_parser": NAME, "reasoning_parser": NAME|null,
+"tools": [...], "chat_template_kwargs": {...}, "prompt_ids": [...],
+"samples": [[id, ...], ...], "stream": bool}``. For each sample it answers
+``{"reasoning", "content", "calls": [[name, arguments_json], ...]}`` from
+``Parser.parse`` on the decoded text (``stream=false``), or from
+``Parser.parse_delta`` fed one token at a time (``stream=true``), deltas joined.
+A parser that raises is answered ``{"error": repr}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+
+def _calls_from_deltas(deltas: list[Any]) -> list[list[str]]:
+    calls: dict[int, list[str]] = {}
+    for tc in deltas:
+        slot = calls.setdefault(tc.index, ["", ""])
+        if tc.function is not None:
+            slot[0] += tc.function.name or ""
+            slot[1] += tc.function.arguments or ""
+    return [calls[i] for i in sorted(calls)]
+
+
+def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.parser.parser_manager import ParserManager
+    from vllm.tokenizers import get_tokenizer
+
+    tok = get_tokenizer(job["tokenizer"])
+    tools = job.get("tools") or None
+    kwargs = job.get("chat_template_kwargs") or {}
+    request = ChatCompletionRequest(
+        model="reference",
+        messages=[{"role": "user", "content": "x"}],
+        tools=tools,
+        tool_choice="auto" if tools else "none",
+        chat_template_kwargs=kwargs or None,
+    )
+    cls = ParserManager.get_parser(
+        tool_parser_name=job["tool_parser"],
+        reasoning_parser_name=job.get("reasoning_parser"),
+        enable_auto_tools=True,
+        is_harmony=job.get("harmony", False),
+    )
+    assert cls is not None
+    out = []
+    for ids in job["samples"]:
+        try:
+            parser = cls(tok, request.tools, chat_template_kwargs=kwargs)
+        except TypeError:
+            parser = cls(tok, request.tools)
+        try:
+            if job.get("stream"):
+                reasoning, content, deltas = [], [], []
+                prev = ""
+                n = len(ids)
+                for k in range(n):
+                    text = tok.decode(ids[: k + 1], skip_special_tokens=False)
+                    if text.endswith("\ufffd") and k + 1 < n:
+                        delta = ""
+                    else:
+                        delta, prev = text[len(prev) :], text
+                    msg = parser.parse_delta(
+                        delta,
+                        [ids[k]],
+                        request,
+                        prompt_token_ids=job.get("prompt_ids") or [],
+                        finished=k + 1 == n,
+                    )
+                    if msg is None:
+                        continue
+                    reasoning.append(msg.reasoning or "")
+                    content.append(msg.content or "")
+                    deltas.extend(msg.tool_calls or [])
+                out.append(
+                    {
+                        "reasoning": "".join(reasoning),
+                        "content": "".join(content),
+                        "calls": _calls_from_deltas(deltas),
+                    }
+                )
+            else:
+                text = tok.decode(ids, skip_special_tokens=False)
+                reasoning_text, content_text, calls = parser.parse(
+                    text, request, enable_auto_tools=True, model_output_token_ids=ids
+                )
+                out.append(
+                    {
+                        "reasoning": reasoning_text or "",
+                        "content": content_text or "",
+                        "calls": [[c.name, c.arguments] for c in calls or ()],
+                    }
+                )
+        except Exception as exc:
+            out.append({"error": repr(exc)})
+    return out
+
+
+def main() -> None:
+    logging.disable(logging.CRITICAL)
+    jobs = json.load(sys.stdin)
+    json.dump([run_job(job) for job in jobs], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
