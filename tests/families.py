@@ -68,7 +68,13 @@ def _config(eos: str, bos: str | None = None) -> dict[str, Any]:
 
 
 def family_dir(family: str, root: Path) -> Path:
-    """Build (once) and return the tokenizer directory of ``family`` under ``root``."""
+    """Build (once) and return the tokenizer directory of ``family`` under ``root``.
+
+    gpt-oss has no directory: ``"harmony"`` tells the reference runner to use
+    ``openai_harmony`` (and the tests use ``tests.harmony_tok``).
+    """
+    if family == "gpt-oss":
+        return Path("harmony")
     out = root / family
     if (out / "tokenizer.json").is_file():
         return out
@@ -91,6 +97,18 @@ def family_dir(family: str, root: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def load_family(family: str, root: Path) -> Any:
+    """The family's tokenizer: a ``tokstream.Tokenizer``, or for gpt-oss the
+    ``openai_harmony`` adapter (``tests.harmony_tok``)."""
+    if family == "gpt-oss":
+        from .harmony_tok import HarmonyTokenizer
+
+        return HarmonyTokenizer()
+    from tokstream import Tokenizer
+
+    return Tokenizer.load(family_dir(family, root))
 
 
 def reference(jobs: list[dict[str, Any]], home: Path) -> list[list[dict[str, Any]]]:

@@ -109,6 +109,10 @@ class Spec:
         text_after_calls: Whether the family may write content after its calls.
         call_lead: Text the template writes between content and the calls
             (content, for the parser: it is outside every tag).
+        compose: Writes the whole reply from (reasoning, content, calls), for
+            families whose replies are not reasoning + content + calls + stop.
+        strip_stop: Whether vLLM's parser sees the reply without its stop
+            token (it does for text parsers; harmony's parses the IDs).
     """
 
     name: str
@@ -123,6 +127,8 @@ class Spec:
     flat_args: bool = False
     text_after_calls: bool = False
     call_lead: str = ""
+    compose: Callable[[str, str, list[Call]], str] | None = None
+    strip_stop: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,12 +148,15 @@ def samples(spec: Spec, n: int, seed: int) -> list[Sample]:
     out = []
     for i in range(n):
         reasoning = ""
-        if spec.think and rng.random() < (0.8 if not spec.think[0] else 0.5):
+        if (spec.think or spec.compose) and rng.random() < (0.8 if opens_thinking(spec) else 0.5):
             reasoning = _text(rng, rng.randint(2, 12))
         content = _text(rng, rng.randint(0, 10)) if rng.random() < 0.7 else ""
         calls = [random_call(rng, flat=spec.flat_args) for _ in range(rng.choice([0, 1, 1, 2, 3]))]
         if i % 7 == 0:
             calls = [random_call(rng, flat=spec.flat_args) for _ in range(4)]
+        if spec.compose is not None:
+            out.append(Sample(spec.compose(reasoning, content, calls), reasoning, content, calls))
+            continue
         text = ""
         if spec.think and (reasoning or not spec.think[0]):
             # think[0] == "": the prompt opened the block, so the reply closes it.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokstream.chat import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32
+from tokstream.chat import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, GPT_OSS
 
 from .format_samples import Call, Spec, dumps
 
@@ -37,6 +37,25 @@ def dsml_calls(calls: list[Call], wrapper: str = "function_calls") -> str:
         )
         invokes.append(f'<{DSML}invoke name="{name}">\n{params}\n</{DSML}invoke>')
     return f"<{DSML}{wrapper}>\n" + "\n".join(invokes) + f"\n</{DSML}{wrapper}>"
+
+
+def harmony_reply(reasoning: str, content: str, calls: list[Call]) -> str:
+    """A gpt-oss reply after the prompt's ``<|start|>assistant``: analysis, then
+    a preamble and calls, or a final message."""
+    messages = []
+    if reasoning:
+        messages.append(f"<|channel|>analysis<|message|>{reasoning}<|end|>")
+    if calls:
+        if content:
+            messages.append(f"<|channel|>commentary<|message|>{content}<|end|>")
+        messages += [
+            f"<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>"
+            f"{dumps(args)}<|call|>"
+            for name, args in calls
+        ]
+    else:
+        messages.append(f"<|channel|>final<|message|>{content}<|return|>")
+    return "<|start|>assistant".join(messages)
 
 
 SPECS: dict[str, Spec] = {
@@ -74,6 +93,17 @@ SPECS: dict[str, Spec] = {
         think=("", "</think>"),
         chat_kwargs={"thinking": True},
         call_lead="\n\n",
+    ),
+    "harmony": Spec(
+        "harmony",
+        "gpt-oss",
+        GPT_OSS,
+        "openai",
+        "openai_gptoss",
+        lambda calls: "",
+        "<|return|>",
+        compose=harmony_reply,
+        strip_stop=False,
     ),
 }
 """Every family's spec, by tokstream format name. ``think=("", close)``: the

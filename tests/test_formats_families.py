@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tokstream._tokenizer import Tokenizer
 from tokstream.core.parser import Reply, ToolCallStatus, parse_output
 
-from .families import family_dir
+from .families import load_family
 from .format_samples import TOOLS, Sample, Spec, cut, opens_thinking, samples
 from .format_specs import SPECS
 from .parser_helpers import FEEDS, check_invariants, run
@@ -39,7 +39,7 @@ def family_root(vllm_home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizers_by_family(family_root: Path) -> dict[str, Tokenizer]:
-    return {s.family: Tokenizer.load(family_dir(s.family, family_root)) for s in SPECS.values()}
+    return {s.family: load_family(s.family, family_root) for s in SPECS.values()}
 
 
 def _parse(spec: Spec, tok: Tokenizer, ids: list[int]) -> Reply:
@@ -72,8 +72,9 @@ def test_generated_outputs_parse_to_what_was_generated(
         reply = _parse(spec, tok, ids)
         _check_meaning(sample, reply)
         assert reply.token_ids.tolist() == ids
-        if sample.calls:
-            assert {s.kind for s in reply.segments} >= {"tool_call", "stop"}
+        kinds = [s.kind for s in reply.segments]
+        assert ("tool_call" in kinds) == bool(sample.calls)
+        assert (kinds[-1] == "stop") == sample.text.endswith(spec.stop)
 
 
 @pytest.mark.parametrize("name", NAMES)

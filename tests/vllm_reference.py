@@ -33,12 +33,60 @@ def _calls_from_deltas(deltas: list[Any]) -> list[list[str]]:
     return [calls[i] for i in sorted(calls)]
 
 
+class _HarmonyTokenizer:
+    """What vLLM's harmony parser needs from a tokenizer (it parses IDs itself)."""
+
+    def __init__(self) -> None:
+        import openai_harmony
+
+        name = openai_harmony.HarmonyEncodingName.HARMONY_GPT_OSS
+        self._enc = openai_harmony.load_harmony_encoding(name)
+
+    def get_vocab(self) -> dict[str, int]:
+        return {}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        data = b"".join(bytes(self._enc._inner.decode_bytes([i])) for i in ids)
+        return data.decode("utf-8", "replace")
+
+
+def harmony_direct(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """openai_harmony's own StreamableParser, token by token, then end of stream."""
+    import openai_harmony as h
+
+    enc = h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
+    out = []
+    for ids in job["samples"]:
+        parser = h.StreamableParser(enc, role=h.Role.ASSISTANT)
+        try:
+            for i in ids:
+                parser.process(i)
+            parser.process_eos()
+        except Exception as exc:
+            out.append({"error": repr(exc)})
+            continue
+        reasoning, content, calls = [], [], []
+        for msg in parser.messages:
+            text = "".join(c.text for c in msg.content)
+            if msg.recipient and msg.recipient != "assistant":
+                calls.append([msg.recipient.removeprefix("functions."), text])
+            elif msg.channel == "analysis":
+                reasoning.append(text)
+            else:
+                content.append(text)
+        out.append({"reasoning": "".join(reasoning), "content": "".join(content), "calls": calls})
+    return out
+
+
 def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.parser.parser_manager import ParserManager
     from vllm.tokenizers import get_tokenizer
 
-    tok = get_tokenizer(job["tokenizer"])
+    if job.get("harmony_direct"):
+        return harmony_direct(job)
+    harmony = job["tokenizer"] == "harmony"
+    tok = _HarmonyTokenizer() if harmony else get_tokenizer(job["tokenizer"])
     tools = job.get("tools") or None
     kwargs = job.get("chat_template_kwargs") or {}
     request = ChatCompletionRequest(
@@ -52,7 +100,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
         tool_parser_name=job["tool_parser"],
         reasoning_parser_name=job.get("reasoning_parser"),
         enable_auto_tools=True,
-        is_harmony=job.get("harmony", False),
+        is_harmony=harmony,
     )
     assert cls is not None
     out = []

@@ -29,6 +29,7 @@ from .._exceptions import InvalidRequest
 from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
 from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
+from ._harmony import GPT_OSS, HarmonyFormat
 from ._llama3 import LLAMA3, Llama3Format
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 
@@ -39,11 +40,13 @@ __all__ = [
     "DEEPSEEK_V4",
     "DEEPSEEK_V31",
     "DEEPSEEK_V32",
+    "GPT_OSS",
     "HERMES",
     "LLAMA3",
     "QWEN3_CODER",
     "ChatFormat",
     "DeepSeekV32Format",
+    "HarmonyFormat",
     "LeafKind",
     "Llama3Format",
     "QwenFormat",
@@ -54,13 +57,14 @@ __all__ = [
     "register_chat_format",
 ]
 
-for _fmt in (HERMES, QWEN3_CODER, DEEPSEEK_V31, DEEPSEEK_V32, DEEPSEEK_V4):
+for _fmt in (HERMES, QWEN3_CODER, DEEPSEEK_V31, DEEPSEEK_V32, DEEPSEEK_V4, GPT_OSS):
     register_reply_format(_fmt)
 
 _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "qwen": (QwenFormat, "<|im_start|>"),
     "llama3": (Llama3Format, "<|start_header_id|>"),
     "deepseek_v32": (DeepSeekV32Format, "｜DSML｜"),
+    "harmony": (HarmonyFormat, "<|channel|>"),
 }
 
 

@@ -192,7 +192,9 @@ class DeepSeekV32Format:
             segs.append(Segment("system", content))
         return Rendering(tuple(segs))
 
-    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
+    def message(
+        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+    ) -> Rendering:
         """A user turn (``<｜User｜>...<｜Assistant｜>``), a tool result or a system text."""
         if role == "tool":
             # "</result>\n" ends a result: DeepSeek's BPE merges ">\n", so a

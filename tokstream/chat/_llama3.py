@@ -80,7 +80,9 @@ class Llama3Format:
             return Rendering(())
         return self.message("system", content, prev_role=None)
 
-    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
+    def message(
+        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+    ) -> Rendering:
         """Render one header block; the content is stripped, as the template's ``trim``."""
         kind: LeafKind = "text" if role == "assistant" else role
         return Rendering(

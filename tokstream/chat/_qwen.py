@@ -140,7 +140,9 @@ class QwenFormat:
             return Rendering(())
         return self.message("system", content, prev_role=None)
 
-    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
+    def message(
+        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+    ) -> Rendering:
         """Render a user, tool-result or later system message."""
         if role == "tool":
             body = (

@@ -35,6 +35,7 @@ from ._format import (
     register_reply_format,
     registered_reply_formats,
 )
+from ._harmony import decode_harmony_arguments, route_harmony
 from ._hermes import decode_hermes
 from ._protocols import Detokenizer, ParserTokenizer, ThinkingMode, ToolFormat
 from ._qwen3_coder import decode_qwen3_coder
@@ -67,10 +68,12 @@ __all__ = [
     "ToolSpecs",
     "decode_deepseek_v31",
     "decode_dsml",
+    "decode_harmony_arguments",
     "decode_hermes",
     "decode_qwen3_coder",
     "get_reply_format",
     "parse_output",
     "register_reply_format",
     "registered_reply_formats",
+    "route_harmony",
 ]

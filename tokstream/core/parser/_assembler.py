@@ -180,6 +180,8 @@ class ReplyAssembler:
         self._switch(to)
         if to == TOOL:
             self.events.append(ToolCallOpened(len(self._calls), index))
+        elif to == HEAD:  # the router reads the header with the tag that opened it
+            self._header.append(self._tables.tag_text[code])
         self.assign(tag_toks)
 
     def stop(self, item: Item, piece: str) -> None:
