@@ -61,7 +61,7 @@ def harmony_reply(reasoning: str, content: str, calls: list[Call]) -> str:
 SPECS: dict[str, Spec] = {
     "deepseek_v31": Spec(
         "deepseek_v31",
-        "deepseek_v32",  # the V3.2 vocabulary: the same single-token tool markers
+        "deepseek-v3.1",
         DEEPSEEK_V31,
         "deepseek_v31",
         "deepseek_v3",
@@ -72,7 +72,7 @@ SPECS: dict[str, Spec] = {
     ),
     "deepseek_v32": Spec(
         "deepseek_v32",
-        "deepseek_v32",
+        "deepseek-v3.2",
         DEEPSEEK_V32,
         "deepseek_v32",
         "deepseek_v3",
@@ -84,7 +84,7 @@ SPECS: dict[str, Spec] = {
     ),
     "deepseek_v4": Spec(
         "deepseek_v4",
-        "deepseek_v32",
+        "deepseek-v3.2",
         DEEPSEEK_V4,
         "deepseek_v4",
         "deepseek_v4",

@@ -23,7 +23,7 @@ import pytest
 from tokstream import Context, Tokenizer
 from tokstream.chat import DeepSeekV32Format
 
-from .families import family_dir
+from .families import load_family
 from .format_samples import TOOLS
 from .format_specs import dsml_calls
 
@@ -44,7 +44,7 @@ def encoder(vllm_home: Path) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def tok(vllm_home: Path) -> Tokenizer:
-    return Tokenizer.load(family_dir("deepseek_v32", vllm_home / "families"))
+    return load_family("deepseek-v3.2", vllm_home)
 
 
 def encode(tok: Tokenizer, enc: ModuleType, messages: list[dict[str, Any]], **kw: Any) -> Any:

@@ -9,6 +9,7 @@ uses for gpt-oss), on its own o200k harmony vocabulary. Where
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,11 @@ from openai_harmony import (
     load_harmony_encoding,
 )
 
-from tokstream import Context, InvalidRequest
+from tokstream import Context, InvalidRequest, Tokenizer
 from tokstream.chat import HarmonyFormat
 from tokstream.chat._harmony import harmony_tools_typescript
 
-from .harmony_tok import HarmonyTokenizer
+from .families import load_family
 
 ENC = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
 
@@ -72,8 +73,8 @@ TOOLS: list[dict[str, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def tok() -> HarmonyTokenizer:
-    return HarmonyTokenizer()
+def tok(vllm_home: Path) -> Tokenizer:
+    return load_family("gpt-oss", vllm_home)
 
 
 def _tool_descriptions(tools: list[dict[str, Any]]) -> list[ToolDescription]:
@@ -122,9 +123,9 @@ def test_tool_schemas_render_as_harmony_does() -> None:
     ("instructions", "tools"), [(None, None), ("Be terse.", None), (None, TOOLS), ("Hi", TOOLS)]
 )
 def test_system_developer_user(
-    tok: HarmonyTokenizer, instructions: str | None, tools: list[dict[str, Any]] | None
+    tok: Tokenizer, instructions: str | None, tools: list[dict[str, Any]] | None
 ) -> None:
-    ctx = Context(tok)  # type: ignore[arg-type]
+    ctx = Context(tok)
     assert isinstance(ctx.chat_format, HarmonyFormat)  # detected from <|channel|>
     if instructions is not None or tools:
         ctx.add_system(instructions, tools=tools)
@@ -157,10 +158,10 @@ def _result(name: str, content: str) -> Message:
     )
 
 
-def test_sampled_agent_loop_matches_the_renderer(tok: HarmonyTokenizer) -> None:
+def test_sampled_agent_loop_matches_the_renderer(tok: Tokenizer) -> None:
     """Sampled replies with analysis, a preamble and calls, then tool results:
     every prompt is harmony's rendering of the conversation so far."""
-    ctx = Context(tok)  # type: ignore[arg-type]
+    ctx = Context(tok)
     ctx.add_system("Use tools.", tools=TOOLS[:1])
     ctx.add_user("Weather in Paris and Tokyo?")
     msgs = [
@@ -205,8 +206,8 @@ def test_sampled_agent_loop_matches_the_renderer(tok: HarmonyTokenizer) -> None:
     assert "Two cities." not in tok.decode(want)
 
 
-def test_history_messages(tok: HarmonyTokenizer) -> None:
-    ctx = Context(tok)  # type: ignore[arg-type]
+def test_history_messages(tok: Tokenizer) -> None:
+    ctx = Context(tok)
     ctx.add_user("Q")
     ctx.add_assistant(
         "Looking.",

@@ -123,16 +123,11 @@ def classify(reply: Reply, answer: dict[str, Any], *, complete: bool, stream: bo
     return found
 
 
-@pytest.fixture(scope="module")
-def family_root(vllm_home: Path) -> Path:
-    return vllm_home / "families"
-
-
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_against_vllm(name: str, family_root: Path, vllm_home: Path) -> None:
+def test_against_vllm(name: str, vllm_home: Path) -> None:
     spec = SPECS[name]
-    directory = family_dir(spec.family, family_root)
-    tok = load_family(spec.family, family_root)
+    directory = family_dir(spec.family, vllm_home)
+    tok = load_family(spec.family, vllm_home)
     good = [tok.encode(s.text).tolist() for s in samples(spec, 60, seed=1)]
     with_calls = [ids for ids, s in zip(good, samples(spec, 60, seed=1), strict=True) if s.calls]
     cuts = [p for ids in with_calls[:3] for p in cut(ids)]
@@ -148,7 +143,8 @@ def test_against_vllm(name: str, family_root: Path, vllm_home: Path) -> None:
         "samples": [ids[:-1] if spec.strip_stop and ids[-1] == stop else ids for ids, _ in cases],
     }
     jobs = [{**base, "stream": False}, {**base, "stream": True}]
-    if spec.family == "gpt-oss":  # and openai_harmony's own parser
+    if spec.family == "gpt-oss":  # vLLM's harmony parser, and openai_harmony's own
+        jobs = [{**job, "harmony": True} for job in jobs]
         jobs.append({**base, "harmony_direct": True})
     answers = reference(jobs, vllm_home)
     counts: Counter[str] = Counter()

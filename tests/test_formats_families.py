@@ -21,8 +21,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokstream import Context, InvalidRequest
 from tokstream._tokenizer import Tokenizer
-from tokstream.core.parser import Reply, ToolCallStatus, parse_output
+from tokstream.chat import HarmonyFormat
+from tokstream.core.parser import (
+    FAMILY_REPLY_FORMATS,
+    Reply,
+    ResponseParser,
+    ToolCallStatus,
+    decode_hermes,
+    get_reply_format,
+    parse_output,
+)
 
 from .families import load_family
 from .format_samples import TOOLS, Sample, Spec, cut, opens_thinking, samples
@@ -33,13 +43,8 @@ NAMES = sorted(SPECS)
 
 
 @pytest.fixture(scope="session")
-def family_root(vllm_home: Path) -> Path:
-    return vllm_home / "families"
-
-
-@pytest.fixture(scope="session")
-def tokenizers_by_family(family_root: Path) -> dict[str, Tokenizer]:
-    return {s.family: load_family(s.family, family_root) for s in SPECS.values()}
+def tokenizers_by_family(vllm_home: Path) -> dict[str, Tokenizer]:
+    return {s.family: load_family(s.family, vllm_home) for s in SPECS.values()}
 
 
 def _parse(spec: Spec, tok: Tokenizer, ids: list[int]) -> Reply:
@@ -144,3 +149,19 @@ def test_cut_at_every_position(name: str, tokenizers_by_family: dict[str, Tokeni
             for call in cut_off:
                 assert call.error and call.ids.tolist() == prefix[call.start_token :]
                 assert call.raw in tok.decode(prefix)
+
+
+def test_the_tokenizer_family_picks_formats(
+    tokenizers_by_family: dict[str, Tokenizer], vllm_home: Path
+) -> None:
+    for family, tok in tokenizers_by_family.items():
+        want = FAMILY_REPLY_FORMATS[family]
+        parser = ResponseParser(tok)  # no format named: the family's
+        assert parser._asm._decode_call is get_reply_format(want).decode_call, family
+    assert isinstance(Context(tokenizers_by_family["gpt-oss"]).chat_format, HarmonyFormat)
+    assert Context(tokenizers_by_family["deepseek-v3.2"]).chat_format.name == "deepseek_v32"
+    # An explicit name overrides detection; a family without framing says so.
+    v31 = tokenizers_by_family["deepseek-v3.1"]
+    with pytest.raises(InvalidRequest, match=r"no chat framing for the 'deepseek-v3\.1'"):
+        Context(v31)
+    assert ResponseParser(v31, tool_format="hermes")._asm._decode_call is decode_hermes

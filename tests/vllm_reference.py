@@ -33,23 +33,6 @@ def _calls_from_deltas(deltas: list[Any]) -> list[list[str]]:
     return [calls[i] for i in sorted(calls)]
 
 
-class _HarmonyTokenizer:
-    """What vLLM's harmony parser needs from a tokenizer (it parses IDs itself)."""
-
-    def __init__(self) -> None:
-        import openai_harmony
-
-        name = openai_harmony.HarmonyEncodingName.HARMONY_GPT_OSS
-        self._enc = openai_harmony.load_harmony_encoding(name)
-
-    def get_vocab(self) -> dict[str, int]:
-        return {}
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        data = b"".join(bytes(self._enc._inner.decode_bytes([i])) for i in ids)
-        return data.decode("utf-8", "replace")
-
-
 def harmony_direct(job: dict[str, Any]) -> list[dict[str, Any]]:
     """openai_harmony's own StreamableParser, token by token, then end of stream."""
     import openai_harmony as h
@@ -85,8 +68,8 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
 
     if job.get("harmony_direct"):
         return harmony_direct(job)
-    harmony = job["tokenizer"] == "harmony"
-    tok = _HarmonyTokenizer() if harmony else get_tokenizer(job["tokenizer"])
+    harmony = job.get("harmony", False)
+    tok = get_tokenizer(job["tokenizer"])
     tools = job.get("tools") or None
     kwargs = job.get("chat_template_kwargs") or {}
     request = ChatCompletionRequest(

@@ -44,6 +44,7 @@ __all__ = [
     "HERMES",
     "LLAMA3",
     "QWEN3_CODER",
+    "FAMILY_FORMATS",
     "ChatFormat",
     "DeepSeekV32Format",
     "HarmonyFormat",
@@ -68,6 +69,16 @@ _FORMATS: dict[str, tuple[FormatFactory, str]] = {
 }
 
 
+FAMILY_FORMATS: dict[str, str] = {
+    "qwen": "qwen",
+    "qwen3.5": "qwen",
+    "llama3": "llama3",
+    "deepseek-v3.2": "deepseek_v32",
+    "gpt-oss": "harmony",
+}
+"""The chat format of each tokenizer family (``Tokenizer.family``) that has one."""
+
+
 def register_chat_format(name: str, factory: FormatFactory, *, marker: str) -> None:
     """Register a family so :func:`chat_format` can find it.
 
@@ -85,15 +96,18 @@ def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
 
     Args:
         tokenizer: The model's tokenizer.
-        name: A registered format name (``"qwen"``...). ``None`` detects it from
-            the tokenizer's added tokens.
+        name: A registered format name (``"qwen"``, ``"llama3"``,
+            ``"deepseek_v32"``, ``"harmony"``). ``None`` picks it from the
+            tokenizer's family (:data:`FAMILY_FORMATS`), else from its added
+            tokens (each registered format's marker).
 
     Returns:
         The format, bound to the tokenizer.
 
     Raises:
-        InvalidRequest: ``name`` is not registered, or no registered family
-            matches the tokenizer (also a ``ValueError``).
+        InvalidRequest: ``name`` is not registered, the tokenizer's family has
+            no chat framing, or no registered family matches the tokenizer
+            (also a ``ValueError``).
     """
     if name is not None:
         entry = _FORMATS.get(name)
@@ -105,6 +119,16 @@ def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
                 "(add one with tokstream.chat.register_chat_format)",
             )
         return entry[0](tokenizer)
+    family = getattr(tokenizer, "family", None)
+    if family is not None:
+        if family in FAMILY_FORMATS:
+            return _FORMATS[FAMILY_FORMATS[family]][0](tokenizer)
+        raise InvalidRequest(
+            "chat_format",
+            None,
+            f"tokstream has no chat framing for the {family!r} family yet (its replies "
+            f"parse with ResponseParser); families with one: {sorted(FAMILY_FORMATS)}",
+        )
     added = tokenizer.added_tokens
     for factory, marker in _FORMATS.values():
         if marker in added:

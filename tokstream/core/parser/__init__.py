@@ -25,6 +25,7 @@ from ._events import (
     ToolCallStatus,
 )
 from ._format import (
+    FAMILY_REPLY_FORMATS,
     ROUTED,
     CallDecoder,
     DecodedCall,
@@ -43,6 +44,7 @@ from ._tools import ToolSpecs
 from ._whole import parse_output
 
 __all__ = [
+    "FAMILY_REPLY_FORMATS",
     "NEED_TOKENS",
     "ROUTED",
     "CallDecoder",

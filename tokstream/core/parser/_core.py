@@ -114,7 +114,7 @@ from ._events import (
     TextDelta,
     ToolCall,
 )
-from ._format import ReplyFormat, get_reply_format
+from ._format import FAMILY_REPLY_FORMATS, ReplyFormat, get_reply_format
 from ._holdback import HoldBackScanner
 from ._protocols import ParserTokenizer, ThinkingMode
 from ._segments import Item, id_items, item_ids
@@ -162,9 +162,11 @@ class ResponseParser:
         reply_format: The reply's tags, stop tokens and call decoder, usually
             from the chat format (``context.chat_format.reply_format()``).
         tool_format: Instead of ``reply_format``, the name of a registered one:
-            ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls; the default) or
-            ``"qwen3_coder"`` (``<function=...>`` markup), both with Qwen's
-            ``<think>`` and stop tokens.
+            ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls), ``"qwen3_coder"``
+            (``<function=...>`` markup), ``"deepseek_v31"``, ``"deepseek_v32"``,
+            ``"deepseek_v4"``, ``"harmony"`` (gpt-oss), ... (see
+            ``registered_reply_formats()``). With neither, the tokenizer's
+            family picks it (``FAMILY_REPLY_FORMATS``), else ``"hermes"``.
         tools: Tool definitions (OpenAI-style list, bare function objects, or
             ``{name: parameters_schema}``). When given, an unknown name gives
             :attr:`ToolCallStatus.UNKNOWN_TOOL`, and Qwen3-Coder values convert
@@ -212,7 +214,10 @@ class ResponseParser:
         stop_ids: Iterable[int] | None = None,
     ) -> None:
         if reply_format is None:
-            reply_format = get_reply_format("hermes" if tool_format is None else tool_format)
+            if tool_format is None:
+                family = getattr(tokenizer, "family", None)
+                tool_format = FAMILY_REPLY_FORMATS.get(family or "", "hermes")
+            reply_format = get_reply_format(tool_format)
         elif tool_format is not None:
             raise InvalidRequest("tool_format", tool_format, "give reply_format or tool_format")
         tables = compile_tables(

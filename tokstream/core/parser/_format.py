@@ -62,6 +62,7 @@ from ._events import ToolCallStatus
 from ._tools import ToolSchemas
 
 __all__ = [
+    "FAMILY_REPLY_FORMATS",
     "ROUTED",
     "CallDecoder",
     "DecodedCall",
@@ -197,6 +198,16 @@ class ReplyFormat:
         outer = ("text", "calls") if state == "tool_call" else ("text",)
         return next((tag for s, tag, to in self.tags if s == state and to in outer), None)
 
+
+FAMILY_REPLY_FORMATS: dict[str, str] = {
+    "qwen": "hermes",
+    "deepseek-v3.1": "deepseek_v31",
+    "deepseek-v3.2": "deepseek_v32",
+    "gpt-oss": "harmony",
+}
+"""The registered reply format of each tokenizer family (``Tokenizer.family``):
+what :class:`~tokstream.ResponseParser` uses when given neither a format nor a
+name. Families not listed default to ``"hermes"``."""
 
 _REGISTERED: dict[str, ReplyFormat] = {}
 
