@@ -109,6 +109,7 @@ class Spec:
         text_after_calls: Whether the family may write content after its calls.
         call_lead: Text the template writes between content and the calls
             (content, for the parser: it is outside every tag).
+        always_think: The reply always has a thinking block (maybe empty).
         compose: Writes the whole reply from (reasoning, content, calls), for
             families whose replies are not reasoning + content + calls + stop.
         strip_stop: Whether vLLM's parser sees the reply without its stop
@@ -127,6 +128,7 @@ class Spec:
     flat_args: bool = False
     text_after_calls: bool = False
     call_lead: str = ""
+    always_think: bool = False
     compose: Callable[[str, str, list[Call]], str] | None = None
     strip_stop: bool = True
 
@@ -158,7 +160,7 @@ def samples(spec: Spec, n: int, seed: int) -> list[Sample]:
             out.append(Sample(spec.compose(reasoning, content, calls), reasoning, content, calls))
             continue
         text = ""
-        if spec.think and (reasoning or not spec.think[0]):
+        if spec.think and (reasoning or not spec.think[0] or spec.always_think):
             # think[0] == "": the prompt opened the block, so the reply closes it.
             text += spec.think[0] + reasoning + spec.think[1]
         text += content
@@ -178,6 +180,25 @@ def opens_thinking(spec: Spec) -> bool:
 def cut(ids: list[int], every: int = 1) -> list[list[int]]:
     """Every proper prefix of ``ids`` (each ``every``-th), as a reply cut by ``max_tokens``."""
     return [ids[:k] for k in range(1, len(ids), every)]
+
+
+def malformed(spec: Spec, sample: Sample, seed: int) -> list[str]:
+    """Malformed variants of a sample with calls: an unknown tool, and three
+    single-character deletions inside the calls (a tag, a quote, a brace...)."""
+    assert sample.calls
+    rng = random.Random(seed)
+    name = sample.calls[0][0]
+    out = [sample.text.replace(name, name + "_x", 1)]
+    rendered = spec.render_calls(sample.calls)
+    if spec.compose is not None or rendered not in sample.text:
+        start, end = sample.text.index(name) - 30, len(sample.text) - 1
+    else:
+        start = sample.text.index(rendered)
+        end = start + len(rendered)
+    for _ in range(3):
+        p = rng.randrange(max(start, 0), end)
+        out.append(sample.text[:p] + sample.text[p + 1 :])
+    return out
 
 
 def dumps(value: Any) -> str:

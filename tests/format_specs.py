@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokstream.chat import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, GPT_OSS
+from tokstream.chat import (
+    DEEPSEEK_V4,
+    DEEPSEEK_V31,
+    DEEPSEEK_V32,
+    GLM45,
+    GPT_OSS,
+    KIMI_K2,
+    MINIMAX_M2,
+)
 
 from .format_samples import Call, Spec, dumps
 
@@ -58,6 +66,41 @@ def harmony_reply(reasoning: str, content: str, calls: list[Call]) -> str:
     return "<|start|>assistant".join(messages)
 
 
+def _text_value(v: Any) -> str:
+    return v if isinstance(v, str) else dumps(v)
+
+
+def kimi_calls(calls: list[Call]) -> str:
+    body = "".join(
+        f"<|tool_call_begin|>functions.{name}:{i}<|tool_call_argument_begin|>"
+        f"{dumps(args)}<|tool_call_end|>"
+        for i, (name, args) in enumerate(calls)
+    )
+    return f"<|tool_calls_section_begin|>{body}<|tool_calls_section_end|>"
+
+
+def glm_calls(calls: list[Call]) -> str:
+    return "".join(
+        f"<tool_call>{name}\n"
+        + "".join(
+            f"<arg_key>{k}</arg_key>\n<arg_value>{_text_value(v)}</arg_value>\n"
+            for k, v in args.items()
+        )
+        + "</tool_call>"
+        for name, args in calls
+    )
+
+
+def minimax_calls(calls: list[Call]) -> str:
+    invokes = "".join(
+        f'<invoke name="{name}">\n'
+        + "".join(f'<parameter name="{k}">{_text_value(v)}</parameter>\n' for k, v in args.items())
+        + "</invoke>\n"
+        for name, args in calls
+    )
+    return f"<minimax:tool_call>\n{invokes}</minimax:tool_call>"
+
+
 SPECS: dict[str, Spec] = {
     "deepseek_v31": Spec(
         "deepseek_v31",
@@ -104,6 +147,41 @@ SPECS: dict[str, Spec] = {
         "<|return|>",
         compose=harmony_reply,
         strip_stop=False,
+    ),
+    "kimi_k2": Spec(
+        "kimi_k2",
+        "kimi-k2",
+        KIMI_K2,
+        "kimi_k2",
+        "kimi_k2",
+        kimi_calls,
+        "<|im_end|>",
+        think=("", "</think>"),
+        chat_kwargs={"thinking": True},
+    ),
+    "glm45": Spec(
+        "glm45",
+        "glm-4.5",
+        GLM45,
+        "glm45",
+        "glm45",
+        glm_calls,
+        "<|user|>",
+        think=("<think>", "</think>"),
+        chat_kwargs={"enable_thinking": True},
+        always_think=True,
+        call_lead="\n",
+    ),
+    "minimax_m2": Spec(
+        "minimax_m2",
+        "minimax-m2",
+        MINIMAX_M2,
+        "minimax_m2",
+        "minimax_m2",
+        minimax_calls,
+        "[e~[",
+        think=("", "</think>"),
+        call_lead="\n",
     ),
 }
 """Every family's spec, by tokstream format name. ``think=("", close)``: the

@@ -20,6 +20,7 @@ reference answers are cached under ``<vllm home>/reference-cache``.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,30 @@ from tokstream._tokenizer import Tokenizer
 from tokstream.core.parser import Reply, ToolCallStatus, parse_output
 
 from .families import family_dir, load_family, reference
-from .format_samples import TOOLS, Spec, cut, opens_thinking, samples
+from .format_samples import TOOLS, Spec, cut, malformed, opens_thinking, samples
 from .format_specs import SPECS
 
 pytestmark = pytest.mark.vllm
 
 POLICIES: dict[str, str] = {
+    "malformed_reported": (
+        "policy: a malformed call (unknown tool, broken arguments, a damaged tag) is reported "
+        "with its status and raw text, and the text around it stays where the tags put it; "
+        "vLLM drops the call, passes the raw arguments on, or turns the output into content. "
+        "Every call tokstream reports well-formed is a generated call, or the call vLLM reads "
+        "too (the damage fell inside a value)"
+    ),
+    "malformed_markup": (
+        "policy: damaged markup stays text where it is (content, or framing inside a tool-call "
+        "section), and every call tokstream reports is one of the generated calls; vLLM may "
+        "differ: after a damaged tag its parsers turn the rest into content, merge two calls "
+        "into one with raw arguments, or take garbage as a tool name"
+    ),
+    "value_runs_past_damaged_tag": (
+        "policy (a value's end tag is structural only before the next parameter or the end "
+        "of the call): when the next parameter's opening tag is damaged, the value runs on "
+        "and holds it as text; vLLM ends the value at the first end tag and drops the rest"
+    ),
     "cut_call_reported": (
         "policy: a call cut off by the end of the reply is reported UNTERMINATED with its raw "
         "text; vLLM drops it, or (streaming) has already sent a name and partial arguments"
@@ -58,6 +77,10 @@ POLICIES: dict[str, str] = {
     "whitespace_before_calls": (
         "policy: content that is only whitespace before a tool-call section is kept (it is "
         "what the model wrote); vLLM drops it when calls follow"
+    ),
+    "content_stripped_with_calls": (
+        "policy: content before calls is kept as written; vLLM's parse() strips its "
+        "surrounding whitespace when calls follow (its own parse_delta does not)"
     ),
     "vllm_stream_loses_text": (
         "vLLM wrong (streaming): parse_delta drops or reorders text that parse() keeps"
@@ -86,12 +109,72 @@ def _theirs_calls(answer: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def classify(reply: Reply, answer: dict[str, Any], *, complete: bool, stream: bool) -> list[str]:
+def _subsequence(ours: list[Any], theirs: list[Any]) -> bool:
+    it = iter(theirs)
+    return all(any(x == y for y in it) for x in ours)
+
+
+_NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
+
+
+def _swallowed(ours: list[Any], want: list[Any]) -> bool:
+    """Whether the calls are ``want`` but for values that run on past a damaged
+    tag: each such value is text that starts with the wanted value and holds an
+    end tag after it (and the parameters it swallowed are missing)."""
+    if len(ours) != len(want):
+        return False
+    for (name, args), (want_name, want_args) in zip(ours, want, strict=True):
+        if name != want_name or not set(args) <= set(want_args):
+            return False
+        for key, value in args.items():
+            w = want_args[key]
+            if value == w:
+                continue
+            text = w if isinstance(w, str) else json.dumps(w, ensure_ascii=False)
+            if not (isinstance(value, str) and value.startswith(text) and "</" in value):
+                return False
+    return True
+
+
+def _classify_malformed(reply: Reply, answer: dict[str, Any], want: list[Any]) -> list[str]:
+    """A damaged output: judged against what was generated, not only against vLLM.
+
+    tokstream must never report a call ``OK`` that was not generated: every
+    well-formed call it reports is one of the generated calls, or (when the
+    damage fell inside a value) the same call vLLM reads.
+    """
+    bad = [c for c in reply.tool_calls if not c.ok]
+    ok = [(c.name, c.arguments) for c in reply.tool_calls if c.ok]
+    theirs = [] if "error" in answer else _theirs_calls(answer)
+    # A deletion inside a value changes the data, not the structure: such a
+    # call is the generated one damaged, and vLLM must read it the same way.
+    if all(c in want or c in theirs for c in ok):
+        if bad:
+            return ["malformed_reported"]
+        same = "error" not in answer and (ok, reply.content) == (
+            _theirs_calls(answer),
+            answer["content"],
+        )
+        return [] if same else ["malformed_markup"]
+    kept = [c for c in want if c[0] in {n for n, _ in ok}]
+    if _swallowed(ok, kept):
+        return ["value_runs_past_damaged_tag"]
+    return [f"unclassified: calls {ok} vs generated {want}"]
+
+
+def classify(
+    reply: Reply, answer: dict[str, Any], *, case: str, want: list[Any] | None = None
+) -> list[str]:
     """The policies that explain every difference between tokstream and vLLM.
 
-    Returns ``[]`` when they agree, and ``"unclassified: ..."`` for a
-    difference no policy explains.
+    ``case`` is ``"complete"`` (a well-formed reply), ``"cut"`` (one cut by the
+    end of the reply) or ``"malformed"``. Returns ``[]`` when they agree, and
+    ``"unclassified: ..."`` for a difference no policy explains. ``want``:
+    the calls a malformed output was made from.
     """
+    complete = case != "cut"
+    if case == "malformed":
+        return _classify_malformed(reply, answer, want or [])
     if "error" in answer:
         if not complete and "waiting for message header" in answer["error"]:
             return ["cut_header_reported"]
@@ -114,6 +197,8 @@ def classify(reply: Reply, answer: dict[str, Any], *, complete: bool, stream: bo
         content, their = reply.content, answer["content"]
         if not their and not content.strip() and ok_calls:
             found.append("whitespace_before_calls")
+        elif ok_calls and their == content.strip():
+            found.append("content_stripped_with_calls")
         elif not complete and (their.startswith(content) or content.startswith(their)):
             found.append("cut_tag_is_text")
         elif not complete and reply.thinking_unterminated:
@@ -123,37 +208,72 @@ def classify(reply: Reply, answer: dict[str, Any], *, complete: bool, stream: bo
     return found
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_against_vllm(name: str, vllm_home: Path) -> None:
-    spec = SPECS[name]
-    directory = family_dir(spec.family, vllm_home)
-    tok = load_family(spec.family, vllm_home)
-    good = [tok.encode(s.text).tolist() for s in samples(spec, 60, seed=1)]
-    with_calls = [ids for ids, s in zip(good, samples(spec, 60, seed=1), strict=True) if s.calls]
+Case = tuple[list[int], str, Any]
+
+
+def _cases(spec: Spec, tok: Tokenizer) -> list[Case]:
+    """Well-formed outputs, three of them cut at every position, and malformed variants."""
+    generated = samples(spec, 60, seed=1)
+    good = [tok.encode(s.text).tolist() for s in generated]
+    with_calls = [ids for ids, s in zip(good, generated, strict=True) if s.calls]
     cuts = [p for ids in with_calls[:3] for p in cut(ids)]
-    cases = [(ids, True) for ids in good] + [(ids, False) for ids in cuts]
+    bad = [
+        (tok.encode(text).tolist(), s.calls)
+        for k, s in enumerate(x for x in generated if x.calls)
+        for text in malformed(spec, s, seed=k)
+    ]
+    return (
+        [(ids, "complete", None) for ids in good]
+        + [(ids, "cut", None) for ids in cuts]
+        + [(ids, "malformed", want) for ids, want in bad]
+    )
+
+
+def _jobs(spec: Spec, tok: Tokenizer, cases: list[Case], home: Path) -> list[dict[str, Any]]:
     stop = tok.token_id(spec.stop)
     base = {
-        "tokenizer": str(directory),
+        "tokenizer": str(family_dir(spec.family, home)),
         "tool_parser": spec.vllm_tool,
         "reasoning_parser": spec.vllm_reasoning,
         "tools": TOOLS,
         "chat_template_kwargs": spec.chat_kwargs,
         # vLLM's server never puts the stop token in the text its parser sees.
-        "samples": [ids[:-1] if spec.strip_stop and ids[-1] == stop else ids for ids, _ in cases],
+        "samples": [
+            ids[:-1] if spec.strip_stop and ids[-1] == stop else ids for ids, _, _ in cases
+        ],
     }
     jobs = [{**base, "stream": False}, {**base, "stream": True}]
     if spec.family == "gpt-oss":  # vLLM's harmony parser, and openai_harmony's own
         jobs = [{**job, "harmony": True} for job in jobs]
         jobs.append({**base, "harmony_direct": True})
-    answers = reference(jobs, vllm_home)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def runs(vllm_home: Path) -> dict[str, tuple[Tokenizer, list[Case], list[list[dict[str, Any]]]]]:
+    """Every spec's cases and the reference answers, from one vLLM subprocess."""
+    plan = {}
+    for name, spec in SPECS.items():
+        tok = load_family(spec.family, vllm_home)
+        cases = _cases(spec, tok)
+        plan[name] = (tok, cases, _jobs(spec, tok, cases, vllm_home))
+    answers = iter(reference([job for *_, jobs in plan.values() for job in jobs], vllm_home))
+    return {
+        n: (tok, cases, [next(answers) for _ in jobs]) for n, (tok, cases, jobs) in plan.items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_against_vllm(name: str, runs: dict[str, Any]) -> None:
+    spec = SPECS[name]
+    tok, cases, answers = runs[name]
     counts: Counter[str] = Counter()
     unclassified = []
     modes = ("parse", "parse_delta", "harmony")
-    for k, (ids, complete) in enumerate(cases):
+    for k, (ids, case, want) in enumerate(cases):
         reply = _ours(spec, tok, ids)
         for mode, answer in zip(modes, (a[k] for a in answers), strict=False):
-            for found in classify(reply, answer, complete=complete, stream=mode != "parse"):
+            for found in classify(reply, answer, case=case, want=want):
                 counts[f"{mode}: {found.split(':')[0]}"] += 1
                 if found.startswith("unclassified"):
                     unclassified.append((mode, tok.decode(ids), found))

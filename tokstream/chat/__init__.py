@@ -32,6 +32,7 @@ from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Forma
 from ._harmony import GPT_OSS, HarmonyFormat
 from ._llama3 import LLAMA3, Llama3Format
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
+from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
@@ -40,9 +41,12 @@ __all__ = [
     "DEEPSEEK_V4",
     "DEEPSEEK_V31",
     "DEEPSEEK_V32",
+    "GLM45",
     "GPT_OSS",
     "HERMES",
+    "KIMI_K2",
     "LLAMA3",
+    "MINIMAX_M2",
     "QWEN3_CODER",
     "FAMILY_FORMATS",
     "ChatFormat",
@@ -58,7 +62,17 @@ __all__ = [
     "register_chat_format",
 ]
 
-for _fmt in (HERMES, QWEN3_CODER, DEEPSEEK_V31, DEEPSEEK_V32, DEEPSEEK_V4, GPT_OSS):
+for _fmt in (
+    HERMES,
+    QWEN3_CODER,
+    DEEPSEEK_V31,
+    DEEPSEEK_V32,
+    DEEPSEEK_V4,
+    GPT_OSS,
+    KIMI_K2,
+    GLM45,
+    MINIMAX_M2,
+):
     register_reply_format(_fmt)
 
 _FORMATS: dict[str, tuple[FormatFactory, str]] = {

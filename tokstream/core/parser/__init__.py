@@ -42,6 +42,7 @@ from ._protocols import Detokenizer, ParserTokenizer, ThinkingMode, ToolFormat
 from ._qwen3_coder import decode_qwen3_coder
 from ._tools import ToolSpecs
 from ._whole import parse_output
+from ._xml_calls import decode_glm, decode_kimi_k2, decode_minimax_m2
 
 __all__ = [
     "FAMILY_REPLY_FORMATS",
@@ -70,8 +71,11 @@ __all__ = [
     "ToolSpecs",
     "decode_deepseek_v31",
     "decode_dsml",
+    "decode_glm",
     "decode_harmony_arguments",
     "decode_hermes",
+    "decode_kimi_k2",
+    "decode_minimax_m2",
     "decode_qwen3_coder",
     "get_reply_format",
     "parse_output",

@@ -317,6 +317,8 @@ class ReplyAssembler:
                 status, error = ToolCallStatus.OK, None
                 if self._tools is not None and name not in self._tools:
                     status, error = ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
+        if name is None and status in (ToolCallStatus.OK, ToolCallStatus.UNKNOWN_TOOL):
+            status, error = ToolCallStatus.MALFORMED, "the call has no name"
         if not terminated:
             status = ToolCallStatus.UNTERMINATED
             closing = self._tables.call_close

@@ -204,6 +204,9 @@ FAMILY_REPLY_FORMATS: dict[str, str] = {
     "deepseek-v3.1": "deepseek_v31",
     "deepseek-v3.2": "deepseek_v32",
     "gpt-oss": "harmony",
+    "kimi-k2": "kimi_k2",
+    "glm-4.5": "glm45",
+    "minimax-m2": "minimax_m2",
 }
 """The registered reply format of each tokenizer family (``Tokenizer.family``):
 what :class:`~tokstream.ResponseParser` uses when given neither a format nor a

@@ -15,7 +15,10 @@ read it:
   recipients such as ``browser.search`` or ``python`` too: they are calls the
   caller must answer, named as written);
 * otherwise channel ``analysis`` is reasoning, and ``final`` or ``commentary``
-  (a preamble) is content.
+  (a preamble) is content;
+* a header holding a message's end or start (its ``<|message|>`` was damaged,
+  so it ran into the next message) is a call with no name: ``MALFORMED``, raw
+  text kept.
 
 A call's body is its arguments, JSON (:func:`decode_harmony_arguments`).
 """
@@ -34,6 +37,7 @@ __all__ = ["decode_harmony_arguments", "route_harmony"]
 
 _RECIPIENT = re.compile(r"(?:^|\s)to=([^\s<]+)")
 _CHANNEL = re.compile(r"<\|channel\|>\s*([^\s<]+)")
+_NOT_IN_HEADER = ("<|start|>", "<|end|>", "<|call|>", "<|return|>")
 
 
 def route_harmony(header: str) -> tuple[State, str | None]:
@@ -41,9 +45,14 @@ def route_harmony(header: str) -> tuple[State, str | None]:
 
     Returns:
         ``("tool_call", name)`` for a message with a recipient other than the
-        assistant, ``("thinking", None)`` for the ``analysis`` channel, and
+        assistant (``None`` for a header that ran into the next message),
+        ``("thinking", None)`` for the ``analysis`` channel, and
         ``("text", None)`` for anything else.
     """
+    if any(tag in header.removeprefix("<|start|>") for tag in _NOT_IN_HEADER):
+        # A damaged <|message|>: the header ran into the next message. Report a
+        # nameless (malformed) call rather than guess which message was meant.
+        return "tool_call", None
     m = _RECIPIENT.search(header)
     if m is not None and m.group(1) != "assistant":
         return "tool_call", m.group(1).removeprefix("functions.")
