@@ -34,20 +34,24 @@ def load_family(family: str, home: Path) -> Tokenizer:
     return family_tokenizer(family, home=home)
 
 
-def reference(jobs: list[dict[str, Any]], home: Path) -> list[list[dict[str, Any]]]:
-    """vLLM's answers to ``jobs`` (see ``tests/vllm_reference.py``), cached on disk.
+def reference(
+    jobs: list[dict[str, Any]], home: Path, *, cache: bool = True
+) -> list[list[dict[str, Any]]]:
+    """vLLM's answers to ``jobs`` (see ``tests/vllm_reference.py``), cached on disk
+    (``cache=False``: always run, and store nothing; for timings).
 
     Raises:
         RuntimeError: The vLLM venv is missing or the reference run failed.
     """
-    cache = home / "reference-cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    cached = cache
+    cache_dir = home / "reference-cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
     runner = (HERE / "vllm_reference.py").read_bytes()
     keys = [
         hashlib.sha256(runner + json.dumps(job, sort_keys=True).encode()).hexdigest()
         for job in jobs
     ]
-    todo = [i for i, k in enumerate(keys) if not (cache / f"{k}.json").is_file()]
+    todo = [i for i, k in enumerate(keys) if not cached or not (cache_dir / f"{k}.json").is_file()]
     if todo:
         python = home / "venv" / "bin" / "python"
         if not python.is_file():
@@ -62,6 +66,9 @@ def reference(jobs: list[dict[str, Any]], home: Path) -> list[list[dict[str, Any
         )
         if proc.returncode != 0:
             raise RuntimeError(f"vLLM reference run failed:\n{proc.stderr[-3000:]}")
-        for i, answer in zip(todo, json.loads(proc.stdout), strict=True):
-            (cache / f"{keys[i]}.json").write_text(json.dumps(answer))
-    return [json.loads((cache / f"{k}.json").read_text()) for k in keys]
+        answers = json.loads(proc.stdout)
+        if not cached:
+            return list(answers)
+        for i, answer in zip(todo, answers, strict=True):
+            (cache_dir / f"{keys[i]}.json").write_text(json.dumps(answer))
+    return [json.loads((cache_dir / f"{k}.json").read_text()) for k in keys]

@@ -144,15 +144,16 @@ class Sample:
     kind: str = "good"
 
 
-def samples(spec: Spec, n: int, seed: int) -> list[Sample]:
-    """``n`` well-formed outputs of ``spec`` (seeded)."""
+def samples(spec: Spec, n: int, seed: int, *, prose: int = 1) -> list[Sample]:
+    """``n`` well-formed outputs of ``spec`` (seeded); ``prose`` scales the length
+    of reasoning and content (a benchmark wants mostly text, as real replies are)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         reasoning = ""
         if (spec.think or spec.compose) and rng.random() < (0.8 if opens_thinking(spec) else 0.5):
-            reasoning = _text(rng, rng.randint(2, 12))
-        content = _text(rng, rng.randint(0, 10)) if rng.random() < 0.7 else ""
+            reasoning = _text(rng, rng.randint(2, 12) * prose)
+        content = _text(rng, rng.randint(0, 10) * prose) if rng.random() < 0.7 else ""
         calls = [random_call(rng, flat=spec.flat_args) for _ in range(rng.choice([0, 1, 1, 2, 3]))]
         if i % 7 == 0:
             calls = [random_call(rng, flat=spec.flat_args) for _ in range(4)]

@@ -61,6 +61,44 @@ def harmony_direct(job: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _deltas(tok: Any, ids: list[int]) -> list[str]:
+    """The text each token adds, as vLLM's detokenizer would stream it."""
+    out, prev = [], ""
+    for k in range(len(ids)):
+        text = tok.decode(ids[: k + 1], skip_special_tokens=False)
+        if text.endswith("\ufffd") and k + 1 < len(ids):
+            out.append("")
+        else:
+            out.append(text[len(prev) :])
+            prev = text
+    return out
+
+
+def bench_job(job: dict[str, Any], tok: Any, cls: Any, request: Any) -> list[dict[str, Any]]:
+    """µs per token of ``parse_delta`` alone (deltas are detokenized beforehand)."""
+    import time
+
+    kwargs = job.get("chat_template_kwargs") or {}
+    prepared = [(ids, _deltas(tok, ids)) for ids in job["samples"]]
+    best = float("inf")
+    n = sum(len(ids) for ids, _ in prepared)
+    for _ in range(job.get("runs", 3)):
+        total = 0.0
+        for ids, deltas in prepared:
+            try:
+                parser = cls(tok, request.tools, chat_template_kwargs=kwargs)
+            except TypeError:
+                parser = cls(tok, request.tools)
+            last = len(ids) - 1
+            prompt = job.get("prompt_ids") or []
+            t0 = time.perf_counter()
+            for k, tid in enumerate(ids):
+                parser.parse_delta(deltas[k], [tid], request, prompt, finished=k == last)
+            total += time.perf_counter() - t0
+        best = min(best, total)
+    return [{"us_per_token": best / n * 1e6, "tokens": n}]
+
+
 def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.parser.parser_manager import ParserManager
@@ -86,6 +124,8 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
         is_harmony=harmony,
     )
     assert cls is not None
+    if job.get("bench"):
+        return bench_job(job, tok, cls, request)
     out = []
     for ids in job["samples"]:
         try:
