@@ -213,9 +213,8 @@ def families(a: argparse.Namespace) -> None:
         answers = reference(jobs, home, cache=False)
         theirs = [f"{ans[0]['us_per_token']:.2f}" for ans in answers]
     print("\nfamily formats: µs/token the parser adds on the detokenizer | vLLM parse_delta")
-    print(
-        f"{'format':14s} {'vLLM parser':22s} {'tokens':>7s} {'per-token':>10s} {'whole':>7s} {'vLLM':>8s}"
-    )
+    head = ("format", "vLLM parser", "tokens", "per-token", "whole", "vLLM")
+    print("{:14s} {:22s} {:>7s} {:>10s} {:>7s} {:>8s}".format(*head))
     for (name, spec, n, pt, wh), them in zip(rows, theirs, strict=True):
         parser = spec.vllm_tool + ("+" + spec.vllm_reasoning if spec.vllm_reasoning else "")
         print(f"{name:14s} {parser:22s} {n:7d} {pt:10.3f} {wh:7.3f} {them:>8s}")
