@@ -110,6 +110,7 @@ class Spec:
         call_lead: Text the template writes between content and the calls
             (content, for the parser: it is outside every tag).
         always_think: The reply always has a thinking block (maybe empty).
+        no_content_with_calls: A reply is either calls or content (Llama 3.1).
         compose: Writes the whole reply from (reasoning, content, calls), for
             families whose replies are not reasoning + content + calls + stop.
         strip_stop: Whether vLLM's parser sees the reply without its stop
@@ -129,6 +130,7 @@ class Spec:
     text_after_calls: bool = False
     call_lead: str = ""
     always_think: bool = False
+    no_content_with_calls: bool = False
     compose: Callable[[str, str, list[Call]], str] | None = None
     strip_stop: bool = True
 
@@ -157,6 +159,9 @@ def samples(spec: Spec, n: int, seed: int, *, prose: int = 1) -> list[Sample]:
         calls = [random_call(rng, flat=spec.flat_args) for _ in range(rng.choice([0, 1, 1, 2, 3]))]
         if i % 7 == 0:
             calls = [random_call(rng, flat=spec.flat_args) for _ in range(4)]
+        if spec.no_content_with_calls:
+            reasoning = ""
+            content = "" if calls else content.lstrip(" {")
         if spec.compose is not None:
             out.append(Sample(spec.compose(reasoning, content, calls), reasoning, content, calls))
             continue

@@ -15,6 +15,7 @@ from tokstream.chat import (
     GLM45,
     GPT_OSS,
     KIMI_K2,
+    LLAMA3_JSON,
     MINIMAX_M2,
 )
 
@@ -101,6 +102,16 @@ def minimax_calls(calls: list[Call]) -> str:
     return f"<minimax:tool_call>\n{invokes}</minimax:tool_call>"
 
 
+def llama_reply(reasoning: str, content: str, calls: list[Call]) -> str:
+    """Llama 3.1 JSON: the calls alone (``; ``-separated, sometimes after
+    ``<|python_tag|>``), or content; then ``<|eot_id|>``."""
+    if calls:
+        body = "; ".join(dumps({"name": name, "parameters": args}) for name, args in calls)
+        lead = "<|python_tag|>" if len(body) % 2 else ""
+        return f"{lead}{body}<|eot_id|>"
+    return f"{content}<|eot_id|>"
+
+
 SPECS: dict[str, Spec] = {
     "deepseek_v31": Spec(
         "deepseek_v31",
@@ -182,6 +193,17 @@ SPECS: dict[str, Spec] = {
         "[e~[",
         think=("", "</think>"),
         call_lead="\n",
+    ),
+    "llama3_json": Spec(
+        "llama3_json",
+        "llama3",
+        LLAMA3_JSON,
+        "llama3_json",
+        None,
+        lambda calls: "",
+        "<|eot_id|>",
+        compose=llama_reply,
+        no_content_with_calls=True,
     ),
 }
 """Every family's spec, by tokstream format name. ``think=("", close)``: the

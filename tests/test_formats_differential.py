@@ -65,6 +65,11 @@ POLICIES: dict[str, str] = {
         "round: vLLM's streaming parser never releases a held-back tag prefix, and its "
         "harmony recovery returns a cut header as final content"
     ),
+    "cut_call_drops_all": (
+        "vLLM wrong (llama3_json parse): one call cut off by the end of the reply makes it "
+        "drop every call, the complete ones too, and return the whole output as content; "
+        "tokstream hands out the complete calls and reports the cut one UNTERMINATED"
+    ),
     "cut_header_reported": (
         "policy: a harmony reply cut inside a message header still yields the block its "
         "header names (an unterminated call, unterminated reasoning, or text); "
@@ -121,8 +126,9 @@ def _swallowed(ours: list[Any], want: list[Any]) -> bool:
     """Whether the calls are ``want`` but for values that run on past a damaged
     tag: each such value is text that starts with the wanted value and holds an
     end tag after it (and the parameters it swallowed are missing)."""
-    if len(ours) != len(want):
+    if len(ours) != len(want) or ours == want:
         return False
+    swallowed = False
     for (name, args), (want_name, want_args) in zip(ours, want, strict=True):
         if name != want_name or not set(args) <= set(want_args):
             return False
@@ -133,7 +139,8 @@ def _swallowed(ours: list[Any], want: list[Any]) -> bool:
             text = w if isinstance(w, str) else json.dumps(w, ensure_ascii=False)
             if not (isinstance(value, str) and value.startswith(text) and "</" in value):
                 return False
-    return True
+            swallowed = True
+    return swallowed
 
 
 def _classify_malformed(reply: Reply, answer: dict[str, Any], want: list[Any]) -> list[str]:
@@ -186,6 +193,8 @@ def classify(
     if ok_calls != theirs:
         if not complete and cut_calls and theirs[: len(ok_calls)] == ok_calls:
             found.append("cut_call_reported")
+        elif not complete and cut_calls and ok_calls and not theirs:
+            return ["cut_call_drops_all"]  # and its content is the whole output
         else:
             found.append(f"unclassified: calls {ok_calls} != {theirs}")
     if reply.reasoning != answer["reasoning"]:

@@ -30,7 +30,7 @@ from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
 from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
 from ._harmony import GPT_OSS, HarmonyFormat
-from ._llama3 import LLAMA3, Llama3Format
+from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
 
@@ -46,6 +46,7 @@ __all__ = [
     "HERMES",
     "KIMI_K2",
     "LLAMA3",
+    "LLAMA3_JSON",
     "MINIMAX_M2",
     "QWEN3_CODER",
     "FAMILY_FORMATS",
@@ -72,6 +73,7 @@ for _fmt in (
     KIMI_K2,
     GLM45,
     MINIMAX_M2,
+    LLAMA3_JSON,
 ):
     register_reply_format(_fmt)
 

@@ -19,16 +19,46 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidRequest
-from ..core.parser import ReplyFormat
+from ..core.parser import ReplyFormat, State, decode_hermes
 from ._base import LeafKind, Rendering, Role, Segment
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
-__all__ = ["LLAMA3", "Llama3Format"]
+__all__ = ["LLAMA3", "LLAMA3_JSON", "Llama3Format"]
 
 LLAMA3 = ReplyFormat("llama3", tags=(), stop_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"))
 """Llama 3 replies: text, ended by an end-of-turn token; no tags."""
+
+_JSON_ROWS: tuple[tuple[State, str, State], ...] = (
+    # state    tag                leads to
+    ("calls",  "{",               "tool_call"),  # the brace starts the call's JSON
+    ("calls",  "<|python_tag|>",  "calls"),      # absorbed
+    ("text",   "<|python_tag|>",  "calls"),
+)  # fmt: skip
+
+LLAMA3_JSON = ReplyFormat(
+    "llama3_json",
+    _JSON_ROWS,
+    ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
+    decode_hermes,
+    call_body="json",
+    call_end="json",
+    body_tags=frozenset({"{"}),
+    initial="calls",
+    calls_separators=";",
+)
+"""Llama 3.1-3.3 JSON tool calls (vLLM ``--tool-call-parser llama3_json``).
+
+A call is a JSON object ``{"name": ..., "parameters": {...}}`` (``"arguments"``
+also read) that opens the reply, optionally after ``<|python_tag|>``; it ends
+where its JSON balances, with no closing tag, and is handed out right then.
+More calls may follow, separated by ``;`` or whitespace. Any other text, at the
+start or after the calls, is content (vLLM keeps text before the first call
+only when there is no call at all, and drops text after calls); whitespace
+before the first call or between calls is framing. A ``{`` later in content is
+text. ``<|python_tag|>`` followed by code (the built-in code interpreter) is
+content, not a call."""
 
 _EOT = Segment("framing", "<|eot_id|>")
 
@@ -118,11 +148,14 @@ class Llama3Format:
         return Rendering(() if last_id in self._ends else (_EOT,))
 
     def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
-        """:data:`LLAMA3`: text up to ``<|eot_id|>`` / ``<|eom_id|>`` / ``<|end_of_text|>``.
+        """:data:`LLAMA3` (text up to ``<|eot_id|>`` / ``<|eom_id|>`` /
+        ``<|end_of_text|>``), or :data:`LLAMA3_JSON` for ``"llama3_json"``.
 
         Raises:
-            InvalidRequest: A ``tool_format`` was given (Llama 3 calls are not supported).
+            InvalidRequest: Another ``tool_format``.
         """
-        if tool_format is not None:
-            raise InvalidRequest("tool_format", tool_format, "the llama3 chat format has no tools")
-        return LLAMA3
+        if tool_format in (None, "llama3"):
+            return LLAMA3
+        if tool_format == "llama3_json":
+            return LLAMA3_JSON
+        raise InvalidRequest("tool_format", tool_format, "the llama3 chat format has llama3_json")

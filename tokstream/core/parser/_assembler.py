@@ -58,6 +58,11 @@ class ReplyAssembler:
         state: The state code the reply starts in.
         json_body: Whether call bodies are JSON (a tag in an open string is text).
         route_header: The format's header router (``None``: no headers).
+        json_end: Whether a call ends where its JSON balances (then the reply
+            goes on in ``after_call``).
+        body_tags: Tag codes whose text starts a call's body.
+        after_call: The state after a JSON-ended call.
+        separators: Text allowed between JSON-ended calls besides whitespace.
 
     Attributes:
         state: The current state code (``TEXT``, ``THINK``, ``TOOL``, ``CALLS``
@@ -71,17 +76,22 @@ class ReplyAssembler:
     """
 
     __slots__ = (
+        "_after_call",
+        "_balance",
         "_body",
+        "_body_tags",
         "_call_name",
         "_calls",
         "_decode_call",
         "_header",
         "_json",
         "_json_body",
+        "_json_end",
         "_json_pos",
         "_reasoning",
         "_route",
         "_segments",
+        "_stay",
         "_tables",
         "_thinking_unterminated",
         "_tools",
@@ -102,7 +112,15 @@ class ReplyAssembler:
         *,
         json_body: bool = False,
         route_header: HeaderRouter | None = None,
+        json_end: bool = False,
+        body_tags: frozenset[int] = frozenset(),
+        after_call: int = TEXT,
+        separators: str = "",
     ) -> None:
+        self._json_end = json_end
+        self._body_tags = body_tags
+        self._after_call = after_call
+        self._stay = " \t\r\n" + separators
         self._tables = tables
         self._decode_call = decode_call
         self._tools = tools
@@ -121,6 +139,7 @@ class ReplyAssembler:
         self._header: list[str] = []
         self._json: JsonScan | None = None
         self._json_pos = 0
+        self._balance = JsonScan()
         self._call_name: str | None = None
         self._thinking_unterminated = False
 
@@ -147,6 +166,34 @@ class ReplyAssembler:
         """Add text of the current state (it becomes part of the next delta)."""
         if text:
             self.delta.append(text)
+
+    def take(self, text: str) -> int:
+        """Add text of the current state, up to an implicit state change.
+
+        A JSON-ended call closes where its JSON balances; text other than
+        whitespace and separators leaves a section of JSON-ended calls (it is
+        content). Returns how many characters were taken: ``len(text)``, or
+        where the state changed (the rest belongs to the new state).
+        """
+        state = self.state
+        if state == TOOL:
+            end = self._balance.balance(text)
+            if end < 0:
+                self.emit(text)
+                return len(text)
+            self.emit(text[:end])
+            self._close_current(terminated=True)
+            self._switch(self._after_call)
+            return end
+        stay = self._stay
+        for k, ch in enumerate(text):
+            if ch not in stay:
+                self.emit(text[:k])
+                self._close_current(terminated=True)
+                self._switch(TEXT)
+                return k
+        self.emit(text)
+        return len(text)
 
     def tag(self, code: int, tag_toks: list[Pending], index: int) -> None:
         """A tag valid in the current state arrived, carried by ``tag_toks``.
@@ -180,6 +227,8 @@ class ReplyAssembler:
         self._switch(to)
         if to == TOOL:
             self.events.append(ToolCallOpened(len(self._calls), index))
+            if code in self._body_tags:  # the tag's text is the body's start
+                self.take(self._tables.tag_text[code])
         elif to == HEAD:  # the router reads the header with the tag that opened it
             self._header.append(self._tables.tag_text[code])
         self.assign(tag_toks)
@@ -295,6 +344,8 @@ class ReplyAssembler:
             self._body = []
             self._json = None
             self._call_name = None
+            if self._json_end:
+                self._balance = JsonScan()
         elif state == HEAD:
             self._header = []
         self.cur = OpenSegment(KIND[state], self.assigned)

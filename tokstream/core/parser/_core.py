@@ -118,7 +118,7 @@ from ._format import FAMILY_REPLY_FORMATS, ReplyFormat, get_reply_format
 from ._holdback import HoldBackScanner
 from ._protocols import ParserTokenizer, ThinkingMode
 from ._segments import Item, id_items, item_ids
-from ._tags import KIND, STOP, TEXT, THINK, compile_tables
+from ._tags import CALLS, KIND, STOP, TEXT, THINK, TOOL, compile_tables
 from ._tools import ToolSpecs, normalise_tools
 
 __all__ = ["ResponseParser"]
@@ -193,6 +193,7 @@ class ResponseParser:
         "_ended",
         "_ending",
         "_flush_piece",
+        "_implicit",
         "_loop_refs",
         "_paused",
         "_pending",
@@ -228,6 +229,7 @@ class ResponseParser:
             stop_ids=stop_ids,
         )
         self._tables = tables
+        self._implicit = reply_format.call_end == "json"
         detokenizer = tokenizer.detokenizer()
         self._flush_piece: Callable[[], str] = detokenizer.flush
         self._scanner = HoldBackScanner()
@@ -235,9 +237,15 @@ class ResponseParser:
             tables,
             reply_format.decode_call,
             normalise_tools(tools),
-            THINK if thinking == "open" else TEXT,
+            THINK if thinking == "open" else (CALLS if reply_format.initial == "calls" else TEXT),
             json_body=reply_format.call_body == "json",
             route_header=reply_format.route_header,
+            json_end=reply_format.call_end == "json",
+            body_tags=frozenset(
+                tables.tag_text.index(t) for t in reply_format.body_tags if t in tables.tag_text
+            ),
+            after_call=CALLS if any(to == "calls" for *_, to in reply_format.tags) else TEXT,
+            separators=reply_format.calls_separators,
         )
         # What the token loop binds on every call, in one tuple: one load, not six.
         self._loop_refs: _LoopRefs = (
@@ -507,12 +515,27 @@ class ResponseParser:
         # Text, or a tag ID where that tag means nothing (e.g. </think> in content).
         tables = self._tables
         scanner.push(item, piece)
+        implicit = self._implicit
         while True:
             state = asm.state
             text, before, found = scanner.next(
                 tables.text_tags[state], tables.prefixes[state], tables.triggers[state]
             )
-            asm.emit(text)
+            if text and implicit and state in (TOOL, CALLS):
+                took = asm.take(text)
+                if took < len(text):  # the state changed inside this text
+                    cut = scanner.last_start + took
+                    # A call's closing bracket's token belongs to the call; the
+                    # token that starts content after a section belongs to it.
+                    n = sum(1 for t in before if t[2] < cut) if state == TOOL else 0
+                    if state != TOOL:
+                        n = sum(1 for t in before if t[2] + len(t[1]) <= cut)
+                    asm.assign(before[:n])
+                    rest = before[n:] + (found[1] if found is not None else [])
+                    scanner.resume(cut, rest)
+                    continue
+            else:
+                asm.emit(text)
             asm.assign(before)
             if found is None:
                 return
@@ -521,6 +544,8 @@ class ResponseParser:
     def _end(self) -> list[ParseEvent]:
         asm = self._asm
         held, toks = self._scanner.release()
+        while held and self._implicit and asm.state in (TOOL, CALLS):
+            held = held[asm.take(held) :]
         asm.emit(held)
         asm.assign(toks)
         tail = self._flush_piece()

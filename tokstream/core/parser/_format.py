@@ -140,6 +140,19 @@ class ReplyFormat:
             JSON string is then text), ``"markup"`` otherwise.
         route_header: Required when a row leads to ``"header"``
             (:data:`HeaderRouter`).
+        call_end: ``"tag"``: a call ends at a closing tag. ``"json"``: a call
+            ends where its JSON value balances (Llama 3.1: no closing tag);
+            the token holding the closing bracket belongs to the call, and the
+            reply goes on in ``"calls"`` if the table has that state, else in
+            ``"text"``. No row may lead out of ``"tool_call"`` then.
+        body_tags: Opening tags that are also the start of the call's body
+            (Llama's ``{``): the tag's text is the body's first text.
+        initial: The state a reply starts in when the prompt opened no
+            thinking block: ``"text"``, or ``"calls"`` for a family whose
+            calls may only open a reply (Llama 3.1).
+        calls_separators: With ``call_end="json"``: characters allowed between
+            calls in ``"calls"`` besides whitespace (Llama: ``;``). Any other
+            text there leaves the section: it is content, in ``"text"``.
 
     Raises:
         InvalidRequest: The table breaks a rule in the module docstring.
@@ -151,6 +164,10 @@ class ReplyFormat:
     decode_call: CallDecoder | None = None
     call_body: Literal["json", "markup"] = "markup"
     route_header: HeaderRouter | None = None
+    call_end: Literal["tag", "json"] = "tag"
+    body_tags: frozenset[str] = frozenset()
+    initial: State = "text"
+    calls_separators: str = ""
 
     def __post_init__(self) -> None:
         firsts: dict[str, set[str]] = {}
@@ -174,12 +191,19 @@ class ReplyFormat:
                 raise InvalidRequest("tags", row, "a header cannot open a header")
             firsts.setdefault(state, set()).add(tag[0])
         for where, chars in firsts.items():
-            if len(chars) > 1:
+            # A section of JSON-ended calls scans every character (no trigger).
+            if len(chars) > 1 and not (where == "calls" and self.call_end == "json"):
                 raise InvalidRequest(
                     "tags",
                     sorted(chars),
                     f"every tag of state {where!r} must start with the same character",
                 )
+        if self.call_end not in ("tag", "json"):
+            raise InvalidRequest("call_end", self.call_end, "use 'tag' or 'json'")
+        if self.call_end == "json" and any(row[0] == "tool_call" for row in self.tags):
+            raise InvalidRequest("tags", "tool_call", "a call ending by JSON has no closing tag")
+        if self.initial not in ("text", "calls"):
+            raise InvalidRequest("initial", self.initial, "a reply starts in 'text' or 'calls'")
         if self.call_body not in ("json", "markup"):
             raise InvalidRequest("call_body", self.call_body, "use 'json' or 'markup'")
         targets = {to for _, _, to in self.tags}
@@ -207,6 +231,7 @@ FAMILY_REPLY_FORMATS: dict[str, str] = {
     "kimi-k2": "kimi_k2",
     "glm-4.5": "glm45",
     "minimax-m2": "minimax_m2",
+    "llama3": "llama3_json",
 }
 """The registered reply format of each tokenizer family (``Tokenizer.family``):
 what :class:`~tokstream.ResponseParser` uses when given neither a format nor a

@@ -49,12 +49,15 @@ class HoldBackScanner:
     Attributes:
         held: Text held back because it could still become a tag (``""`` if
             none). The parser's fast path checks it.
+        last_start: The offset, in the scanned string, of the text the last
+            :meth:`next` call returned.
     """
 
-    __slots__ = ("_pos", "_s", "_scan", "_toks", "held")
+    __slots__ = ("_pos", "_s", "_scan", "_toks", "held", "last_start")
 
     def __init__(self) -> None:
         self.held = ""
+        self.last_start = 0
         self._toks: list[Pending] = []
         self._s = ""
         self._pos = 0
@@ -92,6 +95,7 @@ class HoldBackScanner:
             the string, which may have left text held back).
         """
         s, toks, pos, scan = self._s, self._toks, self._pos, self._scan
+        self.last_start = pos
         while True:
             i = s.find(trigger, scan)
             if i < 0:
@@ -109,6 +113,16 @@ class HoldBackScanner:
                 self._toks = [(t[0], t[1], t[2] - i) for t in toks[n:]]
                 return s[pos:i], toks[:n], None
             scan = i + 1
+
+    def resume(self, at: int, toks: list[Pending]) -> None:
+        """Scan on from offset ``at`` of the current string, with ``toks`` pending.
+
+        For a state change that the last text returned by :meth:`next` caused
+        part way (a JSON call that balanced, text that left a section): the
+        text from ``at`` is scanned again, in the new state.
+        """
+        self._pos = self._scan = at
+        self._toks = toks
 
     def release(self) -> tuple[str, list[Pending]]:
         """Give up on the held text: return it and its tokens, as plain text."""

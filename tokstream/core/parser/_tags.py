@@ -59,7 +59,8 @@ class TagTables:
         prefixes: Per state code: the proper prefixes of those tags (held back).
         tag_text: Tag code -> its text (for messages).
         triggers: Per state code: the character its text tags start with
-            (:data:`NO_TRIGGER` when it has none).
+            (:data:`NO_TRIGGER` when it has none; ``""`` when every piece must
+            take the slow path).
         call_close: The tag that closes a call, for messages (``None``: none).
     """
 
@@ -115,6 +116,10 @@ def compile_tables(
         text_tags.append(tuple(tags))
         prefixes.append(frozenset(t[:k] for t, _ in tags for k in range(1, len(t))))
         triggers.append(tags[0][0][0] if tags else NO_TRIGGER)
+    if fmt.call_end == "json":
+        # Every piece of a JSON-ended call, and of the section between such
+        # calls (where any other text leaves it), takes the slow path.
+        triggers[TOOL] = triggers[CALLS] = ""
     return TagTables(
         by_id=by_id,
         moves=tuple(moves),
