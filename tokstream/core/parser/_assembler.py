@@ -167,33 +167,32 @@ class ReplyAssembler:
         if text:
             self.delta.append(text)
 
-    def take(self, text: str) -> int:
+    def take(self, text: str) -> int | None:
         """Add text of the current state, up to an implicit state change.
 
-        A JSON-ended call closes where its JSON balances; text other than
+        A JSON-ended call ends where its JSON balances; text other than
         whitespace and separators leaves a section of JSON-ended calls (it is
-        content). Returns how many characters were taken: ``len(text)``, or
-        where the state changed (the rest belongs to the new state).
+        content). Returns ``None`` when all of ``text`` was taken with no
+        change, else where the state changes (maybe ``len(text)``); then the
+        caller gives the segment its tokens and calls :meth:`change` (the rest
+        of ``text`` belongs to the new state).
         """
-        state = self.state
-        if state == TOOL:
+        if self.state == TOOL:
             end = self._balance.balance(text)
-            if end < 0:
-                self.emit(text)
-                return len(text)
-            self.emit(text[:end])
-            self._close_current(terminated=True)
-            self._switch(self._after_call)
-            return end
+            self.emit(text if end < 0 else text[:end])
+            return None if end < 0 else end
         stay = self._stay
         for k, ch in enumerate(text):
             if ch not in stay:
                 self.emit(text[:k])
-                self._close_current(terminated=True)
-                self._switch(TEXT)
                 return k
         self.emit(text)
-        return len(text)
+        return None
+
+    def change(self) -> None:
+        """Make the state change :meth:`take` found: a call ends, or a section does."""
+        self._close_current(terminated=True)
+        self._switch(self._after_call if self.state == TOOL else TEXT)
 
     def tag(self, code: int, tag_toks: list[Pending], index: int) -> None:
         """A tag valid in the current state arrived, carried by ``tag_toks``.

@@ -523,7 +523,7 @@ class ResponseParser:
             )
             if text and implicit and state in (TOOL, CALLS):
                 took = asm.take(text)
-                if took < len(text):  # the state changed inside this text
+                if took is not None:  # the state changed inside this text
                     cut = scanner.last_start + took
                     # A call's closing bracket's token belongs to the call; the
                     # token that starts content after a section belongs to it.
@@ -531,6 +531,7 @@ class ResponseParser:
                     if state != TOOL:
                         n = sum(1 for t in before if t[2] + len(t[1]) <= cut)
                     asm.assign(before[:n])
+                    asm.change()
                     rest = before[n:] + (found[1] if found is not None else [])
                     scanner.resume(cut, rest)
                     continue
@@ -545,7 +546,12 @@ class ResponseParser:
         asm = self._asm
         held, toks = self._scanner.release()
         while held and self._implicit and asm.state in (TOOL, CALLS):
-            held = held[asm.take(held) :]
+            took = asm.take(held)
+            if took is None:
+                held = ""
+            else:
+                held = held[took:]
+                asm.change()
         asm.emit(held)
         asm.assign(toks)
         tail = self._flush_piece()

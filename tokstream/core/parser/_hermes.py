@@ -4,7 +4,7 @@ The body between ``<tool_call>`` and ``</tool_call>`` is
 ``{"name": NAME, "arguments": {...}}`` (surrounding whitespace allowed).
 ``"parameters"`` is accepted in place of ``"arguments"`` (Llama 3.1 writes it),
 and arguments that were encoded as a JSON string are decoded once more. Any
-other key makes the call ``MALFORMED`` (``{"name": "f", "parameter": {...}}``
+other key but ``"type"`` makes the call ``MALFORMED`` (``{"name": "f", "parameter": {...}}``
 must not pass as a call without arguments). Called once per complete
 call, never per token.
 """
@@ -20,7 +20,7 @@ from ._tools import ToolSchemas
 
 __all__ = ["decode_hermes"]
 
-_KEYS = frozenset(("name", "arguments", "parameters"))
+_KEYS = frozenset(("name", "arguments", "parameters", "type"))
 
 
 def decode_hermes(body: str, tools: ToolSchemas | None) -> DecodedCall:
