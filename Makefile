@@ -3,11 +3,18 @@
 #   make test-fast  everything that does not need a live server
 #   make lint       import contracts (import-linter) + ruff + mypy --strict on tokstream/
 #   make demo       a forced agent turn on a tiny CPU vLLM, live: tools run as their calls close
-#   make bench      speed and memory, as ratios against peers measured in the same run
+#   make bench      speed and memory against peers measured in the same run (~15 min;
+#                   QUICK=1: each scenario small and once, ~1 min; SCENARIOS="tput paced":
+#                   only those; VARIANTS="default transport=httpx": tokstream rows per
+#                   set of Client options). Prints the table, writes .bench/results.md
 #   make serve      start the tiny CPU vLLM in the background (PORT=N, else a free port);
 #                   prints its URL and PID, then returns
-#   make stop       stop a server `make serve` started, with its children: make stop PID=N
+#   make cluster    start N tiny CPU vLLMs (N=2 unless given) and vllm-router in front of
+#                   them (PORT=P for the router); prints the router URL and every PID, returns
+#   make stop       stop everything `make serve` and `make cluster` started, each by PID with
+#                   its children; PID=N stops one server, or one cluster by its router's PID
 #                   (SIGTERM, then SIGKILL after TIMEOUT seconds, default 20)
+#   make router     install vllm-router (~130 MB) into .vllm/router
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
@@ -15,7 +22,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv vllm test test-fast lint demo bench serve stop clean
+.PHONY: venv vllm router test test-fast lint demo bench serve cluster stop clean
 
 venv: $(STAMP)
 
@@ -30,10 +37,15 @@ vllm: venv
 	$(BIN)/python -m tokstream.testing install
 	$(BIN)/python -m tokstream.testing model
 
-test: venv vllm
+# vllm-router (a Rust binary on PyPI, ~130 MB and 10 s the first time) in its own venv
+router: venv
+	$(BIN)/python -m tokstream.testing install-router
+
+test: venv vllm router
 	$(BIN)/python -m pytest
 
-test-fast: venv
+# The router's own tests run it in front of replay servers: no vLLM, but the binary.
+test-fast: venv router
 	$(BIN)/python -m pytest -m "not vllm"
 
 demo: venv vllm
@@ -46,15 +58,40 @@ serve: venv vllm
 	  "$${TOKSTREAM_VLLM_HOME:-.vllm}/servers/$$pid.json") && \
 	echo "serve: $$url PID $$pid (stop it with: make stop PID=$$pid)"
 
-stop: venv
-	@test -n "$(PID)" || { echo "usage: make stop PID=N (the PID that make serve printed)" >&2; exit 2; }
-	$(BIN)/python -m tokstream.testing stop $(PID) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+# `cluster` returns once the router answers; replicas and router keep running, each in its
+# own session. The CLI prints "router|backend-I URL PID N" lines.
+cluster: venv vllm router
+	@out=$$($(BIN)/python -m tokstream.testing cluster $(if $(N),-n $(N)) $(if $(PORT),--port $(PORT))) && \
+	echo "$$out" | sed 's/^/cluster: /' && \
+	pid=$$(echo "$$out" | awk '$$1 == "router" {print $$4}') && \
+	echo "cluster: stop it with: make stop PID=$$pid (or make stop, for everything)"
 
-# Benchmarks print numbers and never fail. The parser's needs only the tiny model's tokenizer.
-bench: venv
+stop: venv
+	$(BIN)/python -m tokstream.testing stop $(if $(PID),$(PID),--all) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+# Benchmarks print numbers and never fail (tests/bench/bench_streams.py says how they
+# measure). The peers come from the `bench` extra; the live row needs the CPU vLLM, the
+# parser figures only the tiny model's tokenizer. Each scenario is its own invocation
+# (the longest takes about 4 min); the last one prints the whole table.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ALL   := tput paced conc prompt cancel reuse footprint memory $(if $(QUICK),,live)
+BENCH_RUN   := $(or $(SCENARIOS),$(BENCH_ALL))
+BENCH_ARGS  := --scale $(if $(QUICK),quick,full) $(foreach v,$(VARIANTS),--variant $(v))
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 2>&1 | { grep -v 'is ignored' || true; }
+	@touch $@
+
+bench: $(BENCH_STAMP) $(if $(filter live,$(BENCH_RUN)),vllm)
 	$(BIN)/python -m tokstream.testing model
-	$(BIN)/python tests/bench/bench_core.py
-	$(BIN)/python tests/bench/bench_parser.py --tokenizer .vllm/tiny-qwen
+	@mkdir -p .bench
+	$(BIN)/python tests/bench/bench_core.py | tee .bench/core.md
+	$(BIN)/python tests/bench/bench_parser.py --tokenizer "$${TOKSTREAM_VLLM_HOME:-.vllm}/tiny-qwen" | tee .bench/parser.txt
+	$(if $(SCENARIOS),,rm -rf .bench/raw)
+	@for s in $(BENCH_RUN); do \
+	  $(BIN)/python tests/bench/bench_streams.py $(BENCH_ARGS) --scenarios $$s > /dev/null || exit 1; \
+	done
+	$(BIN)/python tests/bench/bench_streams.py --report-only
 
 lint: venv
 	$(BIN)/lint-imports

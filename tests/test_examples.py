@@ -5,7 +5,10 @@ Each example runs as a subprocess against the session's server (``--base-url``,
 example that replays recorded streams (:data:`RECORDED`) runs without one. An
 example with no entry in :data:`CHECKS` fails the suite, so none goes untested.
 ``make demo``'s own path (no ``--base-url``: it starts and stops its own
-server) runs once more, to prove it leaves no process behind.
+server) runs once more, to prove it leaves no process behind. The examples in
+:data:`CLUSTER_EXAMPLES` run against this module's ``vllm_cluster`` instead, in
+the last test, so the cluster starts after the demo's own server has stopped
+(three servers at most, with the session's).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tokstream.testing import VLLMServer
+from tokstream.testing import VLLMCluster, VLLMServer
 from tokstream.testing._server import process_family
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -61,9 +64,34 @@ def check_gptoss_agent_turn(out: str) -> None:
     assert "gpt-oss agent turn: all checks passed" in out
 
 
+def check_rollouts_cluster(out: str) -> None:
+    assert re.search(r"router http://127\.0\.0\.1:\d+/v1, 2 replicas: 0 at http://", out), out
+    for phase in ("with affinity", "without"):
+        section = out.split(phase, 1)[1]
+        assert section.count("echo ok") >= 8, section
+    affine = out.split("with affinity", 1)[1].split("without", 1)[0]
+    rows = re.findall(
+        r"^  rollout \d \(priority +\d+\): replicas ([\d ]+?)  echo ok$", affine, re.M
+    )
+    assert len(rows) == 8, affine
+    for row in rows:
+        assert len(row.split()) == 4 and len(set(row.split())) == 1, row  # one replica each
+    assert "priority  0" in out and "priority 10" in out
+    rates = [int(r) for r in re.findall(r"cluster: (\d+)% of prompt tokens", out)]
+    assert len(rates) == 2 and rates[0] > rates[1], rates
+    for check in (
+        "every prompt echoed exactly: yes",
+        "prefix-cache hit rate higher with affinity: yes",
+        "each rollout stayed on one replica: yes",
+    ):
+        assert f"check: {check}" in out
+    assert "all checks passed" in out
+
+
 CHECKS: dict[str, Callable[[str], None]] = {
     "demo.py": check_demo,
     "multi_turn.py": check_multi_turn,
+    "rollouts_cluster.py": check_rollouts_cluster,
 }
 """What each example must print, run against the live server. A new example gets
 an entry here or in :data:`RECORDED`, or the suite fails."""
@@ -72,6 +100,9 @@ RECORDED: dict[str, Callable[[str], None]] = {
     "gptoss_agent_turn.py": check_gptoss_agent_turn,
 }
 """Examples that replay recorded streams (no server): what each must print."""
+
+CLUSTER_EXAMPLES = frozenset({"rollouts_cluster.py"})
+"""Examples that need a routed cluster (``--base-url`` of its router)."""
 
 
 def run_example(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -97,7 +128,7 @@ def test_recorded_example_runs(name: str) -> None:
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("name", sorted(CHECKS))
+@pytest.mark.parametrize("name", sorted(set(CHECKS) - CLUSTER_EXAMPLES))
 def test_example_runs_against_the_live_server(
     vllm_server: VLLMServer, tiny_model_dir: Path, name: str
 ) -> None:
@@ -131,3 +162,15 @@ def test_demo_starts_and_stops_its_own_server() -> None:
             break
         assert time.monotonic() < deadline, f"process group {pid} outlived the demo"
         time.sleep(0.1)
+
+
+# Last in the module: the module-scoped cluster starts here and stops at the module's end.
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", sorted(CLUSTER_EXAMPLES))
+def test_example_runs_against_a_live_cluster(
+    vllm_cluster: VLLMCluster, tiny_model_dir: Path, name: str
+) -> None:
+    args = ["--base-url", vllm_cluster.base_url, "--model", vllm_cluster.model]
+    proc = run_example(name, *args, "--tokenizer", str(tiny_model_dir), timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    CHECKS[name](proc.stdout)

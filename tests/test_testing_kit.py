@@ -37,7 +37,7 @@ def test_all_matches_public_names_sorted_and_documented() -> None:
         if callable(obj):
             assert obj.__doc__, name
             assert obj.__module__.startswith("tokstream.testing._"), name
-    for heading in ("Install", "Start a server", "Force exact", "Replay", "pytest"):
+    for heading in ("Install", "Start a server", "Many servers", "Force exact", "Replay", "pytest"):
         assert heading in (kit.__doc__ or ""), heading
 
 

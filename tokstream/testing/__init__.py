@@ -22,6 +22,25 @@ IDs match real Qwen3 models; its weights are random.
 From a shell: ``python -m tokstream.testing serve`` prints the PID of a server
 that keeps running; ``stop PID`` stops it and ``status`` lists them.
 
+**Many servers: a routed cluster.** :class:`VLLMCluster` starts N servers side
+by side (about 3.5 GB of RAM each) and vllm-router in front of them
+(``--policy consistent_hash`` with :data:`FAILOVER_ARGS`); install the router
+once with ``python -m tokstream.testing install-router`` (or
+:func:`ensure_router`)::
+
+    with VLLMCluster(n=2) as cluster:         # router and replicas stopped by PID on exit
+        headers = {"x-session-id": "rollout-17"}   # every turn lands on one replica
+        client = tokstream.Client(cluster.base_url, model=cluster.model, headers=headers)
+        cluster.backends[0].metrics()["vllm:prefix_cache_hits_total"]
+        cluster.kill_backend(1)               # SIGKILL a replica, as a crash would
+
+Each replica tags its responses with ``x-tokstream-replica: I``
+(:data:`REPLICA_HEADER`), so a test can tell which one served a stream.
+:class:`VLLMRouter` runs the router alone, in front of any servers (even
+:class:`ReplayServer` URLs). From a shell: ``python -m tokstream.testing
+cluster [-n N]`` prints the router's URL and every PID; ``stop PID`` (the
+router's) or ``stop --all`` stops them.
+
 **Force exact replies.** The random weights write noise, so make the model emit
 the IDs you choose with a structured-output grammar::
 
@@ -49,12 +68,13 @@ eos_token_ids=...)``.
 
 **pytest.** ``pytest_plugins = ["tokstream.testing.pytest_plugin"]`` in your
 top-level ``conftest.py`` gives you the ``vllm_server`` (one per session),
-``tiny_model_dir`` and ``replay_server`` fixtures; see
-:mod:`tokstream.testing.pytest_plugin`.
+``vllm_cluster`` (one per module), ``tiny_model_dir`` and ``replay_server``
+fixtures; see :mod:`tokstream.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
 
+from ._cluster import VLLMCluster
 from ._common import SetupError
 from ._forcing import forcing_body
 from ._install import InstallError, ensure_vllm
@@ -70,16 +90,19 @@ from ._model import (
     ensure_model,
 )
 from ._replay import ReceivedRequest, ReplayServer, open_replay_server
-from ._server import ServerStartError, VLLMServer
+from ._router import FAILOVER_ARGS, VLLMRouter, ensure_router
+from ._server import REPLICA_HEADER, ServerStartError, VLLMServer, fetch_metrics, parse_metrics
 from ._vocab import FAMILY_STOPS, VocabError, family_tokenizer, family_tokenizer_dir
 
 __all__ = [
     "ENDOFTEXT_ID",
+    "FAILOVER_ARGS",
     "FAMILY_STOPS",
     "IM_END_ID",
     "IM_START_ID",
     "InstallError",
     "ModelBuildError",
+    "REPLICA_HEADER",
     "ReceivedRequest",
     "ReplayServer",
     "ServerStartError",
@@ -88,12 +111,17 @@ __all__ = [
     "THINK_ID",
     "TOOL_CALL_END_ID",
     "TOOL_CALL_ID",
+    "VLLMCluster",
+    "VLLMRouter",
     "VLLMServer",
     "VocabError",
     "ensure_model",
+    "ensure_router",
     "ensure_vllm",
     "family_tokenizer",
     "family_tokenizer_dir",
+    "fetch_metrics",
     "forcing_body",
     "open_replay_server",
+    "parse_metrics",
 ]

@@ -19,8 +19,17 @@ Theory of operation:
 * Started from the main thread, the server also gets SIGTERM when the Python
   process that started it dies (``PR_SET_PDEATHSIG``), so a crashed test run
   leaves no server behind.
+* :meth:`~VLLMServer.start` is :meth:`~VLLMServer.launch` (spawn, return at
+  once) then :meth:`~VLLMServer.wait_ready`, so several servers can start side
+  by side: launch them all from the main thread, then wait for each.
+* With ``tag=...`` the server loads a ten-line pure-ASGI middleware (written to
+  ``<home>/middleware/``, passed with vLLM's ``--middleware``) that adds
+  ``x-tokstream-replica: TAG`` to every response head. Nothing else changes; a
+  router in front passes the header through, so a client can tell which replica
+  served a stream.
 
-Everything here blocks: call it before ``trio.run`` or from a pytest fixture.
+Everything here blocks: call it before ``trio.run`` or from a pytest fixture
+(or from a worker thread, ``trio.to_thread.run_sync(server.metrics)``).
 """
 
 from __future__ import annotations
@@ -41,10 +50,46 @@ from types import TracebackType
 from ._common import SetupError, home_dir, log
 from ._model import ensure_model
 
-__all__ = ["SERVER_MODULE", "ServerStartError", "VLLMServer", "health_ok", "stop_process_tree"]
+__all__ = [
+    "REPLICA_HEADER",
+    "SERVER_MODULE",
+    "ServerStartError",
+    "VLLMServer",
+    "fetch_metrics",
+    "health_ok",
+    "kill_process_tree",
+    "parse_metrics",
+    "stop_process_tree",
+]
 
 HOST = "127.0.0.1"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+REPLICA_HEADER = "x-tokstream-replica"
+"""The response header a tagged server (``VLLMServer(tag=...)``) adds to every response."""
+
+_MIDDLEWARE_MODULE = "tokstream_replica_tag"
+_MIDDLEWARE_SOURCE = f'''"""Written by tokstream.testing: adds the header
+`{REPLICA_HEADER}: $TOKSTREAM_REPLICA_TAG` to every HTTP response head
+(pure ASGI, so streamed bodies pass untouched)."""
+import os
+
+
+class ReplicaTag:
+    def __init__(self, app):
+        self.app = app
+        self.header = (b"{REPLICA_HEADER}", os.environ["TOKSTREAM_REPLICA_TAG"].encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def tagged(message):
+            if message["type"] == "http.response.start":
+                message = {{**message, "headers": [*message.get("headers", ()), self.header]}}
+            await send(message)
+
+        return await self.app(scope, receive, tagged)
+'''
 
 
 class ServerStartError(SetupError):
@@ -71,15 +116,55 @@ def free_port() -> int:
 
 def health_ok(root_url: str, timeout: float = 2.0) -> bool:
     """Whether ``GET {root_url}/health`` answers 200 (``root_url``: ``http://host:port``)."""
+    try:
+        return _http_get(root_url, "/health", timeout)[0] == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _http_get(root_url: str, path: str, timeout: float) -> tuple[int, bytes]:
     host, _, port = root_url.removeprefix("http://").rstrip("/").partition(":")
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
     try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
     finally:
         conn.close()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text to ``{name: value}``, each name's samples summed over their labels.
+
+    ``vllm:num_requests_running{engine="0",model_name="tiny-qwen"} 1.0`` becomes
+    ``{"vllm:num_requests_running": 1.0}``. Comment lines are skipped.
+    """
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.partition("{")[0].strip()
+        try:
+            values[name] = values.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return values
+
+
+def fetch_metrics(root_url: str, timeout: float = 60.0) -> dict[str, float]:
+    """``GET {root_url}/metrics``, parsed with :func:`parse_metrics` (blocking).
+
+    Raises:
+        OSError: The server could not be reached, or answered other than 200.
+    """
+    try:
+        status, body = _http_get(root_url, "/metrics", timeout)
+    except http.client.HTTPException as exc:
+        raise OSError(f"GET {root_url}/metrics failed: {exc}") from exc
+    if status != 200:
+        raise OSError(f"GET {root_url}/metrics answered {status}")
+    return parse_metrics(body.decode("utf-8", errors="replace"))
 
 
 def _stat(pid: int) -> tuple[int, int, int, str] | None:
@@ -160,6 +245,33 @@ def stop_process_tree(
     return killed
 
 
+def kill_process_tree(pid: int, *, popen: subprocess.Popen[bytes] | None = None) -> list[int]:
+    """SIGKILL a server and its whole family at once, as a crash would.
+
+    Args:
+        pid: The server, started in its own session.
+        popen: The server's ``Popen`` if this process started it, to reap it.
+
+    Returns:
+        The PIDs that were killed, sorted (empty if none was alive).
+    """
+    leader = popen is None or popen.poll() is None
+    family = process_family(pid, leader=leader)
+    while family:
+        for p in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        _wait_gone(family, 5.0, popen)
+        late = {p: s for p, s in process_family(pid, leader=False).items() if p not in family}
+        if not late:  # nothing was forked between the listing and the kill
+            break
+        family.update(late)
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=5.0)
+    return sorted(family)
+
+
 def _die_with_parent() -> None:
     """preexec_fn: the kernel SIGTERMs the child when the thread that started it dies."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
@@ -190,6 +302,9 @@ class VLLMServer:
         model_dir: Serve this model directory instead of ``<home>/tiny-qwen``
             (e.g. ``ensure_model(home, family="gpt-oss")``); it must exist.
         served_model_name: The name clients send (default: the directory's name).
+        tag: If set, every response carries the header
+            ``x-tokstream-replica: TAG`` (:data:`REPLICA_HEADER`), so a client
+            behind a router can tell which replica served it.
     """
 
     model = "tiny-qwen"
@@ -206,6 +321,7 @@ class VLLMServer:
         die_with_parent: bool = True,
         model_dir: Path | str | None = None,
         served_model_name: str | None = None,
+        tag: str | None = None,
     ) -> None:
         self._home = home_dir(home)
         self._model_dir = Path(model_dir) if model_dir is not None else None
@@ -216,8 +332,11 @@ class VLLMServer:
         self._log_path = Path(log_path) if log_path is not None else None
         self._startup_timeout = startup_timeout
         self._die_with_parent = die_with_parent
+        self.tag = tag
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self._t0 = 0.0
+        self._attempts_left = 0
         self.startup_seconds: float | None = None
         """Seconds from launch to the first healthy ``/health`` (after :meth:`start`)."""
 
@@ -253,17 +372,28 @@ class VLLMServer:
     def command(self, port: int) -> list[str]:
         """The argv that starts the server on ``port``."""
         model_dir = str(self._model_dir or self._home / "tiny-qwen")
+        tagging = ("--middleware", f"{_MIDDLEWARE_MODULE}.ReplicaTag") if self.tag else ()
         return [
             *(str(self._home / "venv" / "bin" / "python"), "-m", SERVER_MODULE),
             *("--model", model_dir, "--served-model-name", self.model),
             *("--host", HOST, "--port", str(port), "--load-format", "dummy"),
             *("--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "4096"),
-            *("--scheduling-policy", "priority", *self._extra_args),
+            *("--scheduling-policy", "priority", *tagging, *self._extra_args),
         ]
 
     def is_running(self) -> bool:
         """Whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    def metrics(self, timeout: float = 60.0) -> dict[str, float]:
+        """The server's Prometheus ``/metrics``, summed over labels (:func:`parse_metrics`).
+
+        Blocking; from trio, call it as ``await trio.to_thread.run_sync(server.metrics)``.
+
+        Raises:
+            OSError: The server did not answer 200.
+        """
+        return fetch_metrics(self.root_url, timeout)
 
     def start(self) -> VLLMServer:
         """Launch the server and block until ``/health`` answers 200.
@@ -278,6 +408,16 @@ class VLLMServer:
             ModelBuildError: The model directory was missing and could not be built.
             RuntimeError: The server is already running.
         """
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> VLLMServer:
+        """Spawn the server and return at once; :meth:`wait_ready` finishes the start.
+
+        Launch several servers from the main thread, then wait for each, and
+        they start side by side. Raises as :meth:`start` does for what can be
+        checked before the process runs.
+        """
         if self._proc is not None:
             raise RuntimeError(f"the server is already running (PID {self._proc.pid})")
         if not (self._home / "venv" / "bin" / "python").exists():
@@ -290,28 +430,60 @@ class VLLMServer:
                 raise ServerStartError(f"model directory {self._model_dir} has no config.json")
         elif not (self._home / "tiny-qwen" / "config.json").is_file():
             ensure_model(self._home)
-        attempts = 1 if self._requested_port is not None else 3
-        for attempt in range(attempts):
-            port = self._requested_port or free_port()
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, port)) == 0:
-                    raise ServerStartError(f"{HOST}:{port} is already in use")
-            try:
-                self._launch(port)
-                return self
-            except ServerStartError as exc:  # another process took the free port first
-                if "address already in use" not in exc.log_tail.lower() or attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        self._attempts_left = 1 if self._requested_port is not None else 3
+        self._spawn()
+        return self
 
-    def _launch(self, port: int) -> None:
+    def wait_ready(self) -> VLLMServer:
+        """Block until the launched server's ``/health`` answers 200.
+
+        If another process took the free port first, the server is relaunched
+        on another one (twice at most).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ServerStartError: As for :meth:`start`; whatever started is stopped.
+            RuntimeError: :meth:`launch` was not called.
+        """
+        while True:
+            proc = self._proc
+            if proc is None:
+                raise RuntimeError("the server was not launched")
+            try:  # whatever ends the wait (a failure, Ctrl-C) stops the server first
+                self._wait_until_healthy(proc, self._t0)
+                break
+            except ServerStartError as exc:
+                self.stop()
+                if "address already in use" not in exc.log_tail.lower() or not self._attempts_left:
+                    raise
+                self._spawn()  # another process took the free port first
+            except BaseException:
+                self.stop()
+                raise
+        self.startup_seconds = time.monotonic() - self._t0
+        log.info("server: ready on %s in %.1f s", self.base_url, self.startup_seconds)
+        return self
+
+    def _spawn(self) -> None:
+        self._attempts_left -= 1
+        port = self._requested_port or free_port()
+        with socket.socket() as sock:
+            if sock.connect_ex((HOST, port)) == 0:
+                raise ServerStartError(f"{HOST}:{port} is already in use")
         self._port = port
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         main_thread = threading.current_thread() is threading.main_thread()
         env = {"VLLM_XGRAMMAR_CACHE_MB": "0", "VLLM_CPU_KVCACHE_SPACE": "1", **os.environ}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_HOST_IP=HOST)
         env.update(VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
-        t0 = time.monotonic()
+        if self.tag:
+            middleware_dir = self._write_middleware()
+            path = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = f"{middleware_dir}{os.pathsep}{path}" if path else middleware_dir
+            env["TOKSTREAM_REPLICA_TAG"] = self.tag
+        self._t0 = time.monotonic()
         with self.log_path.open("wb") as out:
             self._proc = subprocess.Popen(
                 self.command(port),
@@ -326,13 +498,16 @@ class VLLMServer:
             "server: starting vLLM on %s:%d (PID %d, log %s) ...",
             *(HOST, port, self._proc.pid, self.log_path),
         )
-        try:  # whatever ends the wait (a failure, Ctrl-C) stops the server first
-            self._wait_until_healthy(self._proc, t0)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - t0
-        log.info("server: ready on %s in %.1f s", self.base_url, self.startup_seconds)
+
+    def _write_middleware(self) -> str:
+        directory = self._home / "middleware"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{_MIDDLEWARE_MODULE}.py"
+        if not path.is_file() or path.read_text() != _MIDDLEWARE_SOURCE:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # other processes may import it
+            tmp.write_text(_MIDDLEWARE_SOURCE)
+            tmp.replace(path)
+        return str(directory)
 
     def _wait_until_healthy(self, proc: subprocess.Popen[bytes], t0: float) -> None:
         while not health_ok(self.root_url):
@@ -357,6 +532,22 @@ class VLLMServer:
             log.info(
                 "server: stopped PID %d%s", proc.pid, f"; SIGKILLed {killed}" if killed else ""
             )
+
+    def kill(self) -> list[int]:
+        """SIGKILL the server and every process it spawned at once, as a crash would.
+
+        Open streams break without a clean end, and the port refuses
+        connections from then on. A no-op if it is not running.
+
+        Returns:
+            The PIDs that were killed.
+        """
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return []
+        killed = kill_process_tree(proc.pid, popen=proc)
+        log.info("server: killed PID %d and its family %s", proc.pid, killed)
+        return killed
 
     def __enter__(self) -> VLLMServer:
         return self.start()

@@ -14,6 +14,12 @@ Fixtures:
 * ``vllm_server`` (session): a running :class:`~tokstream.testing.VLLMServer`.
   If it cannot start, every test using it fails (never skips) with the end of
   the server log.
+* ``vllm_cluster`` (module): a running :class:`~tokstream.testing.VLLMCluster`,
+  two replicas behind vllm-router. Module scope bounds its lifetime: with the
+  session's server that makes three servers (about 11 GB) while a module that
+  uses it runs, and the cluster is gone before the next module starts. It
+  fails, never skips, if it cannot start (install the router first:
+  ``python -m tokstream.testing install-router``).
 * ``replay_recordings``: the directory the replay server reads. It is ``None``
   here; override it in your ``conftest.py`` to return your recordings' directory.
 * ``replay_server`` (for trio tests): a running :class:`~tokstream.testing.ReplayServer`
@@ -25,8 +31,12 @@ Fixtures:
   pytest keeps one family's server at a time (about 4 GB each).
 
 It registers the ``vllm`` marker: mark the tests that need the live server and
-leave them out with ``-m "not vllm"``. For a server with other options, write
-a fixture with :func:`serving`.
+leave them out with ``-m "not vllm"``. For a server or cluster with other
+options, write a fixture with :func:`serving`::
+
+    @pytest.fixture(scope="module")
+    def queueing_cluster(vllm_home):
+        yield from serving(VLLMCluster(home=vllm_home, backend_args=("--max-num-seqs", "1")))
 """
 
 from __future__ import annotations
@@ -34,16 +44,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 import trio
 
-from ._common import HOME_ENV
+from ._cluster import VLLMCluster
+from ._common import HOME_ENV, SetupError
 from ._model import ensure_model
 from ._replay import ReplayServer
-from ._server import ServerStartError, VLLMServer
+from ._server import VLLMServer
 
 __all__ = ["serving"]
+
+
+class _Service(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Service)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,16 +71,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vllm: needs the live CPU vLLM (tokstream.testing)")
 
 
-def serving(server: VLLMServer) -> Iterator[VLLMServer]:
-    """Start ``server``, yield it, then stop it: the body of a server fixture.
+def serving(server: _S) -> Iterator[_S]:
+    """Start ``server``, yield it, then stop it: the body of a server or cluster fixture.
 
-    Use it as ``yield from serving(VLLMServer(home=vllm_home, extra_args=[...]))``.
-    A server that cannot start fails the test (``pytest.fail``) with its log's tail.
+    Use it as ``yield from serving(VLLMServer(home=vllm_home, extra_args=[...]))``,
+    or with a :class:`~tokstream.testing.VLLMCluster` or
+    :class:`~tokstream.testing.VLLMRouter`. One that cannot start fails the
+    test (``pytest.fail``, never a skip) with its log's tail.
     """
+    what = type(server).__name__
     try:
         server.start()
-    except ServerStartError as exc:
-        pytest.fail(f"the live vLLM server could not start (try `make vllm`): {exc}", pytrace=False)
+    except SetupError as exc:
+        hint = "`make vllm`" if isinstance(server, VLLMServer) else "`make vllm router`"
+        pytest.fail(f"the live {what} could not start (try {hint}): {exc}", pytrace=False)
     try:
         yield server
     finally:
@@ -83,6 +107,15 @@ def tiny_model_dir(vllm_home: Path) -> Path:
 def vllm_server(vllm_home: Path, tiny_model_dir: Path) -> Iterator[VLLMServer]:
     """One live CPU vLLM for the whole session; its log is ``<home>/logs/pytest-vllm.log``."""
     yield from serving(VLLMServer(home=vllm_home, log_path=vllm_home / "logs" / "pytest-vllm.log"))
+
+
+@pytest.fixture(scope="module")
+def vllm_cluster(vllm_home: Path, tiny_model_dir: Path) -> Iterator[VLLMCluster]:
+    """Two live CPU vLLM replicas behind vllm-router, for one test module.
+
+    Logs: ``<home>/logs/pytest-cluster/`` (``backend-I.log``, ``router.log``).
+    """
+    yield from serving(VLLMCluster(home=vllm_home, log_dir=vllm_home / "logs" / "pytest-cluster"))
 
 
 @pytest.fixture
