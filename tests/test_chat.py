@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+import tokstream
 from tokstream import Context, ContextError, Tokenizer
 from tokstream.chat import QwenFormat, chat_format
 
@@ -445,7 +446,11 @@ def test_llama3_refuses_what_it_cannot_render(llama_tok: Tokenizer, tok: Tokeniz
     ctx = Context(llama_tok, "llama3")
     with pytest.raises(ValueError, match="tool definitions"):
         ctx.add_system("s", tools=TOOLS)
-    with pytest.raises(ValueError, match="neither tool calls nor reasoning"):
+    with pytest.raises(ValueError, match="renders no reasoning"):
+        ctx.add_assistant("a", reasoning="r")
+    # Tool calls render (as llama_models does) when the tokenizer has <|eom_id|>;
+    # this test tokenizer has not.
+    with pytest.raises(ValueError, match="no <\\|eom_id\\|>"):
         ctx.add_assistant("a", tool_calls=[{"name": "noop", "arguments": {}}])
     with pytest.raises(KeyError, match="<\\|begin_of_text\\|>"):
         Context(tok, "llama3")
@@ -469,3 +474,65 @@ def test_wrapped_tool_response_is_not_a_user_query(tok: Tokenizer, template: Any
         ]
         assert same(ctx.prompt_ids(), render(tok, template, msgs))
         assert ("<think>\nwhy" in tok.decode(ctx.prompt_ids())) is bool(first)
+
+
+def test_llama3_tool_calls_and_results_match_llama_models() -> None:
+    """Llama 3.1's real tokenizer and ``llama_models``' ChatFormat as the reference:
+    a conversation with a tool call (history, then sampled) and ipython results."""
+    from llama_models.datatypes import RawMessage, StopReason
+    from llama_models.datatypes import ToolCall as LlamaCall
+    from llama_models.llama3.chat_format import ChatFormat
+    from llama_models.llama3.tokenizer import Tokenizer as LlamaTokenizer
+
+    from tokstream.testing import family_tokenizer
+
+    ref = ChatFormat(LlamaTokenizer.get_instance())
+    tok = family_tokenizer("llama3")
+    ctx = Context(tok)  # the llama3 family picks Llama 3 framing
+    call = LlamaCall(call_id="1", tool_name="get_weather", arguments={"city": "Paris"})
+    msgs = [
+        RawMessage(role="system", content="Answer with tools."),
+        RawMessage(role="user", content="Weather in Paris and 東京?"),
+        RawMessage(
+            role="assistant",
+            content="",
+            stop_reason=StopReason.end_of_message,
+            tool_calls=[call],
+        ),
+        RawMessage(role="tool", content='{"temp": 21}'),
+    ]
+    ctx.add_system("Answer with tools.")
+    ctx.add_user("Weather in Paris and 東京?")
+    ctx.add_assistant("", tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    ctx.add_tool('{"temp": 21}', name="get_weather")
+    ctx.begin_assistant()
+    want = ref.encode_dialog_prompt(msgs).tokens
+    assert ctx.prompt_ids().tolist() == want
+    # A sampled JSON call (as the model writes it), appended and parsed.
+    tokyo = LlamaCall(call_id="2", tool_name="get_weather", arguments={"city": "東京"})
+    msgs.append(
+        RawMessage(
+            role="assistant", content="", stop_reason=StopReason.end_of_message, tool_calls=[tokyo]
+        )
+    )
+    full = ref.encode_dialog_prompt(msgs).tokens
+    header = len(tok.encode("<|start_header_id|>assistant<|end_header_id|>\n\n"))
+    sampled = full[len(want) : -header]  # the reply, up to the next generation prompt
+    reply = ctx.current_reply
+    assert reply is not None
+    parser = reply.new_parser(tool_format="llama3_json")
+    events = parser.feed_ids(sampled) + parser.finish()
+    for ev in events:
+        if isinstance(ev, tokstream.ReplySegment):
+            reply.add_segment(ev)
+    reply.finish(sampled)
+    done = events[-1]
+    assert isinstance(done, tokstream.Reply)
+    assert [(c.name, c.arguments, c.ok) for c in done.tool_calls] == [
+        ("get_weather", {"city": "東京"}, True)
+    ]
+    assert [leaf.kind for leaf in ctx.messages[-1].leaves if leaf.sampled] == ["tool_call", "stop"]
+    ctx.add_tool("rain", name="get_weather")
+    ctx.begin_assistant()
+    msgs.append(RawMessage(role="tool", content="rain"))
+    assert ctx.prompt_ids().tolist() == ref.encode_dialog_prompt(msgs).tokens

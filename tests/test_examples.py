@@ -1,7 +1,8 @@
 """Every file in ``examples/`` runs, as a user runs it, against the live CPU vLLM.
 
 Each example runs as a subprocess against the session's server (``--base-url``,
-``--model``, ``--tokenizer``), and its exit status and output are checked. An
+``--model``, ``--tokenizer``), and its exit status and output are checked; an
+example that replays recorded streams (:data:`RECORDED`) runs without one. An
 example with no entry in :data:`CHECKS` fails the suite, so none goes untested.
 ``make demo``'s own path (no ``--base-url``: it starts and stops its own
 server) runs once more, to prove it leaves no process behind. The examples in
@@ -53,6 +54,16 @@ def check_multi_turn(out: str) -> None:
     assert "all checks passed" in out
 
 
+def check_gptoss_agent_turn(out: str) -> None:
+    assert out.count("echo verified     yes") == 2
+    assert out.count("sampled IDs exact yes") == 2
+    assert "call #0 get_weather({'city': 'Tokyo'}) ok" in out
+    assert "leaf tool_call  21 IDs  '<|start|>assistant<|channel|>commentary to=" in out
+    assert "content           'It is sunny and 24 °C in Tokyo (東京).'" in out
+    assert "system -> user -> assistant -> tool -> assistant" in out
+    assert "gpt-oss agent turn: all checks passed" in out
+
+
 def check_rollouts_cluster(out: str) -> None:
     assert re.search(r"router http://127\.0\.0\.1:\d+/v1, 2 replicas: 0 at http://", out), out
     for phase in ("with affinity", "without"):
@@ -82,7 +93,13 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "multi_turn.py": check_multi_turn,
     "rollouts_cluster.py": check_rollouts_cluster,
 }
-"""What each example must print. A new example gets an entry here, or the suite fails."""
+"""What each example must print, run against the live server. A new example gets
+an entry here or in :data:`RECORDED`, or the suite fails."""
+
+RECORDED: dict[str, Callable[[str], None]] = {
+    "gptoss_agent_turn.py": check_gptoss_agent_turn,
+}
+"""Examples that replay recorded streams (no server): what each must print."""
 
 CLUSTER_EXAMPLES = frozenset({"rollouts_cluster.py"})
 """Examples that need a routed cluster (``--base-url`` of its router)."""
@@ -100,7 +117,14 @@ def run_example(name: str, *args: str, timeout: float = 300) -> subprocess.Compl
 
 
 def test_every_example_is_run_by_a_test() -> None:
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CHECKS)
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted({**CHECKS, **RECORDED})
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_example_runs(name: str) -> None:
+    proc = run_example(name, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    RECORDED[name](proc.stdout)
 
 
 @pytest.mark.vllm

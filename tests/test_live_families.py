@@ -35,10 +35,10 @@ pytestmark = [
 TIMEOUTS = tokstream.Timeouts(connect=5.0, stall=60.0, first_token=None)
 
 # DeepSeek's markers use full-width bars and U+2581; spelled out once here.
-BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"  # noqa: RUF001
-USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"  # noqa: RUF001
-CALLS, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"  # noqa: RUF001
-CALL, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"  # noqa: RUF001
+BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
+CALLS, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
+CALL, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
 
 ARGS = {"city": "東京", "note": "🫠 naïve"}
 

@@ -23,6 +23,7 @@ from tokstream.core.parser import (
     ToolCall,
     ToolCallOpened,
     ToolCallStatus,
+    decode_hermes,
     get_reply_format,
     registered_reply_formats,
 )
@@ -227,13 +228,23 @@ def test_llama3_table_has_no_tags_and_its_own_stops(tok: Tokenizer) -> None:
 @pytest.mark.parametrize(
     ("tags", "problem"),
     [
-        ((("text", "<a>", "text"),), "text to text"),
         ((("text", "<a>", "nowhere"),), "states"),
         ((("text", "", "thinking"),), "empty"),
-        ((("text", "<a>", "thinking"), ("thinking", "[b]", "text")), "same character"),
+        # Within one state every text tag starts with one character (its trigger).
+        ((("text", "<a>", "thinking"), ("text", "[b]", "tool_call")), "same character"),
         ((("text", "<a>", "tool_call"),), "decoder"),
+        # A header ends only by routing, and only a header routes.
+        ((("header", "<a>", "text"),), "routed"),
+        ((("text", "<a>", "routed"),), "routed"),
+        ((("text", "<a>", "header"), ("header", "<b>", "routed")), "decoder"),
     ],
 )
 def test_reply_format_tables_are_checked(tags: Any, problem: str) -> None:
     with pytest.raises(InvalidRequest, match=problem):
         ReplyFormat("bad", tags, ())
+    # Different triggers in different states are fine (Mistral's "[" next to "<").
+    ReplyFormat("ok", (("text", "<a>", "thinking"), ("thinking", "[b]", "text")), ())
+    with pytest.raises(InvalidRequest, match="router"):
+        ReplyFormat(
+            "bad", (("text", "<a>", "header"), ("header", "<b>", "routed")), (), decode_hermes
+        )

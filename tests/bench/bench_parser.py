@@ -16,6 +16,14 @@ detokenizer it drives (which a stream consumer needs anyway to get text): the
 detokenizer-only loop is timed the same way and subtracted. Both totals are
 printed too. Each figure is the best of several interleaved runs (min), in µs
 per token, with the process pinned to one core.
+
+Then every model family's format (``tests/format_specs.py``) on generated
+replies with its real tokenizer (``tokstream.testing.family_tokenizer``),
+mostly text with a few calls each, as agent replies are:
+tokstream per token and whole, next to vLLM's own parser for that format
+(``Parser.parse_delta`` one token at a time, its deltas detokenized
+beforehand so only parsing is timed), run in the CPU vLLM venv when it is
+installed (``make vllm``; ``--no-vllm`` skips it).
 No assertion: this is a measurement, not a test.
 """
 
@@ -32,6 +40,8 @@ from pathlib import Path
 from tokstream import Token
 from tokstream._tokenizer import Tokenizer
 from tokstream.core.parser import NEED_TOKENS, ResponseParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 PROSE = (
     "Let me think about which tools to call. The user wants the weather in Paris "
@@ -77,6 +87,8 @@ def main() -> int:
     ap.add_argument("--tokenizer", default=os.environ.get("TINY_MODEL_DIR", ".vllm/tiny-qwen"))
     ap.add_argument("--repeat", type=int, default=40, help="prose repetitions per block")
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--no-vllm", action="store_true", help="skip vLLM's parsers")
+    ap.add_argument("--families-only", action="store_true", help="skip the Qwen section")
     a = ap.parse_args()
     if not Path(a.tokenizer).exists():
         print(f"no tokenizer at {a.tokenizer}; pass --tokenizer DIR", file=sys.stderr)
@@ -85,7 +97,7 @@ def main() -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, no migrations
     print(f"python {sys.version.split()[0]}, tokenizer {a.tokenizer}, one core")
-    for fmt in ("hermes", "qwen3_coder"):
+    for fmt in () if a.families_only else ("hermes", "qwen3_coder"):
         ids = tok.encode(_reply(fmt, a.repeat)).tolist()
         tokens = [Token(i) for i in ids]
         n = len(ids)
@@ -131,7 +143,81 @@ def main() -> int:
             f"whole total {wh:.3f} (adds {wh - base:.3f}) | "
             f"pull per-token total {pl:.3f} (adds {pl - base:.3f}) µs/tok"
         )
+    families(a)
     return 0
+
+
+def families(a: argparse.Namespace) -> None:
+    """Every family's format: tokstream per token and whole vs vLLM's parse_delta."""
+    from tests.families import family_dir, load_family, reference
+    from tests.format_samples import TOOLS, opens_thinking, samples
+    from tests.format_specs import SPECS
+    from tokstream.testing._common import home_dir
+
+    home = home_dir()
+    rows = []
+    jobs = []
+    for name, spec in sorted(SPECS.items()):
+        tok = load_family(spec.family, home)
+        replies = [tok.encode(s.text).tolist() for s in samples(spec, 30, seed=2, prose=12)]
+        n = sum(map(len, replies))
+        thinking = "open" if opens_thinking(spec) else "auto"
+        tokens = [[Token(i) for i in ids] for ids in replies]
+
+        def new() -> ResponseParser:
+            return ResponseParser(tok, reply_format=spec.reply_format, thinking=thinking)  # noqa: B023
+
+        # Parsers are built before the clock starts, as vLLM's are (below).
+        base = pt = wh = float("inf")
+        for _ in range(max(3, a.runs // 3)):
+            detoks = [tok.detokenizer().feed for _ in replies]
+            t0 = time.perf_counter()
+            for feed, ids in zip(detoks, replies, strict=True):
+                for i in ids:
+                    feed(i)
+            base = min(base, time.perf_counter() - t0)
+            parsers = [new() for _ in replies]
+            t0 = time.perf_counter()
+            for p, toks in zip(parsers, tokens, strict=True):
+                feed = p.feed
+                for t in toks:
+                    feed((t,))
+                p.finish()
+            pt = min(pt, time.perf_counter() - t0)
+            parsers = [new() for _ in replies]
+            t0 = time.perf_counter()
+            for p, ids in zip(parsers, replies, strict=True):
+                p.feed_ids(ids)
+                p.finish()
+            wh = min(wh, time.perf_counter() - t0)
+        base, pt, wh = (t / n * 1e6 for t in (base, pt, wh))
+        rows.append((name, spec, n, pt - base, wh - base))
+        stop = tok.token_id(spec.stop)
+        jobs.append(
+            {
+                "tokenizer": str(family_dir(spec.family, home)),
+                "tool_parser": spec.vllm_tool,
+                "reasoning_parser": spec.vllm_reasoning,
+                "tools": TOOLS,
+                "chat_template_kwargs": spec.chat_kwargs,
+                "harmony": spec.family == "gpt-oss",
+                "samples": [
+                    ids[:-1] if spec.strip_stop and ids[-1] == stop else ids for ids in replies
+                ],
+                "bench": True,
+                "runs": 3,
+            }
+        )
+    theirs: list[str] = ["-"] * len(rows)
+    if not a.no_vllm and (home / "venv" / "bin" / "python").is_file():
+        answers = reference(jobs, home, cache=False)
+        theirs = [f"{ans[0]['us_per_token']:.2f}" for ans in answers]
+    print("\nfamily formats: µs/token the parser adds on the detokenizer | vLLM parse_delta")
+    head = ("format", "vLLM parser", "tokens", "per-token", "whole", "vLLM")
+    print("{:14s} {:22s} {:>7s} {:>10s} {:>7s} {:>8s}".format(*head))
+    for (name, spec, n, pt, wh), them in zip(rows, theirs, strict=True):
+        parser = spec.vllm_tool + ("+" + spec.vllm_reasoning if spec.vllm_reasoning else "")
+        print(f"{name:14s} {parser:22s} {n:7d} {pt:10.3f} {wh:7.3f} {them:>8s}")
 
 
 if __name__ == "__main__":

@@ -28,17 +28,31 @@ from typing import TYPE_CHECKING
 from .._exceptions import InvalidRequest
 from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
-from ._llama3 import LLAMA3, Llama3Format
+from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
+from ._harmony import GPT_OSS, HarmonyFormat
+from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
+from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
 __all__ = [
+    "DEEPSEEK_V4",
+    "DEEPSEEK_V31",
+    "DEEPSEEK_V32",
+    "GLM45",
+    "GPT_OSS",
     "HERMES",
+    "KIMI_K2",
     "LLAMA3",
+    "LLAMA3_JSON",
+    "MINIMAX_M2",
     "QWEN3_CODER",
+    "FAMILY_FORMATS",
     "ChatFormat",
+    "DeepSeekV32Format",
+    "HarmonyFormat",
     "LeafKind",
     "Llama3Format",
     "QwenFormat",
@@ -49,13 +63,36 @@ __all__ = [
     "register_chat_format",
 ]
 
-register_reply_format(HERMES)
-register_reply_format(QWEN3_CODER)
+for _fmt in (
+    HERMES,
+    QWEN3_CODER,
+    DEEPSEEK_V31,
+    DEEPSEEK_V32,
+    DEEPSEEK_V4,
+    GPT_OSS,
+    KIMI_K2,
+    GLM45,
+    MINIMAX_M2,
+    LLAMA3_JSON,
+):
+    register_reply_format(_fmt)
 
 _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "qwen": (QwenFormat, "<|im_start|>"),
     "llama3": (Llama3Format, "<|start_header_id|>"),
+    "deepseek_v32": (DeepSeekV32Format, "｜DSML｜"),
+    "harmony": (HarmonyFormat, "<|channel|>"),
 }
+
+
+FAMILY_FORMATS: dict[str, str] = {
+    "qwen": "qwen",
+    "qwen3.5": "qwen",
+    "llama3": "llama3",
+    "deepseek-v3.2": "deepseek_v32",
+    "gpt-oss": "harmony",
+}
+"""The chat format of each tokenizer family (``Tokenizer.family``) that has one."""
 
 
 def register_chat_format(name: str, factory: FormatFactory, *, marker: str) -> None:
@@ -75,15 +112,18 @@ def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
 
     Args:
         tokenizer: The model's tokenizer.
-        name: A registered format name (``"qwen"``...). ``None`` detects it from
-            the tokenizer's added tokens.
+        name: A registered format name (``"qwen"``, ``"llama3"``,
+            ``"deepseek_v32"``, ``"harmony"``). ``None`` picks it from the
+            tokenizer's family (:data:`FAMILY_FORMATS`), else from its added
+            tokens (each registered format's marker).
 
     Returns:
         The format, bound to the tokenizer.
 
     Raises:
-        InvalidRequest: ``name`` is not registered, or no registered family
-            matches the tokenizer (also a ``ValueError``).
+        InvalidRequest: ``name`` is not registered, the tokenizer's family has
+            no chat framing, or no registered family matches the tokenizer
+            (also a ``ValueError``).
     """
     if name is not None:
         entry = _FORMATS.get(name)
@@ -95,6 +135,16 @@ def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
                 "(add one with tokstream.chat.register_chat_format)",
             )
         return entry[0](tokenizer)
+    family = getattr(tokenizer, "family", None)
+    if family is not None:
+        if family in FAMILY_FORMATS:
+            return _FORMATS[FAMILY_FORMATS[family]][0](tokenizer)
+        raise InvalidRequest(
+            "chat_format",
+            None,
+            f"tokstream has no chat framing for the {family!r} family yet (its replies "
+            f"parse with ResponseParser); families with one: {sorted(FAMILY_FORMATS)}",
+        )
     added = tokenizer.added_tokens
     for factory, marker in _FORMATS.values():
         if marker in added:

@@ -111,8 +111,14 @@ class ChatFormat(Protocol):
         """Render the first system message, with tool definitions if given."""
         ...
 
-    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
-        """Render a user, tool-result or later system message."""
+    def message(
+        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+    ) -> Rendering:
+        """Render a user, tool-result or later system message.
+
+        ``name`` is a tool result's tool name (harmony renders it; most
+        families ignore it).
+        """
         ...
 
     def assistant(

@@ -6,29 +6,64 @@ once at the start, then one header block per message with its content
 ``<|start_header_id|>assistant<|end_header_id|>\\n\\n``. The template is
 append-only, so there is nothing to retract.
 
-Deliberately not supported: tool definitions and tool calls (Llama 3.1's
-``ipython`` conventions differ per release), and reasoning (Llama 3 has none).
-Passing them raises :class:`~tokstream.InvalidRequest` rather than rendering
-something the model's template would not. So a reply is text up to an
-end-of-turn token: :data:`LLAMA3` has no tags.
+Tool calls and results render as ``llama_models``' ``ChatFormat`` renders them
+(Llama 3.1+): a result is an ``ipython`` message, and an assistant message with
+calls carries each as ``{"type": "function", "name": ..., "parameters": ...}``
+and ends with ``<|eom_id|>``. Deliberately not supported: tool definitions (Llama
+3.1 takes them as text its callers write into the system or user message;
+``llama_models`` renders none) and reasoning (Llama 3 has none): passing them
+raises :class:`~tokstream.InvalidRequest` rather than render something no
+reference does. Replies: :data:`LLAMA3` is text up to an end-of-turn token;
+:data:`LLAMA3_JSON` (``tool_format="llama3_json"``) also reads JSON calls.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidRequest
-from ..core.parser import ReplyFormat
+from ..core.parser import ReplyFormat, State, decode_hermes
 from ._base import LeafKind, Rendering, Role, Segment
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
-__all__ = ["LLAMA3", "Llama3Format"]
+__all__ = ["LLAMA3", "LLAMA3_JSON", "Llama3Format"]
 
 LLAMA3 = ReplyFormat("llama3", tags=(), stop_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"))
 """Llama 3 replies: text, ended by an end-of-turn token; no tags."""
+
+_JSON_ROWS: tuple[tuple[State, str, State], ...] = (
+    # state    tag                leads to
+    ("calls",  "{",               "tool_call"),  # the brace starts the call's JSON
+    ("calls",  "<|python_tag|>",  "calls"),      # absorbed
+    ("text",   "<|python_tag|>",  "calls"),
+)  # fmt: skip
+
+LLAMA3_JSON = ReplyFormat(
+    "llama3_json",
+    _JSON_ROWS,
+    ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
+    decode_hermes,
+    call_body="json",
+    call_end="json",
+    body_tags=frozenset({"{"}),
+    initial="calls",
+    calls_separators=";",
+)
+"""Llama 3.1-3.3 JSON tool calls (vLLM ``--tool-call-parser llama3_json``).
+
+A call is a JSON object ``{"name": ..., "parameters": {...}}`` (``"arguments"``
+also read) that opens the reply, optionally after ``<|python_tag|>``; it ends
+where its JSON balances, with no closing tag, and is handed out right then.
+More calls may follow, separated by ``;`` or whitespace. Any other text, at the
+start or after the calls, is content (vLLM keeps text before the first call
+only when there is no call at all, and drops text after calls); whitespace
+before the first call or between calls is framing. A ``{`` later in content is
+text. ``<|python_tag|>`` followed by code (the built-in code interpreter) is
+content, not a call."""
 
 _EOT = Segment("framing", "<|eot_id|>")
 
@@ -44,13 +79,14 @@ class Llama3Format:
         UnknownTokenError: One of those tokens is missing.
     """
 
-    __slots__ = ("_ends",)
+    __slots__ = ("_ends", "_eom")
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         for name in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>"):
             tokenizer.token_id(name)
         ends = [tokenizer.token_id("<|eot_id|>")]
         added = tokenizer.added_tokens
+        self._eom = added.get("<|eom_id|>")
         ends += [added[n] for n in ("<|eom_id|>", "<|end_of_text|>") if n in added]
         self._ends = tuple(ends)
 
@@ -80,12 +116,18 @@ class Llama3Format:
             return Rendering(())
         return self.message("system", content, prev_role=None)
 
-    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
-        """Render one header block; the content is stripped, as the template's ``trim``."""
+    def message(
+        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+    ) -> Rendering:
+        """Render one header block; the content is stripped, as the template's ``trim``.
+
+        A tool result is an ``ipython`` message, as Llama 3.1 names the role.
+        """
         kind: LeafKind = "text" if role == "assistant" else role
+        header = "ipython" if role == "tool" else role
         return Rendering(
             (
-                Segment("framing", f"<|start_header_id|>{role}<|end_header_id|>\n\n"),
+                Segment("framing", f"<|start_header_id|>{header}<|end_header_id|>\n\n"),
                 Segment(kind, content.strip()),
                 _EOT,
             )
@@ -99,13 +141,31 @@ class Llama3Format:
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
     ) -> Rendering:
-        """Render an assistant message from text (no tool calls, no reasoning)."""
-        if tool_calls or reasoning:
-            field, value = ("tool_calls", tool_calls) if tool_calls else ("reasoning", reasoning)
+        """Render an assistant message from text; tool calls as ``llama_models`` does.
+
+        Each call is ``{"type": "function", "name": ..., "parameters": ...}``
+        (``json.dumps``), after the content, and the message then ends with
+        ``<|eom_id|>`` (the model expects a tool result).
+        """
+        if reasoning:
             raise InvalidRequest(
-                field, value, "the llama3 chat format renders neither tool calls nor reasoning"
+                "reasoning", reasoning, "the llama3 chat format renders no reasoning"
             )
-        return self.message("assistant", content, prev_role=None)
+        if not tool_calls:
+            return self.message("assistant", content, prev_role=None)
+        if self._eom is None:
+            raise InvalidRequest("tool_calls", tool_calls, "this tokenizer has no <|eom_id|>")
+        segs = [Segment("framing", "<|start_header_id|>assistant<|end_header_id|>\n\n")]
+        if content.strip():
+            segs.append(Segment("text", content.strip()))
+        for tc in tool_calls:
+            f = tc.get("function") or tc
+            args = f["arguments"]
+            args = json.loads(args) if isinstance(args, str) else args
+            call = {"type": "function", "name": f["name"], "parameters": args}
+            segs.append(Segment("tool_call", json.dumps(call)))
+        segs.append(Segment("framing", "<|eom_id|>"))
+        return Rendering(tuple(segs))
 
     def generation_prompt(self, *, thinking: bool | None) -> Rendering:
         """``<|start_header_id|>assistant<|end_header_id|>\\n\\n`` (``thinking`` is ignored)."""
@@ -116,11 +176,14 @@ class Llama3Format:
         return Rendering(() if last_id in self._ends else (_EOT,))
 
     def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
-        """:data:`LLAMA3`: text up to ``<|eot_id|>`` / ``<|eom_id|>`` / ``<|end_of_text|>``.
+        """:data:`LLAMA3` (text up to ``<|eot_id|>`` / ``<|eom_id|>`` /
+        ``<|end_of_text|>``), or :data:`LLAMA3_JSON` for ``"llama3_json"``.
 
         Raises:
-            InvalidRequest: A ``tool_format`` was given (Llama 3 calls are not supported).
+            InvalidRequest: Another ``tool_format``.
         """
-        if tool_format is not None:
-            raise InvalidRequest("tool_format", tool_format, "the llama3 chat format has no tools")
-        return LLAMA3
+        if tool_format in (None, "llama3"):
+            return LLAMA3
+        if tool_format == "llama3_json":
+            return LLAMA3_JSON
+        raise InvalidRequest("tool_format", tool_format, "the llama3 chat format has llama3_json")

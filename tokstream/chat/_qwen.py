@@ -61,6 +61,7 @@ QWEN_TAGS: tuple[tuple[State, str, State], ...] = (
     # state       tag             leads to
     ("text",      "<think>",      "thinking"),
     ("text",      "<tool_call>",  "tool_call"),
+    ("thinking",  "<think>",      "thinking"),    # redundant: absorbed
     ("thinking",  "</think>",     "text"),
     ("thinking",  "<tool_call>",  "tool_call"),   # a call ends thinking implicitly
     ("tool_call", "</tool_call>", "text"),
@@ -71,7 +72,7 @@ QWEN_TAGS: tuple[tuple[State, str, State], ...] = (
 QWEN_STOPS = ("<|im_end|>", "<|endoftext|>")
 """What ends a Qwen reply: the end of turn, or the EOS from ``generation_config``."""
 
-HERMES = ReplyFormat("hermes", QWEN_TAGS, QWEN_STOPS, decode_hermes)
+HERMES = ReplyFormat("hermes", QWEN_TAGS, QWEN_STOPS, decode_hermes, call_body="json")
 """Qwen2.5 / Qwen3 / Hermes: a JSON object per call."""
 
 QWEN3_CODER = ReplyFormat("qwen3_coder", QWEN_TAGS, QWEN_STOPS, decode_qwen3_coder)
@@ -139,7 +140,9 @@ class QwenFormat:
             return Rendering(())
         return self.message("system", content, prev_role=None)
 
-    def message(self, role: Role, content: str, *, prev_role: Role | None) -> Rendering:
+    def message(
+        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+    ) -> Rendering:
         """Render a user, tool-result or later system message."""
         if role == "tool":
             body = (

@@ -178,13 +178,13 @@ class Context:
         return self._add("user", rendering, content=content)
 
     def add_tool(self, content: str, *, name: str | None = None) -> Message:
-        """Add a tool result (``name`` is kept on the node for reference).
+        """Add a tool result (``name``, the tool's name, is kept on the node; harmony renders it).
 
         Consecutive results share one turn where the format says so (Qwen):
         the turn's closing framing is held until something else follows, so
         adding results never rewrites IDs already handed out.
         """
-        rendering = self._s.format.message("tool", content, prev_role=self._s.prev())
+        rendering = self._s.format.message("tool", content, prev_role=self._s.prev(), name=name)
         return self._add("tool", rendering, name=name, content=content)
 
     def add_assistant(

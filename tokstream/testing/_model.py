@@ -296,7 +296,7 @@ def _ensure_family_model(home: Path | str | None, family: str) -> Path:
         None,
     )
     if family.startswith("deepseek"):
-        bos = tok.token_id("<｜begin▁of▁sentence｜>")  # noqa: RUF001
+        bos = tok.token_id("<｜begin▁of▁sentence｜>")
     vocab_size = -(-tok.vocab_size // 128) * 128
     out.mkdir(parents=True, exist_ok=True)
     (out / _INFO_FILE).unlink(missing_ok=True)

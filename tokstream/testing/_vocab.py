@@ -154,8 +154,8 @@ opens a message, ``[e~[`` ends one."""
 
 FAMILY_STOPS: dict[str, tuple[str, ...]] = {
     "gpt-oss": ("<|return|>", "<|call|>", "<|endoftext|>"),
-    "deepseek-v3.1": ("<｜end▁of▁sentence｜>",),  # noqa: RUF001
-    "deepseek-v3.2": ("<｜end▁of▁sentence｜>",),  # noqa: RUF001
+    "deepseek-v3.1": ("<｜end▁of▁sentence｜>",),
+    "deepseek-v3.2": ("<｜end▁of▁sentence｜>",),
     "llama3": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
     "llama4": ("<|eot|>", "<|eom|>", "<|end_of_text|>"),
     "mistral": ("</s>",),

@@ -3,13 +3,14 @@
 Sans-IO and pull-based (``_core`` has the theory of operation). A
 :class:`ReplyFormat` (``_format``) describes a family's reply as a table; the
 chat formats in :mod:`tokstream.chat` own those tables, and the parser reads
-them. ``_hermes`` and ``_qwen3_coder`` are call decoders (one complete call body
-each); ``_whole`` is the convenience form for a finished output.
+them. ``_hermes``, ``_qwen3_coder``, ``_deepseek``, ... are call decoders (one
+complete call body each); ``_whole`` is the convenience form for a finished output.
 """
 
 from __future__ import annotations
 
 from ._core import ResponseParser
+from ._deepseek import decode_deepseek_v31, decode_dsml
 from ._events import (
     NEED_TOKENS,
     NeedTokens,
@@ -24,25 +25,33 @@ from ._events import (
     ToolCallStatus,
 )
 from ._format import (
+    FAMILY_REPLY_FORMATS,
+    ROUTED,
     CallDecoder,
     DecodedCall,
+    HeaderRouter,
     ReplyFormat,
     State,
     get_reply_format,
     register_reply_format,
     registered_reply_formats,
 )
+from ._harmony import decode_harmony_arguments, route_harmony
 from ._hermes import decode_hermes
 from ._protocols import Detokenizer, ParserTokenizer, ThinkingMode, ToolFormat
 from ._qwen3_coder import decode_qwen3_coder
 from ._tools import ToolSpecs
 from ._whole import parse_output
+from ._xml_calls import decode_glm, decode_kimi_k2, decode_minimax_m2
 
 __all__ = [
+    "FAMILY_REPLY_FORMATS",
     "NEED_TOKENS",
+    "ROUTED",
     "CallDecoder",
     "DecodedCall",
     "Detokenizer",
+    "HeaderRouter",
     "NeedTokens",
     "ParseEvent",
     "ParserTokenizer",
@@ -60,10 +69,17 @@ __all__ = [
     "ToolCallStatus",
     "ToolFormat",
     "ToolSpecs",
+    "decode_deepseek_v31",
+    "decode_dsml",
+    "decode_glm",
+    "decode_harmony_arguments",
     "decode_hermes",
+    "decode_kimi_k2",
+    "decode_minimax_m2",
     "decode_qwen3_coder",
     "get_reply_format",
     "parse_output",
     "register_reply_format",
     "registered_reply_formats",
+    "route_harmony",
 ]

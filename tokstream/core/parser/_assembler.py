@@ -31,10 +31,11 @@ from ._events import (
     ToolCallOpened,
     ToolCallStatus,
 )
-from ._format import CallDecoder
+from ._format import CallDecoder, HeaderRouter
 from ._holdback import Pending
+from ._jsonscan import JsonScan
 from ._segments import Item, OpenSegment, freeze_ids
-from ._tags import KIND, TEXT, THINK, TOOL, TagTables
+from ._tags import CALLS, HEAD, KIND, ROUTE, TEXT, THINK, TOOL, TagTables
 from ._tools import ToolSchemas
 
 __all__ = ["ReplyAssembler"]
@@ -44,6 +45,7 @@ __all__ = ["ReplyAssembler"]
 _new = object.__new__
 _set_text: Callable[[object, str], None] = TextDelta.__dict__["text"].__set__
 _set_think: Callable[[object, str], None] = ThinkingDelta.__dict__["text"].__set__
+_STATE_OF = {"text": TEXT, "thinking": THINK, "tool_call": TOOL}
 
 
 class ReplyAssembler:
@@ -54,9 +56,17 @@ class ReplyAssembler:
         decode_call: The format's call decoder (``None``: no calls).
         tools: Tool schemas for the decoder, or ``None``.
         state: The state code the reply starts in.
+        json_body: Whether call bodies are JSON (a tag in an open string is text).
+        route_header: The format's header router (``None``: no headers).
+        json_end: Whether a call ends where its JSON balances (then the reply
+            goes on in ``after_call``).
+        body_tags: Tag codes whose text starts a call's body.
+        after_call: The state after a JSON-ended call.
+        separators: Text allowed between JSON-ended calls besides whitespace.
 
     Attributes:
-        state: The current state code (``TEXT``, ``THINK`` or ``TOOL``).
+        state: The current state code (``TEXT``, ``THINK``, ``TOOL``, ``CALLS``
+            or ``HEAD``).
         cur: The open segment; the parser's loop appends plain tokens to it.
         delta: Text since the last delta; the parser's loop appends to it.
         content: Every content delta's text so far.
@@ -66,11 +76,22 @@ class ReplyAssembler:
     """
 
     __slots__ = (
+        "_after_call",
+        "_balance",
         "_body",
+        "_body_tags",
+        "_call_name",
         "_calls",
         "_decode_call",
+        "_header",
+        "_json",
+        "_json_body",
+        "_json_end",
+        "_json_pos",
         "_reasoning",
+        "_route",
         "_segments",
+        "_stay",
         "_tables",
         "_thinking_unterminated",
         "_tools",
@@ -88,10 +109,23 @@ class ReplyAssembler:
         decode_call: CallDecoder | None,
         tools: ToolSchemas | None,
         state: int,
+        *,
+        json_body: bool = False,
+        route_header: HeaderRouter | None = None,
+        json_end: bool = False,
+        body_tags: frozenset[int] = frozenset(),
+        after_call: int = TEXT,
+        separators: str = "",
     ) -> None:
+        self._json_end = json_end
+        self._body_tags = body_tags
+        self._after_call = after_call
+        self._stay = " \t\r\n" + separators
         self._tables = tables
         self._decode_call = decode_call
         self._tools = tools
+        self._json_body = json_body
+        self._route = route_header
         self.events: list[ParseEvent] = []
         self.state = state
         self.cur = OpenSegment(KIND[state], 0)
@@ -102,6 +136,11 @@ class ReplyAssembler:
         self._calls: list[ToolCall] = []
         self._reasoning: list[str] = []
         self._body: list[str] = []
+        self._header: list[str] = []
+        self._json: JsonScan | None = None
+        self._json_pos = 0
+        self._balance = JsonScan()
+        self._call_name: str | None = None
         self._thinking_unterminated = False
 
     @property
@@ -128,23 +167,69 @@ class ReplyAssembler:
         if text:
             self.delta.append(text)
 
+    def take(self, text: str) -> int | None:
+        """Add text of the current state, up to an implicit state change.
+
+        A JSON-ended call ends where its JSON balances; text other than
+        whitespace and separators leaves a section of JSON-ended calls (it is
+        content). Returns ``None`` when all of ``text`` was taken with no
+        change, else where the state changes (maybe ``len(text)``); then the
+        caller gives the segment its tokens and calls :meth:`change` (the rest
+        of ``text`` belongs to the new state).
+        """
+        if self.state == TOOL:
+            end = self._balance.balance(text)
+            self.emit(text if end < 0 else text[:end])
+            return None if end < 0 else end
+        stay = self._stay
+        for k, ch in enumerate(text):
+            if ch not in stay:
+                self.emit(text[:k])
+                return k
+        self.emit(text)
+        return None
+
+    def change(self) -> None:
+        """Make the state change :meth:`take` found: a call ends, or a section does."""
+        self._close_current(terminated=True)
+        self._switch(self._after_call if self.state == TOOL else TEXT)
+
     def tag(self, code: int, tag_toks: list[Pending], index: int) -> None:
         """A tag valid in the current state arrived, carried by ``tag_toks``.
 
         ``index`` is the reply position of the token being parsed (for
-        :class:`ToolCallOpened`).
+        :class:`ToolCallOpened`). Inside an open JSON string of a call body the
+        tag is text of the body instead.
         """
         state = self.state
+        if state == TOOL and self._json_body and self._in_json_string():
+            self.assign(tag_toks)
+            self.emit(self._tables.tag_text[code])
+            return
         to = self._tables.moves[state][code]
-        if to == TEXT:  # a closing tag: it belongs to the block it closes
+        if to == ROUTE:  # the header ends: its tokens start the block it names
+            self.assign(tag_toks)
+            self.flush_delta()
+            target, self._call_name = self._routed("".join(self._header))
+            self._enter(target, index, self.cur)
+            return
+        if to == state and state != TOOL:  # absorbed: markup, not text
+            self.assign(tag_toks)
+            return
+        if to == TEXT or (to == CALLS and state == TOOL):
+            # A closing tag: it belongs to the block it closes.
             self.assign(tag_toks)
             self._close_current(terminated=True)
-            self._switch(TEXT)
+            self._switch(to)
             return
         self._close_current(terminated=False, cut_by=f"the next {self._tables.tag_text[code]}")
         self._switch(to)
         if to == TOOL:
             self.events.append(ToolCallOpened(len(self._calls), index))
+            if code in self._body_tags:  # the tag's text is the body's start
+                self.take(self._tables.tag_text[code])
+        elif to == HEAD:  # the router reads the header with the tag that opened it
+            self._header.append(self._tables.tag_text[code])
         self.assign(tag_toks)
 
     def stop(self, item: Item, piece: str) -> None:
@@ -159,6 +244,11 @@ class ReplyAssembler:
     def close_all(self) -> None:
         """End whatever is open: a call is unterminated, thinking is flagged."""
         state = self.state
+        if state == HEAD:  # a cut header: route what there is of it
+            self.flush_delta()
+            target, self._call_name = self._routed("".join(self._header))
+            self._enter(target, None, self.cur)
+            state = self.state
         if state == TOOL:
             self._close_current(terminated=False)
             self._switch(TEXT)
@@ -185,10 +275,14 @@ class ReplyAssembler:
             self.content.append(text)
             ev: ParseEvent = _new(TextDelta)
             _set_text(ev, text)
-        else:
+        elif state == THINK:
             self._reasoning.append(text)
             ev = _new(ThinkingDelta)
             _set_think(ev, text)
+        else:  # section markup or a header: not content
+            if state == HEAD:
+                self._header.append(text)
+            return
         self.events.append(ev)
 
     def reply(self) -> Reply:
@@ -215,11 +309,44 @@ class ReplyAssembler:
 
     # -- state changes ------------------------------------------------------------------
 
+    def _routed(self, header: str) -> tuple[int, str | None]:
+        route = self._route
+        assert route is not None  # a format with a header state has a router
+        target, name = route(header)
+        return _STATE_OF.get(target, TEXT), name
+
+    def _enter(self, target: int, index: int | None, cur: OpenSegment) -> None:
+        """Turn the open header segment into the start of a ``target`` block."""
+        self.state = target
+        cur.kind = KIND[target]
+        if target == TOOL:
+            self._body = []
+            self._json = None
+            self.events.append(ToolCallOpened(len(self._calls), index if index is not None else 0))
+
+    def _in_json_string(self) -> bool:
+        """Whether the call body so far ends inside an open JSON string."""
+        self.flush_delta()
+        if self._json is None:
+            self._json = JsonScan()
+            self._json_pos = 0
+        body = "".join(self._body)
+        self._body[:] = [body]
+        self._json.feed(body[self._json_pos :])
+        self._json_pos = len(body)
+        return self._json.in_string
+
     def _switch(self, state: int) -> None:
         self.flush_delta()
         self.state = state
         if state == TOOL:
             self._body = []
+            self._json = None
+            self._call_name = None
+            if self._json_end:
+                self._balance = JsonScan()
+        elif state == HEAD:
+            self._header = []
         self.cur = OpenSegment(KIND[state], self.assigned)
 
     def _close_current(self, *, terminated: bool, cut_by: str = "the end of the reply") -> None:
@@ -234,6 +361,14 @@ class ReplyAssembler:
         decode = self._decode_call
         assert decode is not None  # a format with a TOOL state has a decoder
         name, args, status, error = decode(body, self._tools)
+        if self._call_name is not None:  # the header named the call
+            name = self._call_name
+            if status in (ToolCallStatus.OK, ToolCallStatus.UNKNOWN_TOOL):
+                status, error = ToolCallStatus.OK, None
+                if self._tools is not None and name not in self._tools:
+                    status, error = ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
+        if name is None and status in (ToolCallStatus.OK, ToolCallStatus.UNKNOWN_TOOL):
+            status, error = ToolCallStatus.MALFORMED, "the call has no name"
         if not terminated:
             status = ToolCallStatus.UNTERMINATED
             closing = self._tables.call_close

@@ -114,11 +114,11 @@ from ._events import (
     TextDelta,
     ToolCall,
 )
-from ._format import ReplyFormat, get_reply_format
+from ._format import FAMILY_REPLY_FORMATS, ReplyFormat, get_reply_format
 from ._holdback import HoldBackScanner
 from ._protocols import ParserTokenizer, ThinkingMode
 from ._segments import Item, id_items, item_ids
-from ._tags import KIND, STOP, TEXT, THINK, compile_tables
+from ._tags import CALLS, KIND, STOP, TEXT, THINK, TOOL, compile_tables
 from ._tools import ToolSpecs, normalise_tools
 
 __all__ = ["ResponseParser"]
@@ -128,7 +128,7 @@ _LoopRefs: TypeAlias = tuple[
     HoldBackScanner,
     Callable[[int], "int | None"],
     Callable[[int], str],
-    str,
+    tuple[str, ...],
     list[str],
 ]
 
@@ -162,9 +162,11 @@ class ResponseParser:
         reply_format: The reply's tags, stop tokens and call decoder, usually
             from the chat format (``context.chat_format.reply_format()``).
         tool_format: Instead of ``reply_format``, the name of a registered one:
-            ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls; the default) or
-            ``"qwen3_coder"`` (``<function=...>`` markup), both with Qwen's
-            ``<think>`` and stop tokens.
+            ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls), ``"qwen3_coder"``
+            (``<function=...>`` markup), ``"deepseek_v31"``, ``"deepseek_v32"``,
+            ``"deepseek_v4"``, ``"harmony"`` (gpt-oss), ... (see
+            ``registered_reply_formats()``). With neither, the tokenizer's
+            family picks it (``FAMILY_REPLY_FORMATS``), else ``"hermes"``.
         tools: Tool definitions (OpenAI-style list, bare function objects, or
             ``{name: parameters_schema}``). When given, an unknown name gives
             :attr:`ToolCallStatus.UNKNOWN_TOOL`, and Qwen3-Coder values convert
@@ -191,6 +193,7 @@ class ResponseParser:
         "_ended",
         "_ending",
         "_flush_piece",
+        "_implicit",
         "_loop_refs",
         "_paused",
         "_pending",
@@ -212,7 +215,10 @@ class ResponseParser:
         stop_ids: Iterable[int] | None = None,
     ) -> None:
         if reply_format is None:
-            reply_format = get_reply_format("hermes" if tool_format is None else tool_format)
+            if tool_format is None:
+                family = getattr(tokenizer, "family", None)
+                tool_format = FAMILY_REPLY_FORMATS.get(family or "", "hermes")
+            reply_format = get_reply_format(tool_format)
         elif tool_format is not None:
             raise InvalidRequest("tool_format", tool_format, "give reply_format or tool_format")
         tables = compile_tables(
@@ -223,14 +229,23 @@ class ResponseParser:
             stop_ids=stop_ids,
         )
         self._tables = tables
+        self._implicit = reply_format.call_end == "json"
         detokenizer = tokenizer.detokenizer()
         self._flush_piece: Callable[[], str] = detokenizer.flush
-        self._scanner = HoldBackScanner(tables.trigger)
+        self._scanner = HoldBackScanner()
         self._asm = ReplyAssembler(
             tables,
             reply_format.decode_call,
             normalise_tools(tools),
-            THINK if thinking == "open" else TEXT,
+            THINK if thinking == "open" else (CALLS if reply_format.initial == "calls" else TEXT),
+            json_body=reply_format.call_body == "json",
+            route_header=reply_format.route_header,
+            json_end=reply_format.call_end == "json",
+            body_tags=frozenset(
+                tables.tag_text.index(t) for t in reply_format.body_tags if t in tables.tag_text
+            ),
+            after_call=CALLS if any(to == "calls" for *_, to in reply_format.tags) else TEXT,
+            separators=reply_format.calls_separators,
         )
         # What the token loop binds on every call, in one tuple: one load, not six.
         self._loop_refs: _LoopRefs = (
@@ -238,7 +253,7 @@ class ResponseParser:
             self._scanner,
             tables.by_id.get,
             detokenizer.feed,
-            tables.trigger,
+            tables.triggers,
             self._asm.delta,
         )
         # Received batches not yet parsed; the events of the pull API not yet
@@ -447,9 +462,10 @@ class ResponseParser:
         (an iterator) for the next call. Otherwise parse them all and flush the
         delta.
         """
-        asm, scanner, tag_get, piece_of, trigger, delta = self._loop_refs
+        asm, scanner, tag_get, piece_of, triggers, delta = self._loop_refs
         cur = asm.cur
         hold = scanner.held
+        trigger = triggers[asm.state]
         # The hot path: a plain token (no tag ID, no trigger, nothing held back)
         # costs one detokenizer step, one dict lookup and three list appends.
         for t in items:
@@ -462,7 +478,7 @@ class ResponseParser:
                 delta.append(piece)
             else:
                 self._slow(t, tid, piece, code)
-                cur, hold = asm.cur, scanner.held
+                cur, hold, trigger = asm.cur, scanner.held, triggers[asm.state]
                 if stop and asm.events:
                     self._paused = True
                     events = asm.events
@@ -499,10 +515,28 @@ class ResponseParser:
         # Text, or a tag ID where that tag means nothing (e.g. </think> in content).
         tables = self._tables
         scanner.push(item, piece)
+        implicit = self._implicit
         while True:
             state = asm.state
-            text, before, found = scanner.next(tables.text_tags[state], tables.prefixes[state])
-            asm.emit(text)
+            text, before, found = scanner.next(
+                tables.text_tags[state], tables.prefixes[state], tables.triggers[state]
+            )
+            if text and implicit and state in (TOOL, CALLS):
+                took = asm.take(text)
+                if took is not None:  # the state changed inside this text
+                    cut = scanner.last_start + took
+                    # A call's closing bracket's token belongs to the call; the
+                    # token that starts content after a section belongs to it.
+                    n = sum(1 for t in before if t[2] < cut) if state == TOOL else 0
+                    if state != TOOL:
+                        n = sum(1 for t in before if t[2] + len(t[1]) <= cut)
+                    asm.assign(before[:n])
+                    asm.change()
+                    rest = before[n:] + (found[1] if found is not None else [])
+                    scanner.resume(cut, rest)
+                    continue
+            else:
+                asm.emit(text)
             asm.assign(before)
             if found is None:
                 return
@@ -511,6 +545,13 @@ class ResponseParser:
     def _end(self) -> list[ParseEvent]:
         asm = self._asm
         held, toks = self._scanner.release()
+        while held and self._implicit and asm.state in (TOOL, CALLS):
+            took = asm.take(held)
+            if took is None:
+                held = ""
+            else:
+                held = held[took:]
+                asm.change()
         asm.emit(held)
         asm.assign(toks)
         tail = self._flush_piece()

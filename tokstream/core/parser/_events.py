@@ -47,7 +47,7 @@ __all__ = [
     "ToolCallStatus",
 ]
 
-SegmentKind: TypeAlias = Literal["thinking", "text", "tool_call", "stop"]
+SegmentKind: TypeAlias = Literal["thinking", "text", "tool_call", "framing", "stop"]
 
 
 def _same_array(a: npt.NDArray[Any] | None, b: npt.NDArray[Any] | None) -> bool:
@@ -201,7 +201,10 @@ class ReplySegment:
     Attributes:
         kind: ``"thinking"`` (a ``<think>`` block, tags included), ``"text"``
             (content), ``"tool_call"`` (``<tool_call>...</tool_call>``, tags
-            included) or ``"stop"`` (the end-of-turn token, e.g. ``<|im_end|>``).
+            included), ``"framing"`` (markup the model wrote around calls that
+            is neither content nor a call, e.g. a tool-call section's
+            ``<|tool_calls_section_end|>``) or ``"stop"`` (the end-of-turn
+            token, e.g. ``<|im_end|>``).
         text: The text these IDs produced in the stream, tags included. The
             segments' texts join to the decode of the reply's IDs; a character
             whose UTF-8 bytes span two segments is in the later one, and bytes

@@ -8,29 +8,47 @@ token loop for every format, so a family is added with a table and, when its
 calls are neither Hermes JSON nor Qwen3-Coder markup, a decoder: never with a
 fork of the loop.
 
-States are named by the segment kind they build: ``"text"`` (content),
-``"thinking"`` and ``"tool_call"``. The rules a table follows (checked when it
-is built):
+States are named by what they build: ``"text"`` (content), ``"thinking"``,
+``"tool_call"`` (one call), ``"calls"`` (a tool-call *section* between its
+calls: DeepSeek's ``<｜tool▁calls▁begin｜>``, Kimi's
+``<|tool_calls_section_begin|>``, MiniMax's ``<minimax:tool_call>``) and
+``"header"`` (a message header whose meaning is known only when it ends:
+harmony's ``<|start|>assistant<|channel|>analysis<|message|>``). Their
+segments are ``text``, ``thinking``, ``tool_call``, ``framing`` (section
+markup) and, for a header, the kind of the block it opens. The rules a table
+follows (checked when it is built):
 
-* A tag that leads from ``"thinking"`` or ``"tool_call"`` to ``"text"`` is a
-  *closing* tag: it ends its block, belongs to that block's segment, and (for
-  a call) has the body parsed.
-* A tag that leads to ``"thinking"`` or ``"tool_call"`` is an *opening* tag: it
-  ends the open block (an open call it interrupts is ``UNTERMINATED``) and
-  belongs to the new block's segment.
-* Nothing leads from ``"text"`` to ``"text"``, and every tag that can be
-  matched in text starts with the same character (the parser's hold-back
-  trigger, ``<`` for every family seen so far).
+* A *closing* tag leads out of a block to the state that contains it:
+  ``thinking``/``tool_call``/``calls`` to ``text``, or ``tool_call`` to
+  ``calls``. It belongs to the block it closes and (for a call) has the body
+  decoded.
+* An *opening* tag leads into ``thinking``, ``tool_call``, ``calls`` or
+  ``header`` from another state. It ends the open block (an open call it
+  interrupts is ``UNTERMINATED``) and belongs to the new block's segment.
+  ``tool_call`` to ``tool_call`` is opening too: it cuts the open call.
+* An *absorbed* tag leads from ``text``, ``thinking`` or ``calls`` to itself:
+  markup that changes nothing (a redundant ``<think>`` inside a thinking
+  block the prompt opened; harmony's ``<|end|>`` after a final message). It
+  stays in the open segment and is not text.
+* A tag out of ``header`` leads to :data:`ROUTED`: the format's
+  ``route_header`` reads the header's text (tags included) and picks the
+  state, and a call's name when the header names it. The header's tokens
+  become the start of that block's segment.
+* Within one state, every tag that can be matched in text starts with the
+  same character: that state's hold-back trigger (``<`` for most families,
+  ``[`` for Mistral's).
+
+Calls whose body is JSON (``call_body="json"``) treat any tag inside an open
+JSON string as text of the body: ``{"code": "</tool_call>"}`` does not close
+the call. Markup bodies (Qwen3-Coder, GLM, MiniMax, DSML) take their call's
+closing tag as structure wherever it is; their decoders decide which
+parameter-level end tags are structure (see each decoder).
 
 The tables themselves are owned by the chat formats (``tokstream.chat``:
 ``QwenFormat.reply_format()``), which know their family; this package never
 imports them. Formats that name a tool-call convention (``"hermes"``,
-``"qwen3_coder"``) are registered under that name, which is what
-``ResponseParser(tool_format=...)`` looks up.
-
-Deliberately not here yet (issue 11 adds them when a family needs them):
-states beyond these three (harmony's channel headers), and calls that end
-without a closing tag (Llama 3 JSON, Mistral).
+``"qwen3_coder"``, ``"deepseek_v31"``, ...) are registered under that name,
+which is what ``ResponseParser(tool_format=...)`` looks up.
 """
 
 from __future__ import annotations
@@ -44,8 +62,11 @@ from ._events import ToolCallStatus
 from ._tools import ToolSchemas
 
 __all__ = [
+    "FAMILY_REPLY_FORMATS",
+    "ROUTED",
     "CallDecoder",
     "DecodedCall",
+    "HeaderRouter",
     "ReplyFormat",
     "State",
     "get_reply_format",
@@ -53,10 +74,16 @@ __all__ = [
     "registered_reply_formats",
 ]
 
-State: TypeAlias = Literal["text", "thinking", "tool_call"]
-"""A parser state, named by the kind of segment it builds."""
+State: TypeAlias = Literal["text", "thinking", "tool_call", "calls", "header", "routed"]
+"""A parser state, named by what it builds (``"routed"``: see :data:`ROUTED`)."""
 
-STATES: tuple[State, State, State] = ("text", "thinking", "tool_call")
+STATES: tuple[State, ...] = ("text", "thinking", "tool_call", "calls", "header")
+"""The real states, in state-code order."""
+
+ROUTED: State = "routed"
+"""The next state of a tag that ends a ``"header"``: ``route_header`` decides."""
+
+_BLOCKS = ("thinking", "tool_call", "calls")
 
 DecodedCall: TypeAlias = tuple[str | None, dict[str, Any] | None, ToolCallStatus, str | None]
 """What a call decoder returns: ``(name, arguments, status, error)``."""
@@ -68,6 +95,12 @@ It gets the body and the tool schemas (``None`` when no tools were given), and
 returns ``(name, arguments, status, error)``: ``arguments`` is ``None`` when the
 body could not be parsed at all, and ``error`` explains any status but ``OK``.
 It never raises for malformed model output."""
+
+HeaderRouter: TypeAlias = Callable[[str], tuple[State, str | None]]
+"""Reads a header's text (tags included) and returns the state its message
+goes to (``"text"``, ``"thinking"`` or ``"tool_call"``) and, for a call, the
+name the header gives it (``None``: the decoder reads the name). It is also
+called on a header cut off by the end of the reply. It never raises."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +115,7 @@ class ReplyFormat:
                 # state       tag             leads to
                 ("text",      "<think>",      "thinking"),
                 ("text",      "<tool_call>",  "tool_call"),
+                ("thinking",  "<think>",      "thinking"),   # absorbed
                 ("thinking",  "</think>",     "text"),
                 ("thinking",  "<tool_call>",  "tool_call"),
                 ("tool_call", "</tool_call>", "text"),
@@ -89,6 +123,7 @@ class ReplyFormat:
             ),
             stop_tokens=("<|im_end|>", "<|endoftext|>"),
             decode_call=decode_hermes,
+            call_body="json",
         )
 
     Attributes:
@@ -100,7 +135,24 @@ class ReplyFormat:
         stop_tokens: Added-token names that end the reply as a ``stop`` segment
             in any state (names the tokenizer lacks are skipped).
         decode_call: Turns a call body into name and arguments; required when a
-            row leads to ``"tool_call"``.
+            row leads to ``"tool_call"`` or a header can route to one.
+        call_body: ``"json"`` when a call's body is JSON (a tag inside an open
+            JSON string is then text), ``"markup"`` otherwise.
+        route_header: Required when a row leads to ``"header"``
+            (:data:`HeaderRouter`).
+        call_end: ``"tag"``: a call ends at a closing tag. ``"json"``: a call
+            ends where its JSON value balances (Llama 3.1: no closing tag);
+            the token holding the closing bracket belongs to the call, and the
+            reply goes on in ``"calls"`` if the table has that state, else in
+            ``"text"``. No row may lead out of ``"tool_call"`` then.
+        body_tags: Opening tags that are also the start of the call's body
+            (Llama's ``{``): the tag's text is the body's first text.
+        initial: The state a reply starts in when the prompt opened no
+            thinking block: ``"text"``, or ``"calls"`` for a family whose
+            calls may only open a reply (Llama 3.1).
+        calls_separators: With ``call_end="json"``: characters allowed between
+            calls in ``"calls"`` besides whitespace (Llama: ``;``). Any other
+            text there leaves the section: it is content, in ``"text"``.
 
     Raises:
         InvalidRequest: The table breaks a rule in the module docstring.
@@ -110,36 +162,80 @@ class ReplyFormat:
     tags: tuple[tuple[State, str, State], ...]
     stop_tokens: tuple[str, ...]
     decode_call: CallDecoder | None = None
+    call_body: Literal["json", "markup"] = "markup"
+    route_header: HeaderRouter | None = None
+    call_end: Literal["tag", "json"] = "tag"
+    body_tags: frozenset[str] = frozenset()
+    initial: State = "text"
+    calls_separators: str = ""
 
     def __post_init__(self) -> None:
-        firsts = set()
+        firsts: dict[str, set[str]] = {}
         for row in self.tags:
-            if len(row) != 3 or row[0] not in STATES or row[2] not in STATES:
+            if (
+                len(row) != 3
+                or row[0] not in STATES
+                or row[2] not in (*STATES, ROUTED)
+                or (row[0] == "header") != (row[2] == ROUTED)
+            ):
                 raise InvalidRequest(
-                    "tags", row, f"rows are (state, tag, next state), states one of {STATES}"
+                    "tags",
+                    row,
+                    f"rows are (state, tag, next state), states one of {STATES}; "
+                    f"a tag leads out of 'header' exactly when it leads to {ROUTED!r}",
                 )
             state, tag, to = row
             if not tag:
                 raise InvalidRequest("tags", row, "a tag cannot be empty")
-            if state == to == "text":
-                raise InvalidRequest("tags", row, "no tag leads from text to text")
-            firsts.add(tag[0])
-        if len(firsts) > 1:
-            raise InvalidRequest(
-                "tags", sorted(firsts), "every tag must start with the same character"
-            )
-        if self.decode_call is None and any(to == "tool_call" for _, _, to in self.tags):
+            if to == "header" and state == "header":
+                raise InvalidRequest("tags", row, "a header cannot open a header")
+            firsts.setdefault(state, set()).add(tag[0])
+        for where, chars in firsts.items():
+            # A section of JSON-ended calls scans every character (no trigger).
+            if len(chars) > 1 and not (where == "calls" and self.call_end == "json"):
+                raise InvalidRequest(
+                    "tags",
+                    sorted(chars),
+                    f"every tag of state {where!r} must start with the same character",
+                )
+        if self.call_end not in ("tag", "json"):
+            raise InvalidRequest("call_end", self.call_end, "use 'tag' or 'json'")
+        if self.call_end == "json" and any(row[0] == "tool_call" for row in self.tags):
+            raise InvalidRequest("tags", "tool_call", "a call ending by JSON has no closing tag")
+        if self.initial not in ("text", "calls"):
+            raise InvalidRequest("initial", self.initial, "a reply starts in 'text' or 'calls'")
+        if self.call_body not in ("json", "markup"):
+            raise InvalidRequest("call_body", self.call_body, "use 'json' or 'markup'")
+        targets = {to for _, _, to in self.tags}
+        if self.decode_call is None and ("tool_call" in targets or "header" in targets):
             raise InvalidRequest("decode_call", None, "a format with tool calls needs a decoder")
+        if self.route_header is None and "header" in targets:
+            raise InvalidRequest("route_header", None, "a format with headers needs a router")
 
     @property
     def has_thinking(self) -> bool:
-        """Whether a tag leads into a thinking block."""
-        return any(to == "thinking" for _, _, to in self.tags)
+        """Whether a tag (or a header) can lead into a thinking block."""
+        return any(to in ("thinking", "header") for _, _, to in self.tags)
 
     def closing_tag(self, state: State) -> str | None:
         """The tag that closes ``state``'s block (for messages), or ``None``."""
-        return next((tag for s, tag, to in self.tags if s == state and to == "text"), None)
+        outer = ("text", "calls") if state == "tool_call" else ("text",)
+        return next((tag for s, tag, to in self.tags if s == state and to in outer), None)
 
+
+FAMILY_REPLY_FORMATS: dict[str, str] = {
+    "qwen": "hermes",
+    "deepseek-v3.1": "deepseek_v31",
+    "deepseek-v3.2": "deepseek_v32",
+    "gpt-oss": "harmony",
+    "kimi-k2": "kimi_k2",
+    "glm-4.5": "glm45",
+    "minimax-m2": "minimax_m2",
+    "llama3": "llama3_json",
+}
+"""The registered reply format of each tokenizer family (``Tokenizer.family``):
+what :class:`~tokstream.ResponseParser` uses when given neither a format nor a
+name. Families not listed default to ``"hermes"``."""
 
 _REGISTERED: dict[str, ReplyFormat] = {}
 

@@ -2,8 +2,10 @@
 
 The body between ``<tool_call>`` and ``</tool_call>`` is
 ``{"name": NAME, "arguments": {...}}`` (surrounding whitespace allowed).
-``"parameters"`` is accepted in place of ``"arguments"``, and arguments that
-were encoded as a JSON string are decoded once more. Called once per complete
+``"parameters"`` is accepted in place of ``"arguments"`` (Llama 3.1 writes it),
+and arguments that were encoded as a JSON string are decoded once more. Any
+other key but ``"type"`` makes the call ``MALFORMED`` (``{"name": "f", "parameter": {...}}``
+must not pass as a call without arguments). Called once per complete
 call, never per token.
 """
 
@@ -17,6 +19,8 @@ from ._format import DecodedCall
 from ._tools import ToolSchemas
 
 __all__ = ["decode_hermes"]
+
+_KEYS = frozenset(("name", "arguments", "parameters", "type"))
 
 
 def decode_hermes(body: str, tools: ToolSchemas | None) -> DecodedCall:
@@ -35,6 +39,10 @@ def decode_hermes(body: str, tools: ToolSchemas | None) -> DecodedCall:
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         return None, None, ToolCallStatus.MALFORMED, 'tool call has no string "name"'
+    extra = sorted(set(obj) - _KEYS)
+    if extra:
+        # e.g. "parameter": the arguments are there, under a key no parser reads.
+        return name, None, ToolCallStatus.MALFORMED, f"tool call has unexpected keys {extra}"
     args: Any = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
         try:

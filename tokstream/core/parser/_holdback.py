@@ -2,11 +2,11 @@
 
 A constrained decoder may write ``<tool_call>`` as ``"<" "tool" "_call" ">"``.
 :class:`HoldBackScanner` finds such tags in the text. The parser owns one and
-hands it only the slow path: a piece that contains the trigger character
-(``<``), a piece that arrives while text is held back, or a tag ID where that
-tag means nothing. It knows strings and tokens, not states or segments: the
-parser passes the current state's tags on each call and acts on what comes
-back.
+hands it only the slow path: a piece that contains the current state's trigger
+character (``<`` for most families), a piece that arrives while text is held
+back, or a tag ID where that tag means nothing. It knows strings and tokens,
+not states or segments: the parser passes the current state's tags and trigger
+on each call and acts on what comes back.
 
 Theory of operation. The held text and the pushed piece form one string,
 scanned for the trigger character. Each :meth:`HoldBackScanner.next` call
@@ -46,19 +46,18 @@ it), or ``None``."""
 class HoldBackScanner:
     """Matches tags in text, holding back what could still become one.
 
-    Args:
-        trigger: The character every text tag starts with.
-
     Attributes:
         held: Text held back because it could still become a tag (``""`` if
             none). The parser's fast path checks it.
+        last_start: The offset, in the scanned string, of the text the last
+            :meth:`next` call returned.
     """
 
-    __slots__ = ("_pos", "_s", "_scan", "_toks", "_trigger", "held")
+    __slots__ = ("_pos", "_s", "_scan", "_toks", "held", "last_start")
 
-    def __init__(self, trigger: str) -> None:
-        self._trigger = trigger
+    def __init__(self) -> None:
         self.held = ""
+        self.last_start = 0
         self._toks: list[Pending] = []
         self._s = ""
         self._pos = 0
@@ -83,9 +82,12 @@ class HoldBackScanner:
         self._pos = self._scan = 0
 
     def next(
-        self, tags: tuple[tuple[str, int], ...], prefixes: frozenset[str]
+        self, tags: tuple[tuple[str, int], ...], prefixes: frozenset[str], trigger: str
     ) -> tuple[str, list[Pending], Found]:
         """Scan on to the next tag among ``tags``, or to the end of the string.
+
+        ``tags`` all start with ``trigger``; ``prefixes`` are their proper
+        prefixes.
 
         Returns:
             ``(text, tokens, found)``: the text before the finding, the tokens
@@ -93,7 +95,7 @@ class HoldBackScanner:
             the string, which may have left text held back).
         """
         s, toks, pos, scan = self._s, self._toks, self._pos, self._scan
-        trigger = self._trigger
+        self.last_start = pos
         while True:
             i = s.find(trigger, scan)
             if i < 0:
@@ -111,6 +113,16 @@ class HoldBackScanner:
                 self._toks = [(t[0], t[1], t[2] - i) for t in toks[n:]]
                 return s[pos:i], toks[:n], None
             scan = i + 1
+
+    def resume(self, at: int, toks: list[Pending]) -> None:
+        """Scan on from offset ``at`` of the current string, with ``toks`` pending.
+
+        For a state change that the last text returned by :meth:`next` caused
+        part way (a JSON call that balanced, text that left a section): the
+        text from ``at`` is scanned again, in the new state.
+        """
+        self._pos = self._scan = at
+        self._toks = toks
 
     def release(self) -> tuple[str, list[Pending]]:
         """Give up on the held text: return it and its tokens, as plain text."""

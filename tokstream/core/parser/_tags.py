@@ -14,18 +14,36 @@ from dataclasses import dataclass
 
 from ..._exceptions import InvalidRequest
 from ._events import SegmentKind
-from ._format import STATES, ReplyFormat, State
+from ._format import ROUTED, STATES, ReplyFormat, State
 from ._protocols import ThinkingMode
 
-__all__ = ["KIND", "STOP", "TEXT", "THINK", "TOOL", "TagTables", "compile_tables"]
+__all__ = [
+    "CALLS",
+    "HEAD",
+    "KIND",
+    "NO_TRIGGER",
+    "ROUTE",
+    "STOP",
+    "TEXT",
+    "THINK",
+    "TOOL",
+    "TagTables",
+    "compile_tables",
+]
 
-TEXT, THINK, TOOL = 0, 1, 2
+TEXT, THINK, TOOL, CALLS, HEAD = 0, 1, 2, 3, 4
 """State codes: indices into ``STATES`` and :data:`KIND`."""
+NO_TRIGGER = "\x00"
+"""The trigger of a state with no text tags (a piece holding it just takes the
+slow path, where nothing matches)."""
+ROUTE = -2
+"""The next-state code of a tag that ends a header (the router decides)."""
 STOP = -1
 """The tag code of a stop token."""
-KIND: tuple[SegmentKind, SegmentKind, SegmentKind] = ("text", "thinking", "tool_call")
-"""The segment kind of each state code."""
+KIND: tuple[SegmentKind, ...] = ("text", "thinking", "tool_call", "framing", "framing")
+"""The segment kind of each state code (a header's until it is routed)."""
 _CODE: dict[State, int] = {name: code for code, name in enumerate(STATES)}
+_CODE[ROUTED] = ROUTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +58,9 @@ class TagTables:
             text, longest first.
         prefixes: Per state code: the proper prefixes of those tags (held back).
         tag_text: Tag code -> its text (for messages).
-        trigger: The character every text tag starts with.
+        triggers: Per state code: the character its text tags start with
+            (:data:`NO_TRIGGER` when it has none; ``""`` when every piece must
+            take the slow path).
         call_close: The tag that closes a call, for messages (``None``: none).
     """
 
@@ -49,7 +69,7 @@ class TagTables:
     text_tags: tuple[tuple[tuple[str, int], ...], ...]
     prefixes: tuple[frozenset[str], ...]
     tag_text: tuple[str, ...]
-    trigger: str
+    triggers: tuple[str, ...]
     call_close: str | None
 
 
@@ -82,11 +102,12 @@ def compile_tables(
     stops = [added[n] for n in fmt.stop_tokens if n in added] if stop_ids is None else stop_ids
     for sid in stops:
         by_id[int(sid)] = STOP
-    moves: list[dict[int, int]] = [{}, {}, {}]
+    moves: list[dict[int, int]] = [{} for _ in STATES]
     for state, tag, to in rows:
         moves[_CODE[state]][code_of[tag]] = _CODE[to]
     text_tags: list[tuple[tuple[str, int], ...]] = []
     prefixes: list[frozenset[str]] = []
+    triggers: list[str] = []
     for move in moves:
         tags = sorted(
             ((tag_text[c], c) for c in move if match_text or tag_text[c] not in added),
@@ -94,12 +115,17 @@ def compile_tables(
         )
         text_tags.append(tuple(tags))
         prefixes.append(frozenset(t[:k] for t, _ in tags for k in range(1, len(t))))
+        triggers.append(tags[0][0][0] if tags else NO_TRIGGER)
+    if fmt.call_end == "json":
+        # Every piece of a JSON-ended call, and of the section between such
+        # calls (where any other text leaves it), takes the slow path.
+        triggers[TOOL] = triggers[CALLS] = ""
     return TagTables(
         by_id=by_id,
         moves=tuple(moves),
         text_tags=tuple(text_tags),
         prefixes=tuple(prefixes),
         tag_text=tag_text,
-        trigger=tag_text[0][0] if tag_text else "<",
+        triggers=tuple(triggers),
         call_close=fmt.closing_tag("tool_call"),
     )
