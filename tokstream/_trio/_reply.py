@@ -48,13 +48,14 @@ from .._events import Done, Error, Event, Token
 from .._exceptions import ProtocolError
 from ..context import ReplyBuilder
 from ..core.parser import NEED_TOKENS, ParseEvent, Reply, ReplySegment, ResponseParser, ToolCall
+from ._channel import EventChannel
 from ._util import NoPublicConstructor
 
 __all__ = ["ReplyHandle", "StreamedReply", "ToolCallChannel", "open_reply", "start_reply"]
 
 _BATCH = 256
 
-EventSource: TypeAlias = trio.MemoryReceiveChannel[Event] | AsyncIterable[Event]
+EventSource: TypeAlias = EventChannel | trio.MemoryReceiveChannel[Event] | AsyncIterable[Event]
 OnEvent: TypeAlias = Callable[[Token | ParseEvent | Done | Error], None]
 
 
@@ -219,7 +220,7 @@ class ReplyHandle(metaclass=NoPublicConstructor):
 
     async def _run(self, events: EventSource) -> None:
         try:
-            if isinstance(events, trio.MemoryReceiveChannel):
+            if isinstance(events, EventChannel | trio.MemoryReceiveChannel):
                 async with events:
                     await self._drain(events)
             else:
@@ -250,7 +251,7 @@ class ReplyHandle(metaclass=NoPublicConstructor):
             self._send.close()
             self._finished.set()
 
-    async def _drain(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
+    async def _drain(self, recv: EventChannel | trio.MemoryReceiveChannel[Event]) -> None:
         batch: list[Token] = []
         while True:
             try:

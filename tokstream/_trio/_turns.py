@@ -46,7 +46,7 @@ ToolFunction: TypeAlias = Callable[..., Awaitable[Any]]
 class _StreamStarter(Protocol):
     def start_stream(
         self, nursery: trio.Nursery, request: object, /, **fields: Any
-    ) -> trio.MemoryReceiveChannel[Event]: ...
+    ) -> trio.abc.ReceiveChannel[Event]: ...
 
 
 @dataclass(frozen=True, slots=True)
