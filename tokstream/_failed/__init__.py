@@ -1,0 +1,27 @@
+"""Failed requests, saved for replay: the record, its JSON, and the store on disk.
+
+* ``_record.py``: :class:`FailedRequest` (the record: body, error, attempts,
+  partial output), its versioned JSON, ``load`` with clear errors, and
+  :class:`ReplayComparison`. Data only.
+* ``_store.py``: :class:`FailedRequestStore` (a private directory, atomic 0600
+  files, unique names, retention by count and bytes) and the
+  ``FailureRecorder`` a client's streams call when they fail.
+
+Plain Python and ``os``: nothing here imports trio or httpx, and nothing here
+sends a request (``Client.replay`` and ``tokstream replay`` do).
+"""
+
+from __future__ import annotations
+
+from ._record import FailedRequest, ReplayComparison, SavedAttempt, SavedError
+from ._store import FailedRequestStore, FailureRecorder, resolve_store
+
+__all__ = [
+    "FailedRequest",
+    "FailedRequestStore",
+    "FailureRecorder",
+    "ReplayComparison",
+    "SavedAttempt",
+    "SavedError",
+    "resolve_store",
+]
