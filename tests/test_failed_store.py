@@ -13,7 +13,7 @@ import pytest
 
 import tokstream
 from tokstream import Error, FailedRequest, FailedRequestStore, InvalidRequest
-from tokstream._failed import FailureRecorder, resolve_store
+from tokstream._failed import FailureRecorder
 from tokstream._failed._store import default_directory
 
 REQUEST = tokstream.CompletionRequest(prompt=[151644, 872, 198], max_tokens=8, temperature=0.0)
@@ -239,11 +239,13 @@ def test_client_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = tokstream.Client(url, model="m").failed_requests
     b = tokstream.Client(url, model="m").failed_requests
     assert a is b and a is not None and a.directory == tmp_path / "env"  # one shared tally
+    lazy = tokstream.Client(url, model="m", failed_requests=tmp_path / "lazy")
+    assert lazy.failed_requests is not None and not (tmp_path / "lazy").exists()  # no disk I/O
     with pytest.raises(InvalidRequest, match="failed_requests"):
         tokstream.Client(url, model="m", failed_requests=True)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="max_files"):
         FailedRequestStore(tmp_path, max_files=0)
-    assert resolve_store(None) is a
+    assert FailedRequestStore.from_environment() is a
 
 
 def test_a_failure_to_save_never_hides_the_error(tmp_path: Path) -> None:

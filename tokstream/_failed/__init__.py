@@ -14,7 +14,7 @@ sends a request (``Client.replay`` and ``tokstream replay`` do).
 from __future__ import annotations
 
 from ._record import FailedRequest, ReplayComparison, SavedAttempt, SavedError
-from ._store import FailedRequestStore, FailureRecorder, resolve_store
+from ._store import FailedRequestStore, FailureRecorder, recorder_for
 
 __all__ = [
     "FailedRequest",
@@ -23,5 +23,5 @@ __all__ = [
     "ReplayComparison",
     "SavedAttempt",
     "SavedError",
-    "resolve_store",
+    "recorder_for",
 ]

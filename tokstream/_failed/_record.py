@@ -494,11 +494,14 @@ def client_secrets(
     A header is sensitive when its name mentions auth, key, token, secret,
     password, cookie or session.
     """
-    found = [api_key or "", *url_secrets(base_url)]
-    for name, value in (headers or {}).items():
-        if any(word in name.lower() for word in _SENSITIVE):
-            found.append(value)
-    return tuple(s for s in found if s)
+    found = [api_key] if api_key else []
+    if "@" in base_url:
+        found += url_secrets(base_url)
+    if headers:
+        for name, value in headers.items():
+            if value and any(word in name.lower() for word in _SENSITIVE):
+                found.append(value)
+    return tuple(found)
 
 
 # -- internals ----------------------------------------------------------------

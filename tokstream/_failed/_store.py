@@ -63,7 +63,7 @@ __all__ = [
     "FailedRequestStore",
     "FailureRecorder",
     "default_directory",
-    "resolve_store",
+    "recorder_for",
 ]
 
 ENV_DIR = "TOKSTREAM_FAILED_DIR"
@@ -157,17 +157,24 @@ class FailedRequestStore:
         Clients that use the same directory share one store, and so one tally.
         A missing home directory turns saving off (with a warning in the log).
         """
+        env = os.environ if environ is None else environ
+        # Building a Client costs microseconds: resolve each environment once.
+        key = (env.get(ENV_DIR), env.get("XDG_STATE_HOME"), env.get("HOME"))
+        with _shared_lock:
+            if key in _by_environment:
+                return _by_environment[key]
         try:
-            directory = default_directory(environ)
+            directory = default_directory(env)
         except RuntimeError as exc:
             log.warning("tokstream: not saving failed requests: %s; set %s", exc, ENV_DIR)
-            return None
-        if directory is None:
-            return None
+            directory = None
         with _shared_lock:
-            store = _shared.get(directory)
-            if store is None:
-                store = _shared[directory] = cls(directory)
+            store = None
+            if directory is not None:
+                store = _shared.get(directory)
+                if store is None:
+                    store = _shared[directory] = cls(directory)
+            _by_environment[key] = store
             return store
 
     # -- writing --------------------------------------------------------------
@@ -312,23 +319,26 @@ class FailedRequestStore:
 
 
 _shared: dict[Path, FailedRequestStore] = {}
+_by_environment: dict[tuple[str | None, ...], FailedRequestStore | None] = {}
 _shared_lock = threading.Lock()
 
 
-def resolve_store(option: object) -> FailedRequestStore | None:
-    """Return the store for a client's ``failed_requests=`` option (``None``: off).
+def recorder_for(option: object, secrets: Iterable[str]) -> FailureRecorder | None:
+    """Return what saves a client's failed requests, for its ``failed_requests=`` option.
+
+    ``None`` (the default) means the environment's store (:meth:`FailedRequestStore.
+    from_environment`), resolved when it is first needed, so that building a
+    client reads no environment and touches no disk. ``False`` means off.
 
     Raises:
         InvalidRequest: The option is not a store, a path, ``False`` or ``None``.
     """
-    if option is None:
-        return FailedRequestStore.from_environment()
     if option is False:
         return None
-    if isinstance(option, FailedRequestStore):
-        return option
+    if option is None or isinstance(option, FailedRequestStore):
+        return FailureRecorder(option, secrets)
     if isinstance(option, (str, os.PathLike)) and os.fspath(option):
-        return FailedRequestStore(option)
+        return FailureRecorder(FailedRequestStore(option), secrets)
     raise InvalidRequest(
         "failed_requests",
         option,
@@ -345,20 +355,30 @@ class FailureRecorder:
     error: a failure to save is reported next to it.
 
     Args:
-        store: Where records go.
+        store: Where records go; ``None`` for the environment's store, looked
+            up on first use (it may say saving is off).
         secrets: Strings never to write (the API key, the URL's userinfo and
             password, sensitive header values).
     """
 
-    __slots__ = ("_secrets", "_warned", "store")
+    __slots__ = ("_resolved", "_secrets", "_store", "_warned")
 
-    def __init__(self, store: FailedRequestStore, secrets: Iterable[str]) -> None:
-        self.store = store
+    def __init__(self, store: FailedRequestStore | None, secrets: Iterable[str]) -> None:
+        self._store = store
+        self._resolved = store is not None
         self._secrets = tuple(s for s in secrets if s)
         self._warned = False
 
     def __repr__(self) -> str:
-        return f"<FailureRecorder {self.store.directory}>"  # never the secrets
+        return f"<FailureRecorder {self._store!r}>"  # never the secrets
+
+    @property
+    def store(self) -> FailedRequestStore | None:
+        """Where records go, or ``None`` if the environment turns saving off."""
+        if not self._resolved:
+            self._store = FailedRequestStore.from_environment()
+            self._resolved = True
+        return self._store
 
     def record(
         self,
@@ -374,6 +394,9 @@ class FailureRecorder:
         The returned ``Error`` has ``saved_to`` (and its exception ``saved_to``
         and a note), or ``save_error`` (and a note) if saving failed.
         """
+        store = self.store
+        if store is None:
+            return event
         exc = event.error
         try:
             record = FailedRequest.from_error(
@@ -384,11 +407,11 @@ class FailureRecorder:
                 request_id=request_id,
                 secrets=self._secrets,
             )
-            path = self.store.save(record)
+            path = store.save(record)
         except Exception as failure:  # saving must never hide the stream's own error
             clean = Scrubber(self._secrets)
             problem = clean(
-                f"could not save the failed request to {self.store.directory}: "
+                f"could not save the failed request to {store.directory}: "
                 f"{type(failure).__name__}: {failure}"
             )
             exc.add_note(f"tokstream: {problem}")

@@ -38,7 +38,7 @@ import trio
 
 from .._events import Done, Error
 from .._exceptions import ClientClosedError, InvalidRequest, ProtocolError, TransportError
-from .._failed import FailedRequest, FailedRequestStore, FailureRecorder, resolve_store
+from .._failed import FailedRequest, FailedRequestStore, recorder_for
 from .._failed._record import client_secrets
 from .._statistics import ClientStatistics
 from ..core._http11 import check_header
@@ -174,7 +174,7 @@ class Client(trio.abc.AsyncResource):
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model", model, "must be a non-empty string")
         name, http_transport = _check_transport(transport)
-        store = resolve_store(failed_requests)
+        recorder = recorder_for(failed_requests, client_secrets(base_url, api_key, headers))
         self._base_url = base_url.rstrip("/")
         self._root_url = self._base_url[:-3] if self._base_url.endswith("/v1") else self._base_url
         self._limits = limits or Limits()
@@ -183,9 +183,7 @@ class Client(trio.abc.AsyncResource):
             model=model,
             timeouts=timeouts or Timeouts(),
             max_event_size=max_event_size,
-            failed_requests=None
-            if store is None
-            else FailureRecorder(store, client_secrets(base_url, api_key, headers)),
+            failed_requests=recorder,
         )
         self.vocab_size = vocab_size
         self.stream_buffer = stream_buffer
@@ -255,7 +253,11 @@ class Client(trio.abc.AsyncResource):
 
     @property
     def failed_requests(self) -> FailedRequestStore | None:
-        """Where this client saves failed requests, or ``None`` when it does not."""
+        """Where this client saves failed requests, or ``None`` when it does not.
+
+        With the default option the environment is read on first use (this
+        property, or the first failure), not when the client is built.
+        """
         recorder = self._config.failed_requests
         return None if recorder is None else recorder.store
 
