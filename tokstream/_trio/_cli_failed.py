@@ -157,8 +157,8 @@ def show_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             f"{record.failed_at:%Y-%m-%d %H:%M:%S.%f} UTC ({elapsed:.3f} s after it began)",
         ),
         ("url", record.url),
-        ("model", record.model),
-        ("request id", record.request_id),
+        ("model", record.model or "-"),
+        ("request id", record.request_id or "-"),
         ("error", f"{err.class_name}: {one_line(err.message)}"),
     ]
     if err.status is not None:
@@ -178,11 +178,11 @@ def show_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     rows.append(("attempts", len(record.attempts)))
     for a in record.attempts:
         status = "-" if a.status is None else a.status
+        message = "" if a.message == err.message else f": {one_line(a.message)}"
         rows.append(
             (
                 f"  #{a.number}",
-                f"{a.error} status={status} waited={a.waited:.3f}s "
-                f"tokens={a.tokens}: {one_line(a.message)}",
+                f"{a.error} status={status} waited={a.waited:.3f}s tokens={a.tokens}{message}",
             )
         )
     rows += [
