@@ -49,8 +49,10 @@ class Run:
         return lines[0]
 
 
-async def tokstream_cli(*args: str, store: Path, stdin: bytes = b"") -> Run:
-    env = {**os.environ, "TOKSTREAM_FAILED_DIR": str(store)}
+async def tokstream_cli(
+    *args: str, store: Path | str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> Run:
+    env = {**os.environ, "TOKSTREAM_FAILED_DIR": str(store), **(env or {})}
     result = await trio.run_process(
         [sys.executable, "-m", "tokstream", *args],
         stdin=stdin,
@@ -75,6 +77,11 @@ async def save_failure(url: str, store: Path, **fields: object) -> Path:
 async def test_failed_list_on_an_empty_store(tmp_path: Path) -> None:
     run = await tokstream_cli("failed", "list", store=tmp_path / "none")
     assert run.code == 0 and run.out.strip() == f"no saved failed requests in {tmp_path / 'none'}"
+
+
+async def test_failed_list_when_saving_is_off() -> None:
+    run = await tokstream_cli("failed", "list", store="off")
+    assert run.code == 0 and run.out.startswith("saving failed requests is off")
 
 
 async def test_failed_list_newest_first_and_show(
@@ -196,6 +203,26 @@ async def test_replay_overrides_prompt_model_and_max_tokens(
     assert body["prompt"] == [9707, 11, 1879] and body["model"] == "m2"
     assert body["max_tokens"] == 9 and body["temperature"] == 0.0
     assert "the saved request had received no tokens" in run.out
+
+
+async def test_replay_sends_the_key_from_api_key_env_and_never_prints_it(
+    replay_server: ReplayServer, tmp_path: Path
+) -> None:
+    saved = await save_failure(replay_server.url("close=forced_hermes,2"), tmp_path)
+    healthy = replay_server.url("replay=forced_hermes")
+    run = await tokstream_cli(
+        "replay",
+        str(saved),
+        "--base-url",
+        healthy,
+        "--api-key-env",
+        "MY_VLLM_KEY",
+        store=tmp_path,
+        env={"MY_VLLM_KEY": "sk-CLI-SECRET"},
+    )
+    assert run.code == 0, run.err
+    assert replay_server.requests[-1].headers["authorization"] == "Bearer sk-CLI-SECRET"
+    assert "sk-CLI-SECRET" not in run.out + run.err
 
 
 @pytest.mark.parametrize(
