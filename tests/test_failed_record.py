@@ -10,7 +10,7 @@ import pytest
 
 import tokstream
 from tokstream import CompletionRequest, Error, FailedRequest, InvalidRecord, ReplayComparison
-from tokstream._failed._record import Scrubber, client_secrets, redact_url
+from tokstream._failed._secrets import Scrubber, client_secrets, redact_url
 from tokstream._statistics import StreamStatistics
 
 REQUEST = CompletionRequest(

@@ -1,4 +1,4 @@
-"""A failed request as saved for replay: the record, its JSON, and comparing outputs.
+"""A failed request as saved for replay: the record and its JSON.
 
 :class:`FailedRequest` holds what it takes to understand and resend one request
 that failed: the exact body it sent (prompt IDs included), where it went, the
@@ -11,8 +11,8 @@ retention are the store's (``_store.py``).
 **No secret enters a record.** :meth:`FailedRequest.from_error` takes the
 secrets to keep out (the API key, the URL's userinfo and password, sensitive
 header values) and replaces them by ``***`` in every string it keeps, inside
-the body too; the URL's userinfo is replaced whatever it is. Request headers
-are not kept at all.
+the body too (``_secrets.py``); the URL's userinfo is replaced whatever it is.
+Request headers are not kept at all.
 
 The JSON layout is versioned (``"format": "tokstream-failed-request"``,
 ``"version": 1``); :meth:`FailedRequest.load` says clearly when a file is
@@ -26,11 +26,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 import numpy as np
@@ -41,20 +40,17 @@ from .._exceptions import InvalidRecord, TokstreamError
 from .._statistics import StreamStatistics
 from .._version import __version__
 from ..core._request import CompletionRequest
+from ._compare import ReplayComparison
+from ._secrets import Scrubber, redact_url
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "FailedRequest",
-    "ReplayComparison",
     "SavedAttempt",
     "SavedError",
-    "Scrubber",
     "attempts_of",
-    "client_secrets",
     "read_summary",
-    "redact_url",
-    "url_secrets",
 ]
 
 FORMAT = "tokstream-failed-request"
@@ -62,7 +58,6 @@ FORMAT = "tokstream-failed-request"
 VERSION = 1
 """The record layout's version; a reader refuses newer ones."""
 
-_REDACTED = "***"
 _TokenId = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
@@ -349,159 +344,6 @@ class FailedRequest:
     def compare(self, token_ids: object) -> ReplayComparison:
         """Compare a replay's token IDs with the IDs saved here."""
         return ReplayComparison.of(self.token_ids, token_ids)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayComparison:
-    """How a replay's token IDs compare with a saved request's partial output.
-
-    Attributes:
-        saved: How many IDs the saved request had received.
-        replayed: How many IDs the replay produced.
-        common_prefix: How many leading IDs are equal.
-        first_difference: The index of the first ID that differs, or ``None``
-            when one output is a prefix of the other.
-        saved_id: The saved ID at ``first_difference`` (else ``None``).
-        replayed_id: The replay's ID at ``first_difference`` (else ``None``).
-    """
-
-    saved: int
-    replayed: int
-    common_prefix: int
-    first_difference: int | None = None
-    saved_id: int | None = None
-    replayed_id: int | None = None
-
-    @classmethod
-    def of(cls, saved: object, replayed: object) -> ReplayComparison:
-        """Compare two ID sequences (numpy arrays or sequences of ints)."""
-        a = np.asarray(saved, dtype=np.int64).ravel()
-        b = np.asarray(replayed, dtype=np.int64).ravel()
-        n = min(a.size, b.size)
-        diff = np.flatnonzero(a[:n] != b[:n])
-        if diff.size:
-            i = int(diff[0])
-            return cls(int(a.size), int(b.size), i, i, int(a[i]), int(b[i]))
-        return cls(int(a.size), int(b.size), n)
-
-    @property
-    def reproduced(self) -> bool:
-        """Whether the replay began with every saved ID."""
-        return self.first_difference is None and self.common_prefix == self.saved
-
-    def describe(self) -> str:
-        """Return one line: ``identical prefix of N tokens`` or the first difference."""
-        if self.first_difference is not None:
-            return (
-                f"first difference at token {self.first_difference}: saved ID "
-                f"{self.saved_id}, replay ID {self.replayed_id} (identical prefix of "
-                f"{self.common_prefix} tokens)"
-            )
-        if self.saved == 0:
-            return "the saved request had received no tokens; nothing to compare"
-        if self.common_prefix < self.saved:
-            return (
-                f"identical prefix of {self.common_prefix} tokens, then the replay ended; "
-                f"the saved output had {self.saved}"
-            )
-        more = self.replayed - self.saved
-        return f"identical prefix of {self.saved} tokens" + (
-            f" (the replay went on for {more} more)" if more else ""
-        )
-
-
-class Scrubber:
-    """Replaces each secret by ``***`` in strings and JSON bodies.
-
-    Args:
-        secrets: The strings to keep out; empty ones are ignored. Longer ones
-            are replaced first, so that ``user:password`` goes as a whole.
-    """
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        # A secret inside a JSON string may appear escaped in the encoded body.
-        self._forms = {form for s in self._secrets for form in (s.encode(), _encode(s)[1:-1])}
-
-    def __bool__(self) -> bool:
-        return bool(self._secrets)
-
-    def __call__(self, text: str) -> str:
-        """Return ``text`` with every secret replaced."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, _REDACTED)
-        return text
-
-    def optional(self, text: str | None) -> str | None:
-        """:meth:`__call__` for an optional string."""
-        return None if text is None else self(text)
-
-    def body(self, body: bytes) -> bytes:
-        """Return a JSON body with every secret replaced in its strings (and keys).
-
-        A body that holds no secret is returned as is, byte for byte.
-        """
-        if not any(form in body for form in self._forms):
-            return body
-        return _encode(self._walk(msgspec.json.decode(body)))
-
-    def _walk(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, list):
-            return [self._walk(v) for v in value]
-        if isinstance(value, dict):
-            return {self(k): self._walk(v) for k, v in value.items()}
-        return value
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any userinfo (``user:password@``) replaced by ``***@``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{_REDACTED}@{host}"))
-
-
-def url_secrets(url: str) -> list[str]:
-    """Return the secrets a URL carries: its userinfo and password (raw and decoded)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    if "@" not in parts.netloc:
-        return []
-    userinfo = parts.netloc.rpartition("@")[0]
-    found = [userinfo]
-    if parts.password:
-        found += [parts.password, unquote(parts.password)]
-    return found
-
-
-_SENSITIVE = ("auth", "key", "token", "secret", "password", "cookie")
-
-
-def client_secrets(
-    base_url: str, api_key: str | None, headers: Mapping[str, str] | None
-) -> tuple[str, ...]:
-    """Return what a client must never save: its API key, URL credentials, sensitive headers.
-
-    A header is sensitive when its name mentions auth, key, token, secret,
-    password, cookie or session.
-    """
-    found = [api_key] if api_key else []
-    if "@" in base_url:
-        found += url_secrets(base_url)
-    if headers:
-        for name, value in headers.items():
-            if value and any(word in name.lower() for word in _SENSITIVE):
-                found.append(value)
-    return tuple(found)
 
 
 # -- internals ----------------------------------------------------------------

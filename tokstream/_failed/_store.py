@@ -54,7 +54,8 @@ from pathlib import Path
 from .._events import Error
 from .._exceptions import InvalidRequest
 from ..core._request import CompletionRequest
-from ._record import FailedRequest, Scrubber, redact_url
+from ._record import FailedRequest
+from ._secrets import Scrubber, redact_url
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -39,7 +39,7 @@ import trio
 from .._events import Done, Error
 from .._exceptions import ClientClosedError, InvalidRequest, ProtocolError, TransportError
 from .._failed import FailedRequest, FailedRequestStore, recorder_for
-from .._failed._record import client_secrets
+from .._failed._secrets import client_secrets
 from .._statistics import ClientStatistics
 from ..core._http11 import check_header
 from ..core._http_errors import http_status_error
