@@ -97,12 +97,14 @@ async def rollout(
     """Run one rollout's turns; the session key is its ID when ``affinity`` is on."""
     result = Rollout(index, priority=0 if index % 2 == 0 else 10)
     recorder = ReplicaRecorder()
-    headers = {"x-session-id": f"{phase}-rollout-{index}"} if affinity else None
-    ctx = Context(tok)
+    # With affinity, the context's own session key goes with every turn (what run_turn
+    # does by itself); without, only a per-request ID, which the router hashes instead.
+    ctx = Context(tok, session_id=f"{phase}-rollout-{index}")
     ctx.add_system(f"You are worker {index}.")
     ctx.add_user(task_text(phase, index))
+    session = ctx.session_id if affinity else None
     async with tokstream.Client(
-        base_url, model=model, headers=headers, transport=recorder
+        base_url, model=model, session_id=session, transport=recorder
     ) as client:
         for turn in range(TURNS):
             ctx.begin_assistant(thinking=False)

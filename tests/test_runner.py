@@ -560,7 +560,7 @@ async def test_turn_runs_tools_while_generating_and_collects_in_order(
     assert client.prompts[1] == ctx.prompt_ids()[: len(client.prompts[1])].tolist()
     assert first == client.prompts[1][len(client.prompts[0]) : len(client.prompts[0]) + len(first)]
     assert turns[1].reply.content == "Paris 21C, Tokyo 18C."
-    assert client.fields[0] == {"max_tokens": 128}
+    assert client.fields[0] == {"max_tokens": 128, "session_id": ctx.session_id}
 
 
 async def test_tool_errors_become_results(autojump_clock: MockClock, tok: Tokenizer) -> None:

@@ -252,6 +252,8 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         headers = [("content-type", "application/json")]
         if self.request_id:
             headers.append(("x-request-id", self.request_id))
+        if self.request.session_id is not None:
+            headers.append(("x-session-id", self.request.session_id))
         request = StreamRequest(
             self.url, self.request.encode(self._model), tuple(headers), self.request_id
         )

@@ -193,7 +193,9 @@ async def run_turn(
             raises is a bug: it propagates out of the turn (as the nursery's
             ``ExceptionGroup``) and the reply is discarded.
         **sampling: Request fields for ``client.start_stream`` (``max_tokens``,
-            ``temperature``, ``extra_body``, ...).
+            ``temperature``, ``extra_body``, ...). ``session_id`` defaults to
+            ``context.session_id``, so every turn of a conversation reaches the
+            same replica behind vllm-router.
 
     Returns:
         The :class:`Turn`.
@@ -214,6 +216,7 @@ async def run_turn(
     try:
         parser = builder.new_parser(tool_format=tool_format, tools=specs)
         async with trio.open_nursery() as nursery:
+            sampling.setdefault("session_id", context.session_id)
             events = client.start_stream(nursery, context.prompt_ids(), **sampling)
             handle: ReplyHandle | None = None
 

@@ -43,6 +43,7 @@ This module does no I/O and never talks to a server.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ from .._events import Done, Error
 from .._exceptions import ContextError
 from ..chat import chat_format as _detect_format
 from ..chat._base import Rendering, Role
+from ..core._request import check_session_id
 from ..core.parser import ReplySegment
 from . import _json
 from ._nodes import Message
@@ -74,10 +76,12 @@ class Context:
         tokenizer: The model's tokenizer.
         chat_format: A :class:`~tokstream.chat.ChatFormat`, a registered format
             name, or ``None`` to detect it from the tokenizer.
+        session_id: This conversation's router key (see :attr:`session_id`);
+            a fresh random one when ``None``.
 
     Raises:
         InvalidRequest: ``chat_format`` names no registered format, or none
-            matches the tokenizer.
+            matches the tokenizer, or ``session_id`` is not a valid key.
 
     Example::
 
@@ -89,13 +93,32 @@ class Context:
         ctx.append_reply(done)      # exact IDs, then the turn's closing framing
     """
 
-    __slots__ = ("_reply", "_s")
+    __slots__ = ("_reply", "_s", "_session_id")
 
-    def __init__(self, tokenizer: Tokenizer, chat_format: ChatFormat | str | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        chat_format: ChatFormat | str | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
         if chat_format is None or isinstance(chat_format, str):
             chat_format = _detect_format(tokenizer, chat_format)
+        self._session_id = uuid.uuid4().hex if session_id is None else check_session_id(session_id)
         self._s = _State(tokenizer, chat_format)
         self._reply: ReplyBuilder | None = None
+
+    @property
+    def session_id(self) -> str:
+        """This conversation's session key, sent with every turn's request.
+
+        ``run_turn``/``run_agent`` send it as the request's ``session_id``
+        (the ``X-Session-ID`` header), so vllm-router's ``consistent_hash``
+        policy keeps every turn on the replica whose prefix cache holds the
+        conversation. Saved by :meth:`to_dict` and restored by
+        :meth:`from_dict`.
+        """
+        return self._session_id
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -301,7 +324,9 @@ class Context:
             ContextError: A reply is open (finish or discard it first).
         """
         self._check_no_reply()
-        return _json.dump(self._s.messages, self._s.close, self._s.format.name)
+        data = _json.dump(self._s.messages, self._s.close, self._s.format.name)
+        data["session_id"] = self._session_id
+        return data
 
     def to_json(self) -> str:
         """Serialise to JSON; :meth:`from_json` restores it exactly."""
@@ -336,7 +361,10 @@ class Context:
             ContextError: The data is malformed or its chat format differs.
         """
         name = _json.format_name(data)
-        ctx = cls(tokenizer, name if chat_format is None else chat_format)
+        session_id = data.get("session_id")
+        if session_id is not None and not isinstance(session_id, str):
+            raise ContextError(f"bad session_id {session_id!r}: a str expected")
+        ctx = cls(tokenizer, name if chat_format is None else chat_format, session_id=session_id)
         if ctx._s.format.name != name:
             raise ContextError(
                 f"saved with chat format {name!r} but loading with {ctx._s.format.name!r}"

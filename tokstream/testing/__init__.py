@@ -29,8 +29,8 @@ once with ``python -m tokstream.testing install-router`` (or
 :func:`ensure_router`)::
 
     with VLLMCluster(n=2) as cluster:         # router and replicas stopped by PID on exit
-        headers = {"x-session-id": "rollout-17"}   # every turn lands on one replica
-        client = tokstream.Client(cluster.base_url, model=cluster.model, headers=headers)
+        client = tokstream.Client(cluster.base_url, model=cluster.model)
+        await client.complete(ids, session_id="rollout-17")  # every turn on one replica
         cluster.backends[0].metrics()["vllm:prefix_cache_hits_total"]
         cluster.kill_backend(1)               # SIGKILL a replica, as a crash would
 
