@@ -198,7 +198,8 @@ async def test_one_session_stays_on_one_replica_and_sessions_use_both(
     client, recorder = session_client(cluster, "twenty-turns")
     async with client:
         for _ in range(20):
-            await client.complete(PROMPT, max_tokens=2, temperature=0.0)
+            done = await client.complete(PROMPT, max_tokens=2, temperature=0.0)
+            assert done.replica == recorder.replicas[-1]  # Done names the replica
     after = await totals(cluster, "vllm:request_success_total")
     assert len(recorder.replicas) == 20 and len(set(recorder.replicas)) == 1, recorder.replicas
     home = served_by(cluster, recorder)
@@ -475,9 +476,13 @@ async def test_killing_a_replica_mid_stream(cluster: VLLMCluster) -> None:
         assert isinstance(terminal, Error), terminal
         assert isinstance(terminal.error, tokstream.RemoteDisconnected), repr(terminal.error)
         assert terminal.token_ids.tolist() == received and len(received) >= 10
+        assert terminal.replica == victim  # the stream knows where it died
+        assert terminal.saved_to is not None, terminal.save_error
+        assert tokstream.FailedRequest.load(terminal.saved_to).replica == victim
 
         done = await client.complete(PROMPT, max_tokens=4, temperature=0.0)
         assert done.token_ids.size == 4
+        assert done.replica == survivor
     assert recorder.replicas == [victim, survivor]
     for i in range(5):
         other, other_recorder = session_client(cluster, f"after-{i}")

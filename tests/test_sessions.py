@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 import tokstream
@@ -118,3 +119,68 @@ async def test_every_turn_sends_the_contexts_session(tok: Tokenizer) -> None:
     ctx.add_user("Again")
     await run_turn(client, ctx, tools={}, max_tokens=8, session_id="override")
     assert [f["session_id"] for f in client.fields] == [ctx.session_id, "override"]
+
+
+# -- which replica served a stream ------------------------------------------------------
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def,override]
+        yield self.data
+
+
+class _Tagged(httpx.AsyncBaseTransport):
+    """Answers every request with one token (or a 503), with ``headers`` on the response."""
+
+    def __init__(self, headers: dict[str, str], status: int) -> None:
+        self.headers = headers
+        self.status = status
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.status != 200:
+            body = b'{"error": {"message": "overloaded", "type": "Unavailable", "code": 503}}'
+            return httpx.Response(self.status, headers=self.headers, stream=_Body(body))
+        chunk = {
+            "id": "cmpl-1",
+            "choices": [{"index": 0, "text": "a", "token_ids": [7], "finish_reason": "length"}],
+        }
+        body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+        headers = {"content-type": "text/event-stream", **self.headers}
+        return httpx.Response(200, headers=headers, stream=_Body(body))
+
+
+@pytest.mark.parametrize(
+    ("replica_header", "sent", "expected"),
+    [
+        ({}, {"x-tokstream-replica": "r2"}, "r2"),  # the kit's header, read by default
+        ({"replica_header": "X-Served-By"}, {"x-served-by": "gpu-7"}, "gpu-7"),
+        ({"replica_header": None}, {"x-tokstream-replica": "r2"}, None),
+        ({}, {}, None),
+    ],
+)
+async def test_done_and_error_name_the_replica(
+    replica_header: dict[str, object], sent: dict[str, str], expected: str | None, tmp_path: Path
+) -> None:
+    for status in (200, 503):
+        async with tokstream.Client(
+            "http://127.0.0.1:9/v1",
+            model="m",
+            transport=_Tagged(sent, status),
+            failed_requests=tmp_path,
+            **replica_header,  # type: ignore[arg-type]
+        ) as client:
+            async with client.stream([1, 2], max_tokens=1) as events:
+                terminal = [e async for e in events][-1]
+        assert terminal.replica == expected, terminal
+        if status != 200:
+            assert isinstance(terminal, tokstream.Error)
+            assert terminal.saved_to is not None
+            assert tokstream.FailedRequest.load(terminal.saved_to).replica == expected
+
+
+def test_a_bad_replica_header_name_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="header name"):
+        tokstream.Client("http://127.0.0.1:9/v1", model="m", replica_header="bad header")

@@ -82,6 +82,9 @@ class Done:
             when requested, else ``None``.
         request_id: The server's completion ID (``cmpl-...``), if any.
         diagnostics: The stream's counters at the end.
+        replica: Which replica served the stream, when the response said so
+            in the client's ``replica_header`` (behind vllm-router), else
+            ``None``.
     """
 
     finish_reason: str | None
@@ -93,6 +96,7 @@ class Done:
     logprobs: npt.NDArray[np.float32] | None = None
     request_id: str | None = None
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+    replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,9 @@ class Error:
             when saving is off or failed.
         save_error: Why saving failed (one line), or ``None``. A failure to
             save never replaces :attr:`error`.
+        replica: Which replica the stream reached, when the response said so
+            in the client's ``replica_header``, else ``None`` (also when no
+            response arrived).
     """
 
     error: TokstreamError
@@ -122,6 +129,7 @@ class Error:
     logprobs: npt.NDArray[np.float32] | None = None
     saved_to: Path | None = None
     save_error: str | None = None
+    replica: str | None = None
 
     @property
     def message(self) -> str:

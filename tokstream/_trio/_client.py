@@ -47,7 +47,7 @@ from ..core._request import CompletionRequest, check_session_id
 from ..core._sse import DEFAULT_MAX_EVENT_SIZE
 from ..core._wire import ModelList
 from ._channel import EventChannel
-from ._config import Limits, StreamConfig, Timeouts
+from ._config import DEFAULT_REPLICA_HEADER, Limits, StreamConfig, Timeouts
 from ._http import TrioTransport
 from ._stream import EventStream, StreamCounters, pump
 from ._transport import StreamTransport, close_scope
@@ -132,6 +132,11 @@ class Client(trio.abc.AsyncResource):
             request (a stream's own ``session_id=`` wins): the router key that
             keeps a conversation on one replica. ``Context`` turns send their
             context's own.
+        replica_header: The response header whose value becomes
+            ``Done.replica`` / ``Error.replica`` and the failed-request
+            record's ``replica``: which replica behind a router served the
+            stream. ``None`` reads none. The default, ``x-tokstream-replica``,
+            is what the testing kit's replicas send.
         failed_requests: Where failed requests are saved for replay
             (``tokstream replay FILE``; ``Error.saved_to`` names the file):
             ``None`` (the default) for ``$TOKSTREAM_FAILED_DIR`` (``off``:
@@ -171,6 +176,7 @@ class Client(trio.abc.AsyncResource):
         stream_buffer: int = 4096,
         headers: dict[str, str] | None = None,
         session_id: str | None = None,
+        replica_header: str | None = DEFAULT_REPLICA_HEADER,
         transport: str | httpx.AsyncBaseTransport | None = None,
         failed_requests: FailedRequestStore | str | os.PathLike[str] | Literal[False] | None = None,
     ) -> None:
@@ -190,6 +196,7 @@ class Client(trio.abc.AsyncResource):
             timeouts=timeouts or Timeouts(),
             max_event_size=max_event_size,
             failed_requests=recorder,
+            replica_header=None if replica_header is None else check_header(replica_header, "x")[0],
         )
         self.vocab_size = vocab_size
         self.stream_buffer = stream_buffer

@@ -132,6 +132,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self.request_id = request.request_id
         self._model = config.model
         self._failed_requests = config.failed_requests
+        self._replica_header = config.replica_header
         self._timeouts = config.timeouts
         self._transport = transport
         self._counters = counters
@@ -269,6 +270,8 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             return
         self._t_sent = response.sent_at
         self._response = response
+        if self._replica_header is not None:
+            self._decoder.replica = response.headers.get(self._replica_header)
         server_id = response.headers.get("x-request-id")
         if server_id and not self.request_id:
             self.request_id = server_id

@@ -92,6 +92,8 @@ class StreamDecoder:
 
     Attributes:
         finished: True once the terminal ``Done`` or ``Error`` was returned.
+        replica: Put on the terminal event (which replica served the stream);
+            the shell sets it from the response headers.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class StreamDecoder:
         self._sse = SSEDecoder(max_event_size)
         self.url = url
         self.request_id = request_id
+        self.replica: str | None = None
         self.finished = False
         self.bytes_received = 0
         self.chunks = 0
@@ -238,7 +241,14 @@ class StreamDecoder:
             exc.diagnostics = stats
         exc.url = exc.url or self.url
         exc.request_id = exc.request_id or self.request_id
-        return Error(exc, self._id_array(), self._text_str(), stats, self._logprob_array())
+        return Error(
+            exc,
+            self._id_array(),
+            self._text_str(),
+            stats,
+            self._logprob_array(),
+            replica=self.replica,
+        )
 
     def statistics(self) -> StreamStatistics:
         """Return the decoder's counters (timing fields are left at zero)."""
@@ -346,6 +356,7 @@ class StreamDecoder:
             logprobs=self._logprob_array(),
             request_id=self._completion_id,
             diagnostics=self.statistics(),
+            replica=self.replica,
         )
 
     def _logprob_array(self) -> npt.NDArray[np.float32] | None:

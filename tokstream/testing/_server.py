@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .._trio._config import DEFAULT_REPLICA_HEADER
 from ._common import SetupError, home_dir, log
 from ._model import ensure_model
 
@@ -64,7 +65,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-REPLICA_HEADER = "x-tokstream-replica"
+REPLICA_HEADER = DEFAULT_REPLICA_HEADER
 """The response header a tagged server (``VLLMServer(tag=...)``) adds to every response."""
 
 _MIDDLEWARE_MODULE = "tokstream_replica_tag"
