@@ -165,3 +165,23 @@ def test_the_tokenizer_family_picks_formats(
     with pytest.raises(InvalidRequest, match=r"no chat framing for the 'deepseek-v3\.1'"):
         Context(v31)
     assert ResponseParser(v31, tool_format="hermes")._asm._decode_call is decode_hermes
+
+
+def test_call_ids_are_kept_where_the_format_has_them(
+    tokenizers_by_family: dict[str, Tokenizer],
+) -> None:
+    spec = SPECS["kimi_k2"]
+    tok = tokenizers_by_family[spec.family]
+    with_calls = [s for s in samples(spec, 20, seed=4) if s.calls]
+    assert with_calls
+    for sample in with_calls:
+        reply = _parse(spec, tok, tok.encode(sample.text).tolist())
+        want = [f"functions.{name}:{i}" for i, (name, _) in enumerate(sample.calls)]
+        assert [c.call_id for c in reply.tool_calls] == want
+    # Formats whose calls carry no ID leave it None.
+    spec = SPECS["deepseek_v31"]
+    tok = tokenizers_by_family[spec.family]
+    sample = next(s for s in samples(spec, 20, seed=4) if s.calls)
+    assert {c.call_id for c in _parse(spec, tok, tok.encode(sample.text).tolist()).tool_calls} == {
+        None
+    }

@@ -229,7 +229,7 @@ class ResponseParser:
             stop_ids=stop_ids,
         )
         self._tables = tables
-        self._implicit = reply_format.call_end == "json"
+        self._implicit = reply_format.call_end != "tag"
         detokenizer = tokenizer.detokenizer()
         self._flush_piece: Callable[[], str] = detokenizer.flush
         self._scanner = HoldBackScanner()
@@ -240,12 +240,14 @@ class ResponseParser:
             THINK if thinking == "open" else (CALLS if reply_format.initial == "calls" else TEXT),
             json_body=reply_format.call_body == "json",
             route_header=reply_format.route_header,
-            json_end=reply_format.call_end == "json",
+            json_end=reply_format.call_end != "tag",
             body_tags=frozenset(
                 tables.tag_text.index(t) for t in reply_format.body_tags if t in tables.tag_text
             ),
             after_call=CALLS if any(to == "calls" for *_, to in reply_format.tags) else TEXT,
             separators=reply_format.calls_separators,
+            decode_calls=reply_format.decode_calls,
+            python=reply_format.call_end == "python",
         )
         # What the token loop binds on every call, in one tuple: one load, not six.
         self._loop_refs: _LoopRefs = (

@@ -54,17 +54,21 @@ def decode_deepseek_v31(body: str, tools: ToolSchemas | None) -> DecodedCall:
     """
     name, sep, raw = body.partition(TOOL_SEP)
     if not sep or not name.strip():
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no NAME<｜tool▁sep｜>"
+        return DecodedCall(
+            None, None, ToolCallStatus.MALFORMED, "tool call has no NAME<｜tool▁sep｜>"
+        )
     name = name.strip()
     try:
         args: Any = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
-        return name, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        return DecodedCall(
+            name, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        )
     if not isinstance(args, dict):
-        return name, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object"
+        return DecodedCall(name, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object")
     if tools is not None and name not in tools:
-        return name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
-    return name, args, ToolCallStatus.OK, None
+        return DecodedCall(name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}")
+    return DecodedCall(name, args, ToolCallStatus.OK, None)
 
 
 def _structural_end(body: str, start: int) -> tuple[int, int] | None:
@@ -108,7 +112,7 @@ def decode_dsml(body: str, tools: ToolSchemas | None) -> DecodedCall:
     """
     m = _NAME.match(body)
     if m is None or not m.group(1):
-        return None, None, ToolCallStatus.MALFORMED, 'tool call has no name="..."'
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, 'tool call has no name="..."')
     name = m.group(1)
     status, error = ToolCallStatus.OK, None
     args: dict[str, Any] = {}
@@ -143,6 +147,6 @@ def decode_dsml(body: str, tools: ToolSchemas | None) -> DecodedCall:
         pos = after
     if tools is not None:
         if name not in tools:
-            return name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
+            return DecodedCall(name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}")
         args = _unwrap(args, tools[name])
-    return name, args, status, error
+    return DecodedCall(name, args, status, error)

@@ -157,11 +157,11 @@ def decode_qwen3_coder(body: str, tools: ToolSchemas | None) -> DecodedCall:
 
     pos = _skip_ws(body, 0)
     if not body.startswith(_FUNC, pos):
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>"
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>")
     gt = body.find(">", pos + len(_FUNC))
     name = body[pos + len(_FUNC) : gt].strip() if gt >= 0 else ""
     if gt < 0 or not name or "\n" in name:
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>"
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>")
     known = tools is None or name in tools
     props: Mapping[str, Any] = {}
     if tools is not None and known:
@@ -218,4 +218,4 @@ def decode_qwen3_coder(body: str, tools: ToolSchemas | None) -> DecodedCall:
             break
     if not known:
         problem(ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}")
-    return name, args, status, error
+    return DecodedCall(name, args, status, error)
