@@ -161,7 +161,7 @@ def samples(spec: Spec, n: int, seed: int, *, prose: int = 1) -> list[Sample]:
             calls = [random_call(rng, flat=spec.flat_args) for _ in range(4)]
         if spec.no_content_with_calls:
             reasoning = ""
-            content = "" if calls else content.lstrip(" {")
+            content = "" if calls else content.lstrip(" {[")
         if spec.compose is not None:
             out.append(Sample(spec.compose(reasoning, content, calls), reasoning, content, calls))
             continue

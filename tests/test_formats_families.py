@@ -30,8 +30,10 @@ from tokstream.core.parser import (
     ResponseParser,
     ToolCallStatus,
     decode_hermes,
+    family_reply_format,
     get_reply_format,
     parse_output,
+    route_mistral,
 )
 
 from .families import load_family
@@ -154,10 +156,18 @@ def test_cut_at_every_position(name: str, tokenizers_by_family: dict[str, Tokeni
 def test_the_tokenizer_family_picks_formats(
     tokenizers_by_family: dict[str, Tokenizer], vllm_home: Path
 ) -> None:
-    for family, tok in tokenizers_by_family.items():
-        want = FAMILY_REPLY_FORMATS[family]
+    for key, tok in tokenizers_by_family.items():
+        want = family_reply_format(tok.family, tok.added_tokens)
+        assert want == FAMILY_REPLY_FORMATS.get(key, want)
         parser = ResponseParser(tok)  # no format named: the family's
-        assert parser._asm._decode_call is get_reply_format(want).decode_call, family
+        fmt = get_reply_format(want)
+        assert parser._asm._decode_call is fmt.decode_call, key
+        assert parser._asm._decode_calls is fmt.decode_calls, key
+    # A Tekken v11+ tokenizer (it has [ARGS]) writes v11 calls; a v3 one, lists.
+    assert tokenizers_by_family["mistral-v13"].family == "mistral"
+    assert ResponseParser(tokenizers_by_family["mistral-v13"])._asm._route is route_mistral
+    mistral = tokenizers_by_family["mistral"]
+    assert family_reply_format(mistral.family, mistral.added_tokens) == "mistral"
     assert isinstance(Context(tokenizers_by_family["gpt-oss"]).chat_format, HarmonyFormat)
     assert Context(tokenizers_by_family["deepseek-v3.2"]).chat_format.name == "deepseek_v32"
     # An explicit name overrides detection; a family without framing says so.
@@ -185,3 +195,89 @@ def test_call_ids_are_kept_where_the_format_has_them(
     assert {c.call_id for c in _parse(spec, tok, tok.encode(sample.text).tolist()).tool_calls} == {
         None
     }
+
+
+def _family_reply(tok: Tokenizer, text: str, fmt: str, **kw: object) -> Reply:
+    ids = tok.encode(text).tolist()
+    reply = parse_output(ids, tokenizer=tok, reply_format=get_reply_format(fmt), tools=TOOLS)
+    for via in ("feed", "pull"):  # the same, token by token
+        events, streamed = run(tok, ids, via=via, reply_format=get_reply_format(fmt), tools=TOOLS)
+        check_invariants(tok, ids, events)
+        assert streamed == reply
+    return reply
+
+
+def test_mistral_lists_hand_out_each_call_and_keep_its_id(
+    tokenizers_by_family: dict[str, Tokenizer],
+) -> None:
+    tok = tokenizers_by_family["mistral"]
+    text = (
+        'Sure.[TOOL_CALLS] [{"name": "noop", "arguments": {}, "id": "a1b2c3d4e"},'
+        ' {"name": "get_weather", "arguments": {"city": "[x]"}}] after</s>'
+    )
+    reply = _family_reply(tok, text, "mistral")
+    assert [(c.name, c.arguments, c.call_id, c.ok) for c in reply.tool_calls] == [
+        ("noop", {}, "a1b2c3d4e", True),
+        ("get_weather", {"city": "[x]"}, None, True),
+    ]
+    assert reply.content == "Sure. after"
+    # Each object is its own call segment, handed out when its JSON balances.
+    assert [s.kind for s in reply.segments].count("tool_call") == 2
+    # A bare object after [TOOL_CALLS] is a call too; text that is no JSON is content.
+    reply = _family_reply(tok, '[TOOL_CALLS]{"name": "noop", "arguments": {}}</s>', "mistral")
+    assert [c.name for c in reply.tool_calls] == ["noop"]
+    reply = _family_reply(tok, "[TOOL_CALLS] oops</s>", "mistral")
+    assert (reply.tool_calls, reply.content) == ((), "oops")
+
+
+def test_mistral_v11_headers_name_the_call(tokenizers_by_family: dict[str, Tokenizer]) -> None:
+    tok = tokenizers_by_family["mistral-v13"]
+    text = (
+        "[THINK]plan[/THINK]ok[TOOL_CALLS]get_weather[CALL_ID]abc123xyz[ARGS]"
+        '{"city": "Paris [TOOL_CALLS]"}[TOOL_CALLS]noop[ARGS]{}</s>'
+    )
+    reply = _family_reply(tok, text, "mistral_v11")
+    assert (reply.reasoning, reply.content) == ("plan", "ok")
+    assert [(c.name, c.arguments, c.call_id, c.raw) for c in reply.tool_calls] == [
+        (
+            "get_weather",
+            {"city": "Paris [TOOL_CALLS]"},
+            "abc123xyz",
+            '{"city": "Paris [TOOL_CALLS]"}',
+        ),
+        ("noop", {}, None, "{}"),
+    ]
+    # No [ARGS]: the header runs on, and the call has no name.
+    reply = _family_reply(
+        tok, '[TOOL_CALLS]noop{"a": 1}[TOOL_CALLS]noop[ARGS]{}</s>', "mistral_v11"
+    )
+    (call,) = reply.tool_calls
+    assert (call.name, call.status) == (None, ToolCallStatus.MALFORMED)
+    # Cut inside the arguments: unterminated, named, with the raw text so far.
+    reply = _family_reply(tok, '[TOOL_CALLS]noop[ARGS]{"a": ', "mistral_v11")
+    (call,) = reply.tool_calls
+    assert (call.name, call.status, call.raw) == ("noop", ToolCallStatus.UNTERMINATED, '{"a": ')
+
+
+def test_pythonic_lists(tokenizers_by_family: dict[str, Tokenizer]) -> None:
+    tok = tokenizers_by_family["llama4"]
+    text = (
+        '<|python_start|>[get_weather(city="Paris", units={"t": "C"}, days=-2), '
+        "browser.search(q='a]b', n=true), noop(1), run_code(code=open('x'))]<|python_end|><|eom|>"
+    )
+    reply = _family_reply(tok, text, "llama4_pythonic")
+    got = [(c.name, c.arguments, c.status, c.raw) for c in reply.tool_calls]
+    assert got == [
+        ("get_weather", {"city": "Paris", "units": {"t": "C"}, "days": -2}, ToolCallStatus.OK,
+         'get_weather(city="Paris", units={"t": "C"}, days=-2)'),
+        ("browser.search", {"q": "a]b", "n": True}, ToolCallStatus.UNKNOWN_TOOL,
+         "browser.search(q='a]b', n=true)"),
+        ("noop", None, ToolCallStatus.MALFORMED, "noop(1)"),
+        ("run_code", None, ToolCallStatus.INVALID_ARGUMENTS, "run_code(code=open('x'))"),
+    ]  # fmt: skip
+    # Content that opens with [ and is no list of calls is one malformed call.
+    reply = _family_reply(tok, "[1] is a footnote<|eot|>", "llama4_pythonic")
+    assert [c.status for c in reply.tool_calls] == [ToolCallStatus.MALFORMED]
+    assert reply.content == "is a footnote"  # the space after a list is framing
+    reply = _family_reply(tok, "Hi [there]<|eot|>", "llama4_pythonic")
+    assert (reply.content, reply.tool_calls) == ("Hi [there]", ())

@@ -31,6 +31,8 @@ from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
 from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
 from ._harmony import GPT_OSS, HarmonyFormat
 from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
+from ._llama4 import LLAMA4_PYTHONIC
+from ._mistral import MISTRAL, MISTRAL_V11
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
 
@@ -47,7 +49,10 @@ __all__ = [
     "KIMI_K2",
     "LLAMA3",
     "LLAMA3_JSON",
+    "LLAMA4_PYTHONIC",
     "MINIMAX_M2",
+    "MISTRAL",
+    "MISTRAL_V11",
     "QWEN3_CODER",
     "FAMILY_FORMATS",
     "ChatFormat",
@@ -74,6 +79,9 @@ for _fmt in (
     GLM45,
     MINIMAX_M2,
     LLAMA3_JSON,
+    MISTRAL,
+    MISTRAL_V11,
+    LLAMA4_PYTHONIC,
 ):
     register_reply_format(_fmt)
 

@@ -63,6 +63,7 @@ from ._tools import ToolSchemas
 
 __all__ = [
     "FAMILY_REPLY_FORMATS",
+    "FAMILY_REPLY_VARIANTS",
     "ROUTED",
     "CallDecoder",
     "CallListDecoder",
@@ -70,6 +71,7 @@ __all__ = [
     "HeaderRouter",
     "ReplyFormat",
     "State",
+    "family_reply_format",
     "get_reply_format",
     "register_reply_format",
     "registered_reply_formats",
@@ -278,10 +280,29 @@ FAMILY_REPLY_FORMATS: dict[str, str] = {
     "glm-4.5": "glm45",
     "minimax-m2": "minimax_m2",
     "llama3": "llama3_json",
+    "llama4": "llama4_pythonic",
+    "mistral": "mistral",
 }
 """The registered reply format of each tokenizer family (``Tokenizer.family``):
 what :class:`~tokstream.ResponseParser` uses when given neither a format nor a
-name. Families not listed default to ``"hermes"``."""
+name (see :data:`FAMILY_REPLY_VARIANTS`). Families not listed default to
+``"hermes"``."""
+
+FAMILY_REPLY_VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "mistral": (("[ARGS]", "mistral_v11"),),
+}
+"""Per family, ``(added token, format)`` pairs tried in order before
+:data:`FAMILY_REPLY_FORMATS`: a tokenizer that has the token writes its calls
+in that format (a Tekken v11+ tokenizer has ``[ARGS]``)."""
+
+
+def family_reply_format(family: str | None, added_tokens: dict[str, int]) -> str:
+    """The reply format name for a tokenizer of ``family`` with these added tokens."""
+    for token, name in FAMILY_REPLY_VARIANTS.get(family or "", ()):
+        if token in added_tokens:
+            return name
+    return FAMILY_REPLY_FORMATS.get(family or "", "hermes")
+
 
 _REGISTERED: dict[str, ReplyFormat] = {}
 
