@@ -32,7 +32,7 @@ from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Forma
 from ._harmony import GPT_OSS, HarmonyFormat
 from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
 from ._llama4 import LLAMA4_PYTHONIC
-from ._mistral import MISTRAL, MISTRAL_V11
+from ._mistral import MISTRAL, MISTRAL_V11, MistralFormat
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
 
@@ -60,6 +60,7 @@ __all__ = [
     "HarmonyFormat",
     "LeafKind",
     "Llama3Format",
+    "MistralFormat",
     "QwenFormat",
     "Rendering",
     "Role",
@@ -90,6 +91,7 @@ _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "llama3": (Llama3Format, "<|start_header_id|>"),
     "deepseek_v32": (DeepSeekV32Format, "｜DSML｜"),
     "harmony": (HarmonyFormat, "<|channel|>"),
+    "mistral": (MistralFormat, "[INST]"),
 }
 
 
@@ -99,6 +101,7 @@ FAMILY_FORMATS: dict[str, str] = {
     "llama3": "llama3",
     "deepseek-v3.2": "deepseek_v32",
     "gpt-oss": "harmony",
+    "mistral": "mistral",
 }
 """The chat format of each tokenizer family (``Tokenizer.family``) that has one."""
 

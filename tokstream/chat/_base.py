@@ -112,12 +112,20 @@ class ChatFormat(Protocol):
         ...
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """Render a user, tool-result or later system message.
 
         ``name`` is a tool result's tool name (harmony renders it; most
-        families ignore it).
+        families ignore it). ``call_id`` is the ID of the call it answers
+        (``ToolCall.call_id``; Kimi K2 and Mistral up to v11 render it, and
+        raise :class:`~tokstream.InvalidRequest` without it).
         """
         ...
 

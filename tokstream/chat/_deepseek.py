@@ -193,7 +193,13 @@ class DeepSeekV32Format:
         return Rendering(tuple(segs))
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """A user turn (``<｜User｜>...<｜Assistant｜>``), a tool result or a system text."""
         if role == "tool":

@@ -237,7 +237,13 @@ class HarmonyFormat:
         return Rendering(tuple(segs))
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """A user or later system (developer) message, or a tool result (``name`` needed)."""
         if role == "assistant":

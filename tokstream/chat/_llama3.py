@@ -117,7 +117,13 @@ class Llama3Format:
         return self.message("system", content, prev_role=None)
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """Render one header block; the content is stripped, as the template's ``trim``.
 

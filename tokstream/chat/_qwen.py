@@ -141,7 +141,13 @@ class QwenFormat:
         return self.message("system", content, prev_role=None)
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """Render a user, tool-result or later system message."""
         if role == "tool":

@@ -177,14 +177,26 @@ class Context:
         rendering = self._s.format.message("user", content, prev_role=self._s.prev())
         return self._add("user", rendering, content=content)
 
-    def add_tool(self, content: str, *, name: str | None = None) -> Message:
-        """Add a tool result (``name``, the tool's name, is kept on the node; harmony renders it).
+    def add_tool(
+        self, content: str, *, name: str | None = None, call_id: str | None = None
+    ) -> Message:
+        """Add a tool result.
+
+        ``name``, the tool's name, is kept on the node (harmony renders it);
+        ``call_id`` is the answered call's ``ToolCall.call_id`` (Kimi K2 and
+        Mistral up to v11 render it and need it).
 
         Consecutive results share one turn where the format says so (Qwen):
         the turn's closing framing is held until something else follows, so
         adding results never rewrites IDs already handed out.
+
+        Raises:
+            InvalidRequest: The format needs ``call_id`` (or ``name``) and it
+                is missing.
         """
-        rendering = self._s.format.message("tool", content, prev_role=self._s.prev(), name=name)
+        rendering = self._s.format.message(
+            "tool", content, prev_role=self._s.prev(), name=name, call_id=call_id
+        )
         return self._add("tool", rendering, name=name, content=content)
 
     def add_assistant(
