@@ -31,7 +31,7 @@ from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
 from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
 from ._harmony import GPT_OSS, HarmonyFormat
 from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
-from ._llama4 import LLAMA4_PYTHONIC
+from ._llama4 import LLAMA4_PYTHONIC, Llama4Format
 from ._mistral import MISTRAL, MISTRAL_V11, MistralFormat
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
@@ -60,6 +60,7 @@ __all__ = [
     "HarmonyFormat",
     "LeafKind",
     "Llama3Format",
+    "Llama4Format",
     "MistralFormat",
     "QwenFormat",
     "Rendering",
@@ -92,6 +93,7 @@ _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "deepseek_v32": (DeepSeekV32Format, "｜DSML｜"),
     "harmony": (HarmonyFormat, "<|channel|>"),
     "mistral": (MistralFormat, "[INST]"),
+    "llama4": (Llama4Format, "<|header_start|>"),
 }
 
 
@@ -102,6 +104,7 @@ FAMILY_FORMATS: dict[str, str] = {
     "deepseek-v3.2": "deepseek_v32",
     "gpt-oss": "harmony",
     "mistral": "mistral",
+    "llama4": "llama4",
 }
 """The chat format of each tokenizer family (``Tokenizer.family``) that has one."""
 

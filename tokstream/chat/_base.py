@@ -79,11 +79,16 @@ class Rendering:
             retract. The context tokenizes it with the message but writes it
             only when a message that does not retract it, or the generation
             prompt, follows.
+        split: Tokenize each segment on its own, as a reference that encodes
+            the pieces of a message apart does (``llama_models`` encodes an
+            assistant's content and each of its calls separately). By default
+            a message is tokenized as one text, as a chat template renders it.
     """
 
     segments: tuple[Segment, ...]
     retract: tuple[Segment, ...] = ()
     close: tuple[Segment, ...] = ()
+    split: bool = False
 
 
 class ChatFormat(Protocol):

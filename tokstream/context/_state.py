@@ -61,7 +61,7 @@ class _State:
         body = [s for s in self.preamble() + rendering.segments if s.text]
         close = [s for s in rendering.close if s.text]
         held: list[tuple[LeafKind, str, npt.NDArray[np.int32]]] = []
-        for first_seg, kind, text, ids in self.encode(body + close):
+        for first_seg, kind, text, ids in self.encode(body + close, split=rendering.split):
             if first_seg < len(body):
                 self.write(message, kind, text, ids)
             else:  # a clean boundary before the close: hold it back
@@ -116,14 +116,17 @@ class _State:
         return leaf
 
     def encode(
-        self, segs: Sequence[Segment]
+        self, segs: Sequence[Segment], *, split: bool = False
     ) -> list[tuple[int, LeafKind, str, npt.NDArray[np.int32]]]:
         """Encode the segments as one string and split the IDs back at clean boundaries.
 
         A boundary is clean when no token spans it; otherwise the two segments
         share one leaf (kind: the first non-framing one). Returns ``(index of
-        the leaf's first segment, kind, text, ids)`` per leaf.
+        the leaf's first segment, kind, text, ids)`` per leaf. With ``split``,
+        each segment is encoded on its own (one leaf each).
         """
+        if split:
+            return [(k, s.kind, s.text, self.tok.encode(s.text)) for k, s in enumerate(segs)]
         if not segs:
             return []
         full = "".join(s.text for s in segs)
