@@ -141,16 +141,24 @@ class ChatFormat(Protocol):
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """Render an assistant message given as text (history, not sampled).
 
         ``current_turn`` is true when a user query precedes it in the context
-        (templates such as Qwen3's render reasoning only there).
+        (templates such as Qwen3's render reasoning only there); ``prev_role``
+        is the role of the message before it (DeepSeek V3.1 opens an
+        assistant turn only after a user message).
         """
         ...
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """Render the assistant generation prompt (``thinking=False`` disables it).
+
+        ``prev_role`` is the role of the last message (DeepSeek V3.1 writes no
+        prompt after a tool result: the model goes on from it).
 
         If the rendering opens a block (e.g. a template that starts every reply
         inside ``<think>``), the reply's parser starts inside it: the context

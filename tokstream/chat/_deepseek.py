@@ -234,6 +234,7 @@ class DeepSeekV32Format:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """History: ``<think>R</think>`` (current turn, with reasoning) or ``</think>``,
         then content, DSML calls and ``<｜end▁of▁sentence｜>``."""
@@ -257,7 +258,9 @@ class DeepSeekV32Format:
         segs.append(Segment("framing", EOS))
         return Rendering(tuple(segs))
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """``<think>`` when ``thinking`` is true, else ``</think>`` (chat mode, the default)."""
         return Rendering((Segment("framing", "<think>" if thinking else "</think>"),))
 

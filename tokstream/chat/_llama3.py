@@ -158,6 +158,7 @@ class Llama3Format:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """Render an assistant message from text; tool calls as ``llama_models`` does.
 
@@ -184,7 +185,9 @@ class Llama3Format:
         segs.append(Segment("framing", self._EOM))
         return Rendering(tuple(segs), split=True)
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """The assistant header (``thinking`` is ignored)."""
         return Rendering((self._header("assistant"),))
 

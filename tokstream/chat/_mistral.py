@@ -286,6 +286,7 @@ class MistralFormat:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """History: ``[THINK]reasoning[/THINK]`` (v13), content, the calls, ``</s>``.
 
@@ -325,7 +326,9 @@ class MistralFormat:
         segs.append(_EOS)
         return Rendering(tuple(segs))
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """Nothing: the reply follows ``[/INST]`` or ``[/TOOL_RESULTS]``."""
         return Rendering(())
 

@@ -172,6 +172,7 @@ class QwenFormat:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """Render an assistant message from text, as the template renders history.
 
@@ -205,7 +206,9 @@ class QwenFormat:
         segs.append(_END)
         return Rendering(tuple(segs))
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """``<|im_start|>assistant\\n``, plus an empty think block when ``thinking=False``."""
         segs = [Segment("framing", "<|im_start|>assistant\n")]
         if thinking is False:

@@ -13,6 +13,9 @@ calls, the sampled stop token). Every leaf holds its ``text``, its ``ids``
 * :meth:`Context.generation_mask` is true exactly on sampled IDs;
   :meth:`Context.logprobs` is aligned with it (NaN where unknown).
 * Save and resume exactly with :meth:`Context.to_json` / :meth:`Context.from_json`.
+* A reply whose sampled stop token is the next message's opening framing
+  (GLM ends a turn with ``<|observation|>`` or ``<|user|>``) is not followed by
+  that framing a second time: the next message starts after it.
 
 Theory of operation: all IDs live in one growth buffer (three parallel numpy
 arrays: ids, mask, logprobs, doubling capacity). A leaf is a ``[start, end)``
@@ -213,7 +216,11 @@ class Context:
         model output.
         """
         rendering = self._s.format.assistant(
-            content, reasoning=reasoning, tool_calls=tool_calls, current_turn=self._after_query()
+            content,
+            reasoning=reasoning,
+            tool_calls=tool_calls,
+            current_turn=self._after_query(),
+            prev_role=self._s.prev(),
         )
         return self._add("assistant", rendering, content=content)
 
@@ -227,7 +234,8 @@ class Context:
             ContextError: A reply is already open.
         """
         self._check_no_reply()
-        segments = self._s.format.generation_prompt(thinking=thinking).segments
+        prompt = self._s.format.generation_prompt(thinking=thinking, prev_role=self._s.prev())
+        segments = prompt.segments
         held, begin = self._s.close, self._s.tape.n
         self._s.write_close()
         message = Message("assistant", self._s.tape)

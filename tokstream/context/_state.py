@@ -59,6 +59,10 @@ class _State:
             self.write_close()
         message = Message(role, self.tape, name, content)
         body = [s for s in self.preamble() + rendering.segments if s.text]
+        if body and body[0].kind == "framing" and body[0].text == self.sampled_stop():
+            # The model ended its reply with this message's opening (GLM's
+            # <|observation|>, <|user|>): it is in the context already.
+            body = body[1:]
         close = [s for s in rendering.close if s.text]
         held: list[tuple[LeafKind, str, npt.NDArray[np.int32]]] = []
         for first_seg, kind, text, ids in self.encode(body + close, split=rendering.split):
@@ -69,6 +73,12 @@ class _State:
         self.close = tuple(held)
         self.messages.append(message)
         return message
+
+    def sampled_stop(self) -> str | None:
+        """The text of the sampled stop token that ends the last message, if any."""
+        leaves = self.messages[-1]._leaves if self.messages else []
+        last = leaves[-1] if leaves else None
+        return last.text if last is not None and last.sampled and last.kind == "stop" else None
 
     def write_close(self) -> None:
         """Write the held closing framing of the last message."""
