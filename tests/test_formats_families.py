@@ -170,11 +170,24 @@ def test_the_tokenizer_family_picks_formats(
     assert family_reply_format(mistral.family, mistral.added_tokens) == "mistral"
     assert isinstance(Context(tokenizers_by_family["gpt-oss"]).chat_format, HarmonyFormat)
     assert Context(tokenizers_by_family["deepseek-v3.2"]).chat_format.name == "deepseek_v32"
-    # An explicit name overrides detection; a family without framing says so.
+    # Every family here has framing now, each picked by the tokenizer's family.
+    framings = {
+        "deepseek-v3.1": "deepseek_v31",
+        "kimi-k2": "kimi_k2",
+        "glm-4.5": "glm45",
+        "minimax-m2": "minimax_m2",
+        "mistral": "mistral",
+        "mistral-v13": "mistral",
+        "llama4": "llama4",
+        "llama3": "llama3",
+    }
+    for key, name in framings.items():
+        assert Context(tokenizers_by_family[key]).chat_format.name == name, key
+    # An explicit name overrides detection; an unknown one says which exist.
     v31 = tokenizers_by_family["deepseek-v3.1"]
-    with pytest.raises(InvalidRequest, match=r"no chat framing for the 'deepseek-v3\.1'"):
-        Context(v31)
     assert ResponseParser(v31, tool_format="hermes")._asm._decode_call is decode_hermes
+    with pytest.raises(InvalidRequest, match="unknown chat format"):
+        Context(v31, "nope")
 
 
 def test_call_ids_are_kept_where_the_format_has_them(

@@ -28,10 +28,19 @@ from typing import TYPE_CHECKING
 from .._exceptions import InvalidRequest
 from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
-from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
+from ._deepseek import (
+    DEEPSEEK_V4,
+    DEEPSEEK_V31,
+    DEEPSEEK_V32,
+    DeepSeekV31Format,
+    DeepSeekV32Format,
+)
+from ._glm import GLM45Format
 from ._harmony import GPT_OSS, HarmonyFormat
+from ._kimi import KimiK2Format
 from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
 from ._llama4 import LLAMA4_PYTHONIC, Llama4Format
+from ._minimax import MiniMaxM2Format
 from ._mistral import MISTRAL, MISTRAL_V11, MistralFormat
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
@@ -56,11 +65,15 @@ __all__ = [
     "QWEN3_CODER",
     "FAMILY_FORMATS",
     "ChatFormat",
+    "DeepSeekV31Format",
     "DeepSeekV32Format",
+    "GLM45Format",
     "HarmonyFormat",
+    "KimiK2Format",
     "LeafKind",
     "Llama3Format",
     "Llama4Format",
+    "MiniMaxM2Format",
     "MistralFormat",
     "QwenFormat",
     "Rendering",
@@ -94,6 +107,10 @@ _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "harmony": (HarmonyFormat, "<|channel|>"),
     "mistral": (MistralFormat, "[INST]"),
     "llama4": (Llama4Format, "<|header_start|>"),
+    "deepseek_v31": (DeepSeekV31Format, "<｜tool▁output▁begin｜>"),
+    "kimi_k2": (KimiK2Format, "<|im_middle|>"),
+    "glm45": (GLM45Format, "<|observation|>"),
+    "minimax_m2": (MiniMaxM2Format, "]~b]"),
 }
 
 
@@ -105,6 +122,10 @@ FAMILY_FORMATS: dict[str, str] = {
     "gpt-oss": "harmony",
     "mistral": "mistral",
     "llama4": "llama4",
+    "deepseek-v3.1": "deepseek_v31",
+    "kimi-k2": "kimi_k2",
+    "glm-4.5": "glm45",
+    "minimax-m2": "minimax_m2",
 }
 """The chat format of each tokenizer family (``Tokenizer.family``) that has one."""
 

@@ -38,6 +38,24 @@ append-only, and tokstream does this instead:
   (DeepSeek's BPE merges ``>\\n``: no message may end between the two). A
   user message right after results starts with ``</think>``, as the encoder
   writes it there.
+
+:class:`DeepSeekV31Format` frames messages as V3.1's chat template does
+(``tests/data/templates/deepseek_v3_1.jinja``): ``<｜begin▁of▁sentence｜>`` and
+the system prompt, ``<｜User｜>...``, an assistant turn opened by
+``<｜Assistant｜></think>`` after a user message (``<think>`` in thinking mode,
+for the generation prompt) and closed by ``<｜end▁of▁sentence｜>``, calls as the
+model writes them, tool results as
+``<｜tool▁output▁begin｜>...<｜tool▁output▁end｜>``; after tool results the model
+goes on with no prompt at all. It is not append-only, and tokstream does this
+instead:
+
+* **Dropped reasoning.** The template renders every earlier assistant turn as
+  ``<｜Assistant｜></think>`` and its content after ``</think>``: sampled
+  reasoning (and the ``<think>`` a thinking-mode prompt opened) are kept.
+* **System messages** are all joined at the very start: a system message after
+  the first raises :class:`~tokstream.InvalidRequest`.
+* **Tool definitions** are not rendered by the template (V3.1's model card has
+  callers describe them in the system prompt): passing them raises.
 """
 
 from __future__ import annotations
@@ -53,7 +71,7 @@ from ._base import Rendering, Role, Segment
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
-__all__ = ["DEEPSEEK_V4", "DEEPSEEK_V31", "DEEPSEEK_V32", "DeepSeekV32Format"]
+__all__ = ["DEEPSEEK_V4", "DEEPSEEK_V31", "DEEPSEEK_V32", "DeepSeekV31Format", "DeepSeekV32Format"]
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -283,3 +301,138 @@ class DeepSeekV32Format:
                 f"the deepseek_v32 chat format supports {sorted(formats)}",
             )
         return fmt
+
+
+_V31_CALL = "<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{args}<｜tool▁call▁end｜>"
+
+
+class DeepSeekV31Format:
+    """DeepSeek V3.1 framing (see the module docstring for the rules).
+
+    Args:
+        tokenizer: A tokenizer with DeepSeek's BOS, EOS, ``<｜User｜>``,
+            ``<｜Assistant｜>`` and V3.1's tool-call tokens.
+
+    Raises:
+        UnknownTokenError: One of those tokens is missing.
+    """
+
+    __slots__ = ("_eos",)
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        for name in (BOS, "<｜User｜>", "<｜Assistant｜>", "<｜tool▁output▁begin｜>"):
+            tokenizer.token_id(name)
+        self._eos = tokenizer.token_id(EOS)
+
+    @property
+    def name(self) -> str:
+        """``"deepseek_v31"``."""
+        return "deepseek_v31"
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """``(<｜end▁of▁sentence｜>,)``."""
+        return (self._eos,)
+
+    def preamble(self) -> Rendering:
+        """``<｜begin▁of▁sentence｜>``."""
+        return Rendering((Segment("framing", BOS),))
+
+    def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
+        """The system prompt, right after the BOS.
+
+        Raises:
+            InvalidRequest: ``tools`` given (the template renders none).
+        """
+        if tools:
+            raise InvalidRequest(
+                "tools",
+                f"{len(tools)} definitions",
+                "DeepSeek V3.1's template renders no tool definitions: describe them in the "
+                "system prompt, as its model card shows",
+            )
+        return Rendering(() if content is None else (Segment("system", content),))
+
+    def message(
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
+    ) -> Rendering:
+        """A user turn or a tool result."""
+        if role == "assistant":
+            raise InvalidRequest("role", role, "render assistant messages with assistant()")
+        if role == "system":
+            raise InvalidRequest(
+                "role", role, "DeepSeek V3.1 joins every system message at the start: use one"
+            )
+        if role == "tool":
+            return Rendering(
+                (
+                    Segment("framing", "<｜tool▁output▁begin｜>"),
+                    Segment("tool", content),
+                    Segment("framing", "<｜tool▁output▁end｜>"),
+                )
+            )
+        return Rendering((Segment("framing", "<｜User｜>"), Segment("user", content)))
+
+    def assistant(
+        self,
+        content: str,
+        *,
+        reasoning: str | None,
+        tool_calls: Sequence[Mapping[str, Any]] | None,
+        current_turn: bool,
+        prev_role: Role | None = None,
+    ) -> Rendering:
+        """History: ``<｜Assistant｜></think>`` after a user message, the content
+        (reasoning is not rendered: the template drops it), the calls, the EOS.
+
+        ``tool_calls`` items are ``{"name", "arguments"}`` or OpenAI-style
+        ``{"function": {...}}``; string arguments are written verbatim.
+        """
+        segs = [Segment("framing", "<｜Assistant｜></think>")] if prev_role == "user" else []
+        if content:
+            segs.append(Segment("text", content))
+        if tool_calls:
+            calls = "".join(
+                _V31_CALL.format(
+                    name=f["name"],
+                    args=f["arguments"]
+                    if isinstance(f["arguments"], str)
+                    else _to_json(f["arguments"]),
+                )
+                for f in (tc.get("function") or tc for tc in tool_calls)
+            )
+            segs.append(Segment("tool_call", f"<｜tool▁calls▁begin｜>{calls}<｜tool▁calls▁end｜>"))
+        segs.append(Segment("framing", EOS))
+        return Rendering(tuple(segs))
+
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
+        """After a user message ``<｜Assistant｜>`` and ``<think>`` (``thinking``) or
+        ``</think>``; after a tool result nothing (the model goes on)."""
+        if prev_role != "user":
+            return Rendering(())
+        marker = "<think>" if thinking else "</think>"
+        return Rendering((Segment("framing", "<｜Assistant｜>"), Segment("framing", marker)))
+
+    def close_reply(self, last_id: int | None) -> Rendering:
+        """Nothing after a sampled ``<｜end▁of▁sentence｜>``, else that token."""
+        return Rendering(() if last_id == self._eos else (Segment("framing", EOS),))
+
+    def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
+        """:data:`DEEPSEEK_V31`.
+
+        Raises:
+            InvalidRequest: ``tool_format`` is another name.
+        """
+        if tool_format not in (None, "deepseek_v31"):
+            raise InvalidRequest(
+                "tool_format", tool_format, "the deepseek_v31 format has 'deepseek_v31'"
+            )
+        return DEEPSEEK_V31
