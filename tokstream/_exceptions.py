@@ -9,6 +9,8 @@ Hierarchy::
 
     TokstreamError
     ├── InvalidRequest            bad input, found locally; nothing was sent (also ValueError)
+    │   └── InvalidRecord         a saved failed-request file that is missing, corrupt or
+    │                             not tokstream's
     ├── TokenizerNotFoundError    no tokenizer at a path (also FileNotFoundError)
     ├── UnknownTokenError         no such special token name (also KeyError)
     ├── ContextError              a context-tree operation that would break exactness
@@ -48,13 +50,15 @@ catches every timeout. Time spent waiting for a pool slot or connecting is never
 reported as a stall: the server had not received the request yet.
 
 Every message says what happened, to which URL and request ID, and what to do
-about it.
+about it. When a stream fails and the failed request was saved for replay, the
+error's ``saved_to`` names the file (and a note says so).
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._statistics import StreamStatistics
 
@@ -70,6 +74,7 @@ __all__ = [
     "HTTPStatusError",
     "InBandError",
     "InternalServerError",
+    "InvalidRecord",
     "InvalidRequest",
     "NotFoundError",
     "OutputError",
@@ -97,6 +102,8 @@ class TokstreamError(Exception):
         url: The URL the request went to, if any.
         request_id: The request ID (``X-Request-Id`` sent, or the server's), if any.
         diagnostics: The stream's counters when it failed, if a stream was running.
+        saved_to: Where the failed request was saved for replay
+            (``tokstream replay FILE``), if it was.
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class TokstreamError(Exception):
         self.url = url
         self.request_id = request_id
         self.diagnostics = diagnostics
+        self.saved_to: Path | None = None
 
 
 class InvalidRequest(TokstreamError, ValueError):
@@ -129,6 +137,22 @@ class InvalidRequest(TokstreamError, ValueError):
         super().__init__(f"invalid {field}={shown}: {problem}")
         self.field = field
         self.value = value
+
+
+class InvalidRecord(InvalidRequest):
+    """A saved failed-request file cannot be used: missing, corrupt, or not tokstream's.
+
+    Raised by ``FailedRequest.load``; nothing was sent.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        TokstreamError.__init__(self, f"cannot read the saved failed request {path}: {problem}")
+        self.field = "record"
+        self.value = path
+        self.path = path
 
 
 class ContextError(TokstreamError, ValueError):

@@ -131,6 +131,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self.url = config.url
         self.request_id = request.request_id
         self._model = config.model
+        self._failed_requests = config.failed_requests
         self._timeouts = config.timeouts
         self._transport = transport
         self._counters = counters
@@ -369,8 +370,20 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         terminal = events[-1]
         assert isinstance(terminal, (Done, Error))
         events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
+        if self._failed_requests is not None and isinstance(events[-1], Error):
+            events[-1] = self._save_failed(events[-1])
         self._ended = True
         self._counters.ended(isinstance(terminal, Done), self._decoder.tokens)
+
+    def _save_failed(self, event: Error) -> Error:
+        """The failed-request store's hook: save this request, say where on the ``Error``.
+
+        Called once, with the stream's final ``Error`` (issue 10, section 4).
+        """
+        assert self._failed_requests is not None
+        return self._failed_requests.record(
+            event, request=self.request, model=self._model, url=self.url, request_id=self.request_id
+        )
 
     async def _run_into(self, channel: EventChannel) -> None:
         """Move this entered stream's events into ``channel``, up to and with its last event."""
