@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokstream.chat import (
+    DEEPSEEK_V3,
     DEEPSEEK_V4,
     DEEPSEEK_V31,
     DEEPSEEK_V32,
@@ -31,6 +32,17 @@ DSML = "｜DSML｜"
 def deepseek_v31_calls(calls: list[Call]) -> str:
     body = "".join(
         f"<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{dumps(args)}<｜tool▁call▁end｜>"
+        for name, args in calls
+    )
+    return f"<｜tool▁calls▁begin｜>{body}<｜tool▁calls▁end｜>"
+
+
+def deepseek_v3_calls(calls: list[Call]) -> str:
+    """R1's template: ``function<｜tool▁sep｜>NAME`` and fenced JSON per call,
+    calls joined by a newline."""
+    body = "\n".join(
+        f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n{dumps(args)}\n```"
+        "<｜tool▁call▁end｜>"
         for name, args in calls
     )
     return f"<｜tool▁calls▁begin｜>{body}<｜tool▁calls▁end｜>"
@@ -175,6 +187,16 @@ def llama4_reply(reasoning: str, content: str, calls: list[Call]) -> str:
 
 
 SPECS: dict[str, Spec] = {
+    "deepseek_v3": Spec(
+        "deepseek_v3",
+        "deepseek-v3.1",
+        DEEPSEEK_V3,
+        "deepseek_v3",
+        "deepseek_r1",
+        deepseek_v3_calls,
+        DS_EOS,
+        think=("", "</think>"),
+    ),
     "deepseek_v31": Spec(
         "deepseek_v31",
         "deepseek-v3.1",

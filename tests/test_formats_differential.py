@@ -90,6 +90,11 @@ POLICIES: dict[str, str] = {
     "vllm_stream_loses_text": (
         "vLLM wrong (streaming): parse_delta drops or reorders text that parse() keeps"
     ),
+    "stream_call_separator_as_content": (
+        "vLLM wrong (deepseek_v3 parse_delta): the newline R1's template writes between two "
+        "calls of a tool-call section streams out as content, after the real content (its "
+        "parse() drops it); tokstream keeps it in the section, as framing"
+    ),
     "call_id_in_name": (
         "vLLM wrong (mistral, v11 calls with an ID): its parser takes [CALL_ID]ID as part of "
         "the tool's name; tokstream reads the name, and keeps the ID as call_id"
@@ -251,6 +256,8 @@ def classify(
             found.append("whitespace_before_calls")
         elif ok_calls and their == content.strip():
             found.append("content_stripped_with_calls")
+        elif len(ok_calls) > 1 and their == content + "\n" * (len(ok_calls) - 1):
+            found.append("stream_call_separator_as_content")
         elif not complete and (their.startswith(content) or content.startswith(their)):
             found.append("cut_tag_is_text")
         elif not complete and reply.thinking_unterminated:

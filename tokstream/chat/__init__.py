@@ -29,6 +29,7 @@ from .._exceptions import InvalidRequest
 from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
 from ._deepseek import (
+    DEEPSEEK_V3,
     DEEPSEEK_V4,
     DEEPSEEK_V31,
     DEEPSEEK_V32,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
 __all__ = [
+    "DEEPSEEK_V3",
     "DEEPSEEK_V4",
     "DEEPSEEK_V31",
     "DEEPSEEK_V32",
@@ -86,6 +88,7 @@ __all__ = [
 for _fmt in (
     HERMES,
     QWEN3_CODER,
+    DEEPSEEK_V3,
     DEEPSEEK_V31,
     DEEPSEEK_V32,
     DEEPSEEK_V4,

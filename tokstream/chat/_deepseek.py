@@ -1,11 +1,15 @@
-"""DeepSeek: V3.1 tool calls, V3.2 / V4 DSML calls, and V3.2 chat framing.
+"""DeepSeek: V3 / R1 and V3.1 tool calls, V3.2 / V4 DSML calls, and chat framing.
 
-Reply tables (what vLLM's ``deepseek_v31``, ``deepseek_v32`` and
-``deepseek_v4`` tool parsers and the ``deepseek_v3`` reasoning parser read):
+Reply tables (what vLLM's ``deepseek_v3``, ``deepseek_v31``, ``deepseek_v32``
+and ``deepseek_v4`` tool parsers and the ``deepseek_r1`` / ``deepseek_v3``
+reasoning parsers read):
 
 * :data:`DEEPSEEK_V31`: ``<｜tool▁calls▁begin｜>`` opens a section of
   ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{json}<｜tool▁call▁end｜>`` calls,
   closed by ``<｜tool▁calls▁end｜>`` (all single tokens).
+* :data:`DEEPSEEK_V3` (V3-0324, R1, R1-0528): the same section, each call
+  ``function<｜tool▁sep｜>NAME`` then the arguments in a ```` ```json ````
+  fence.
 * :data:`DEEPSEEK_V32` / :data:`DEEPSEEK_V4`: ``<｜DSML｜function_calls>`` (V4:
   ``<｜DSML｜tool_calls>``) holds ``<｜DSML｜invoke name="...">`` calls, each
   closed by ``</｜DSML｜invoke>``; the section's end also ends an open call. A
@@ -65,13 +69,26 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidRequest
-from ..core.parser import ReplyFormat, State, decode_deepseek_v31, decode_dsml
+from ..core.parser import (
+    ReplyFormat,
+    State,
+    decode_deepseek_v3,
+    decode_deepseek_v31,
+    decode_dsml,
+)
 from ._base import Rendering, Role, Segment
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
-__all__ = ["DEEPSEEK_V4", "DEEPSEEK_V31", "DEEPSEEK_V32", "DeepSeekV31Format", "DeepSeekV32Format"]
+__all__ = [
+    "DEEPSEEK_V3",
+    "DEEPSEEK_V4",
+    "DEEPSEEK_V31",
+    "DEEPSEEK_V32",
+    "DeepSeekV31Format",
+    "DeepSeekV32Format",
+]
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -97,7 +114,13 @@ _V31_ROWS: tuple[tuple[State, str, State], ...] = (
 DEEPSEEK_V31 = ReplyFormat(
     "deepseek_v31", (*_THINK, *_V31_ROWS), (EOS,), decode_deepseek_v31, call_body="json"
 )
-"""DeepSeek V3.1 (and R1-0528) tool calls and reasoning."""
+"""DeepSeek V3.1 tool calls and reasoning."""
+
+DEEPSEEK_V3 = ReplyFormat(
+    "deepseek_v3", (*_THINK, *_V31_ROWS), (EOS,), decode_deepseek_v3, call_body="json"
+)
+"""DeepSeek V3-0324 / R1 / R1-0528: V3.1's tags, ``function<｜tool▁sep｜>NAME`` and
+fenced JSON arguments in each call; ``<think>`` reasoning."""
 
 
 def _dsml_table(section: tuple[str, ...]) -> tuple[tuple[State, str, State], ...]:

@@ -12,7 +12,7 @@ convenience form for a finished output.
 from __future__ import annotations
 
 from ._core import ResponseParser
-from ._deepseek import decode_deepseek_v31, decode_dsml
+from ._deepseek import decode_deepseek_v3, decode_deepseek_v31, decode_dsml
 from ._events import (
     NEED_TOKENS,
     NeedTokens,
@@ -78,6 +78,7 @@ __all__ = [
     "ToolCallStatus",
     "ToolFormat",
     "ToolSpecs",
+    "decode_deepseek_v3",
     "decode_deepseek_v31",
     "decode_dsml",
     "decode_glm",
