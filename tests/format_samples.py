@@ -162,20 +162,24 @@ def samples(spec: Spec, n: int, seed: int, *, prose: int = 1) -> list[Sample]:
         if spec.no_content_with_calls:
             reasoning = ""
             content = "" if calls else content.lstrip(" {[")
-        if spec.compose is not None:
-            out.append(Sample(spec.compose(reasoning, content, calls), reasoning, content, calls))
-            continue
-        text = ""
-        if spec.think and (reasoning or not spec.think[0] or spec.always_think):
-            # think[0] == "": the prompt opened the block, so the reply closes it.
-            text += spec.think[0] + reasoning + spec.think[1]
-        text += content
-        if calls:
-            content += spec.call_lead
-            text += spec.call_lead + spec.render_calls(calls)
-        text += spec.stop
-        out.append(Sample(text, reasoning, content, calls))
+        out.append(compose(spec, reasoning, content, calls))
     return out
+
+
+def compose(spec: Spec, reasoning: str, content: str, calls: list[Call]) -> Sample:
+    """The reply ``spec``'s family writes for these parts, and what it means."""
+    if spec.compose is not None:
+        return Sample(spec.compose(reasoning, content, calls), reasoning, content, calls)
+    text = ""
+    if spec.think and (reasoning or not spec.think[0] or spec.always_think):
+        # think[0] == "": the prompt opened the block, so the reply closes it.
+        text += spec.think[0] + reasoning + spec.think[1]
+    text += content
+    if calls:
+        content += spec.call_lead
+        text += spec.call_lead + spec.render_calls(calls)
+    text += spec.stop
+    return Sample(text, reasoning, content, calls)
 
 
 def opens_thinking(spec: Spec) -> bool:

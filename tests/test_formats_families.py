@@ -37,7 +37,7 @@ from tokstream.core.parser import (
 )
 
 from .families import load_family
-from .format_samples import TOOLS, Sample, Spec, cut, opens_thinking, samples
+from .format_samples import TOOLS, Sample, Spec, compose, cut, opens_thinking, samples
 from .format_specs import SPECS
 from .parser_helpers import FEEDS, check_invariants, run
 
@@ -151,6 +151,48 @@ def test_cut_at_every_position(name: str, tokenizers_by_family: dict[str, Tokeni
             for call in cut_off:
                 assert call.error and call.ids.tolist() == prefix[call.start_token :]
                 assert call.raw in tok.decode(prefix)
+
+
+# Markup bodies: a value's own end tag, and an element that does not start a
+# line, are text unless the next element or the end of the call follows
+# (README "Tags inside values"); the call's closing tag is always structure.
+MARKUP_VALUES = {
+    "glm45": "a</arg_value> b <arg_key>k</arg_key> c",
+    "minimax_m2": 'a</parameter> b <parameter name="k">c',
+    "deepseek_v32": 'a</｜DSML｜parameter> b <｜DSML｜parameter name="k" string="true">c',
+    "deepseek_v4": "a</｜DSML｜parameter> b",
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_tag_inside_a_value_is_text(
+    name: str, tokenizers_by_family: dict[str, Tokenizer]
+) -> None:
+    """Every format: a string argument holding the family's own tags parses as written.
+
+    JSON (and Python-literal) bodies: every tag of the format's table, each
+    one the special token where the tokenizer has it, inside an open string.
+    """
+    spec = SPECS[name]
+    tok = tokenizers_by_family[spec.family]
+    if spec.reply_format.call_body == "json" or spec.reply_format.call_end != "tag":
+        value = " ".join(sorted({tag for _, tag, _ in spec.reply_format.tags}))
+    else:
+        value = MARKUP_VALUES[name]
+    calls = [("run_code", {"code": value}), ("noop", {})]
+    sample = compose(spec, "", "" if spec.no_content_with_calls else "Running.", calls)
+    ids = tok.encode(sample.text).tolist()
+    for via in FEEDS:
+        events, reply = run(
+            tok,
+            ids,
+            reply_format=spec.reply_format,
+            tools=TOOLS,
+            via=via,
+            thinking="open" if opens_thinking(spec) else "auto",
+        )
+        check_invariants(tok, ids, events)
+        _check_meaning(sample, reply)
 
 
 def test_the_tokenizer_family_picks_formats(
