@@ -36,6 +36,7 @@ from ._deepseek import (
     DeepSeekV31Format,
     DeepSeekV32Format,
 )
+from ._deepseek_v4 import DEEPSEEK_V4_REASONING_EFFORT, DeepSeekV4Format
 from ._glm import GLM45Format
 from ._harmony import GPT_OSS, HarmonyFormat
 from ._kimi import KimiK2Format
@@ -54,6 +55,7 @@ __all__ = [
     "DEEPSEEK_V4",
     "DEEPSEEK_V31",
     "DEEPSEEK_V32",
+    "DEEPSEEK_V4_REASONING_EFFORT",
     "GLM45",
     "GPT_OSS",
     "HERMES",
@@ -69,6 +71,7 @@ __all__ = [
     "ChatFormat",
     "DeepSeekV31Format",
     "DeepSeekV32Format",
+    "DeepSeekV4Format",
     "GLM45Format",
     "HarmonyFormat",
     "KimiK2Format",
@@ -111,6 +114,7 @@ _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "mistral": (MistralFormat, "[INST]"),
     "llama4": (Llama4Format, "<|header_start|>"),
     "deepseek_v31": (DeepSeekV31Format, "<｜tool▁output▁begin｜>"),
+    "deepseek_v4": (DeepSeekV4Format, "<｜latest_reminder｜>"),
     "kimi_k2": (KimiK2Format, "<|im_middle|>"),
     "glm45": (GLM45Format, "<|observation|>"),
     "minimax_m2": (MiniMaxM2Format, "]~b]"),

@@ -174,15 +174,15 @@ Here are the functions available in JSONSchema format:
 """  # noqa: E501  (the model's prompt text, verbatim)
 
 
-def _to_json(value: object) -> str:
+def to_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _dsml_call(name: str, arguments: Mapping[str, Any] | str) -> str:
+def dsml_call(name: str, arguments: Mapping[str, Any] | str) -> str:
     args = json.loads(arguments) if isinstance(arguments, str) else arguments
     params = "\n".join(
         f'<{_DSML}parameter name="{k}" string="{"true" if isinstance(v, str) else "false"}">'
-        f"{v if isinstance(v, str) else _to_json(v)}</{_DSML}parameter>"
+        f"{v if isinstance(v, str) else to_json(v)}</{_DSML}parameter>"
         for k, v in args.items()
     )
     return f'<{_DSML}invoke name="{name}">\n{params}\n</{_DSML}invoke>'
@@ -227,7 +227,7 @@ class DeepSeekV32Format:
         """The tool block (as the encoder's leading tools-only system message), then content."""
         segs: list[Segment] = []
         if tools:
-            schemas = "\n".join(_to_json(t.get("function", t)) for t in tools)
+            schemas = "\n".join(to_json(t.get("function", t)) for t in tools)
             segs.append(Segment("tools", "\n\n" + TOOLS_SYSTEM.format(dsml=_DSML, schemas=schemas)))
         if content:
             segs.append(Segment("system", content))
@@ -287,7 +287,7 @@ class DeepSeekV32Format:
             segs.append(Segment("text", content))
         if tool_calls:
             calls = "\n".join(
-                _dsml_call(f["name"], f["arguments"])
+                dsml_call(f["name"], f["arguments"])
                 for f in (tc.get("function") or tc for tc in tool_calls)
             )
             segs.append(
@@ -426,7 +426,7 @@ class DeepSeekV31Format:
                     name=f["name"],
                     args=f["arguments"]
                     if isinstance(f["arguments"], str)
-                    else _to_json(f["arguments"]),
+                    else to_json(f["arguments"]),
                 )
                 for f in (tc.get("function") or tc for tc in tool_calls)
             )
