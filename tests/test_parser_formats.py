@@ -103,6 +103,19 @@ def test_coder_malformed(body: str, status: ToolCallStatus) -> None:
     assert got is status and error
 
 
+def test_coder_parameter_tag_without_its_bracket_is_malformed() -> None:
+    # The ">" of <parameter=city> was lost: the name is not "city\nParis x",
+    # the call is MALFORMED, and the value is read from the next line.
+    body = "\n<function=get_weather>\n<parameter=city\nParis x > y\n</parameter>\n</function>\n"
+    name, args, status, error = decode_qwen3_coder(body, SCHEMAS)[:4]
+    assert (name, args, status) == (
+        "get_weather",
+        {"city": "Paris x > y"},
+        ToolCallStatus.MALFORMED,
+    )
+    assert error and "'>'" in error
+
+
 # -- Qwen3-Coder: schema conversion -----------------------------------------------------------
 
 
