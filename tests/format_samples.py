@@ -109,6 +109,9 @@ class Spec:
         text_after_calls: Whether the family may write content after its calls.
         call_lead: Text the template writes between content and the calls
             (content, for the parser: it is outside every tag).
+        between_calls: Text ``render_calls`` writes between two calls outside
+            every tag (content too: Qwen's newline between ``<tool_call>``
+            blocks).
         always_think: The reply always has a thinking block (maybe empty).
         no_content_with_calls: A reply is either calls or content (Llama 3.1).
         compose: Writes the whole reply from (reasoning, content, calls), for
@@ -129,6 +132,7 @@ class Spec:
     flat_args: bool = False
     text_after_calls: bool = False
     call_lead: str = ""
+    between_calls: str = ""
     always_think: bool = False
     no_content_with_calls: bool = False
     compose: Callable[[str, str, list[Call]], str] | None = None
@@ -176,7 +180,7 @@ def compose(spec: Spec, reasoning: str, content: str, calls: list[Call]) -> Samp
         text += spec.think[0] + reasoning + spec.think[1]
     text += content
     if calls:
-        content += spec.call_lead
+        content += spec.call_lead + spec.between_calls * (len(calls) - 1)
         text += spec.call_lead + spec.render_calls(calls)
     text += spec.stop
     return Sample(text, reasoning, content, calls)

@@ -15,12 +15,14 @@ from tokstream.chat import (
     DEEPSEEK_V32,
     GLM45,
     GPT_OSS,
+    HERMES,
     KIMI_K2,
     LLAMA3_JSON,
     LLAMA4_PYTHONIC,
     MINIMAX_M2,
     MISTRAL,
     MISTRAL_V11,
+    QWEN3_CODER,
 )
 
 from .format_samples import Call, Spec, dumps
@@ -35,6 +37,25 @@ def deepseek_v31_calls(calls: list[Call]) -> str:
         for name, args in calls
     )
     return f"<｜tool▁calls▁begin｜>{body}<｜tool▁calls▁end｜>"
+
+
+def hermes_calls(calls: list[Call]) -> str:
+    """Qwen2.5 / Qwen3's template: one ``<tool_call>`` JSON object per call."""
+    return "\n".join(
+        "<tool_call>\n" + dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+        for name, args in calls
+    )
+
+
+def qwen3_coder_calls(calls: list[Call]) -> str:
+    """Qwen3-Coder's template: ``<function=NAME>`` and one ``<parameter=K>`` per
+    argument (objects and lists as JSON, other values as text)."""
+    return "\n".join(
+        f"<tool_call>\n<function={name}>\n"
+        + "".join(f"<parameter={k}>\n{_text_value(v)}\n</parameter>\n" for k, v in args.items())
+        + "</function>\n</tool_call>"
+        for name, args in calls
+    )
 
 
 def deepseek_v3_calls(calls: list[Call]) -> str:
@@ -187,6 +208,34 @@ def llama4_reply(reasoning: str, content: str, calls: list[Call]) -> str:
 
 
 SPECS: dict[str, Spec] = {
+    "hermes": Spec(
+        "hermes",
+        "qwen",
+        HERMES,
+        "hermes",
+        "qwen3",
+        hermes_calls,
+        "<|im_end|>",
+        think=("<think>", "</think>"),
+        chat_kwargs={"enable_thinking": True},
+        always_think=True,
+        call_lead="\n",
+        between_calls="\n",
+    ),
+    "qwen3_coder": Spec(
+        "qwen3_coder",
+        "qwen",
+        QWEN3_CODER,
+        "qwen3_coder",
+        "qwen3",
+        qwen3_coder_calls,
+        "<|im_end|>",
+        think=("<think>", "</think>"),
+        chat_kwargs={"enable_thinking": True},
+        always_think=True,
+        call_lead="\n",
+        between_calls="\n",
+    ),
     "deepseek_v3": Spec(
         "deepseek_v3",
         "deepseek-v3.1",

@@ -66,8 +66,8 @@ POLICIES: dict[str, str] = {
         "harmony recovery returns a cut header as final content"
     ),
     "cut_call_drops_all": (
-        "vLLM wrong (llama3_json parse): one call cut off by the end of the reply makes it "
-        "drop every call, the complete ones too, and return the whole output as content; "
+        "vLLM wrong (llama3_json and hermes parse): one call cut off by the end of the reply "
+        "makes it drop every call, the complete ones too, and return the whole output as content; "
         "tokstream hands out the complete calls and reports the cut one UNTERMINATED"
     ),
     "cut_header_reported": (
@@ -94,6 +94,10 @@ POLICIES: dict[str, str] = {
         "vLLM wrong (deepseek_v3 parse_delta): the newline R1's template writes between two "
         "calls of a tool-call section streams out as content, after the real content (its "
         "parse() drops it); tokstream keeps it in the section, as framing"
+    ),
+    "newlines_between_calls_kept": (
+        "policy: the newline Qwen's template writes between two <tool_call> blocks is content "
+        "(it is outside every tag, where the model wrote it); vLLM's hermes parser drops it"
     ),
     "call_id_in_name": (
         "vLLM wrong (mistral, v11 calls with an ID): its parser takes [CALL_ID]ID as part of "
@@ -258,6 +262,8 @@ def classify(
             found.append("content_stripped_with_calls")
         elif len(ok_calls) > 1 and their == content + "\n" * (len(ok_calls) - 1):
             found.append("stream_call_separator_as_content")
+        elif len(ok_calls) > 1 and content == their + "\n" * (len(ok_calls) - 1):
+            found.append("newlines_between_calls_kept")
         elif not complete and (their.startswith(content) or content.startswith(their)):
             found.append("cut_tag_is_text")
         elif not complete and reply.thinking_unterminated:

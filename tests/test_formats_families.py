@@ -157,6 +157,7 @@ def test_cut_at_every_position(name: str, tokenizers_by_family: dict[str, Tokeni
 # line, are text unless the next element or the end of the call follows
 # (README "Tags inside values"); the call's closing tag is always structure.
 MARKUP_VALUES = {
+    "qwen3_coder": "a</parameter> b <parameter=k>c",
     "glm45": "a</arg_value> b <arg_key>k</arg_key> c",
     "minimax_m2": 'a</parameter> b <parameter name="k">c',
     "deepseek_v32": 'a</｜DSML｜parameter> b <｜DSML｜parameter name="k" string="true">c',
