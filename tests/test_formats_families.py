@@ -196,6 +196,28 @@ def test_a_tag_inside_a_value_is_text(
         _check_meaning(sample, reply)
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if opens_thinking(SPECS[n])])
+def test_a_redundant_opening_tag_in_a_prompt_opened_block_is_absorbed(
+    name: str, tokenizers_by_family: dict[str, Tokenizer]
+) -> None:
+    """The prompt opened the thinking block; the model writes its opening tag again."""
+    spec = SPECS[name]
+    tok = tokenizers_by_family[spec.family]
+    (tag,) = {t for state, t, to in spec.reply_format.tags if state == to == "thinking"}
+    with_reasoning = [s for s in samples(spec, 20, seed=9) if s.reasoning][:5]
+    assert with_reasoning
+    for sample in with_reasoning:
+        ids = tok.encode(tag + sample.text).tolist()
+        for via in FEEDS:
+            events, reply = run(
+                tok, ids, reply_format=spec.reply_format, tools=TOOLS, via=via, thinking="open"
+            )
+            check_invariants(tok, ids, events)
+            _check_meaning(sample, reply)
+            assert reply.segments[0].kind == "thinking"
+            assert reply.segments[0].text.startswith(tag + sample.reasoning)
+
+
 def test_the_tokenizer_family_picks_formats(
     tokenizers_by_family: dict[str, Tokenizer], vllm_home: Path
 ) -> None:
