@@ -84,3 +84,21 @@ def test_nothing_lost_replay_snippet_runs_as_written(tmp_path: Path) -> None:
     text = README.read_text()
     for needle in ("TOKSTREAM_FAILED_DIR", "$XDG_STATE_HOME/tokstream/failed/", "tokstream replay"):
         assert needle in text
+
+
+def test_the_family_table_lists_every_family_and_format() -> None:
+    # "Model families": a row per Tokenizer.family, and every registered reply
+    # format and chat format named in the table, so adding one means saying
+    # what it is checked against.
+    import tokstream.chat
+    from tokstream._tokenizer._families import FAMILIES
+    from tokstream.chat import _FORMATS
+    from tokstream.core.parser import registered_reply_formats
+
+    text = README.read_text()
+    section = text[text.index("## Model families") : text.index("## Testing your agent")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert sorted(row.split("`")[1] for row in rows) == sorted(FAMILIES)
+    table = "\n".join(rows)
+    for name in [*registered_reply_formats(), *_FORMATS, *tokstream.chat.FAMILY_FORMATS.values()]:
+        assert f"`{name}`" in table, name

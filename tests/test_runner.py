@@ -21,6 +21,7 @@ from tokstream._trio._turns import ToolResult, ToolStarted, run_agent, run_turn
 from tokstream.context import Context
 from tokstream.core.parser import ReplySegment, ResponseParser, ToolCall, ToolCallStatus
 
+from .families import load_family
 from .parser_helpers import recorded_events
 from .replay_server import ReplayServer
 
@@ -662,3 +663,30 @@ async def test_turn_parser_starts_where_the_generation_prompt_left_off(
         assert turn.reply.reasoning == reasoning
         kinds = [leaf.kind for leaf in turn.message.leaves if leaf.sampled]
         assert kinds == (["thinking", "text", "stop"] if reasoning else ["text", "stop"])
+
+
+async def test_turn_results_name_the_call_they_answer(vllm_home: Path) -> None:
+    # Kimi K2 renders a result as "## Return of <call_id>": run_turn passes each
+    # call's ID to add_tool, so a family whose results name their call works.
+    kimi = load_family("kimi-k2", vllm_home)
+    ctx = Context(kimi)
+    ctx.add_user("Weather?")
+    reply = (
+        "<think>t</think><|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+        '<|tool_call_argument_begin|>{"city": "Paris"}<|tool_call_end|>'
+        "<|tool_calls_section_end|><|im_end|>"
+    )
+
+    async def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    turn = await run_turn(
+        FakeClient([kimi.encode(reply).tolist()]), ctx, tools={"get_weather": get_weather}
+    )
+    (result,) = turn.tool_results
+    assert result.call.call_id == "functions.get_weather:0"
+    assert ctx.messages[-1].role == "tool"
+    assert ctx.messages[-1].text == (
+        "<|im_system|>get_weather<|im_middle|>## Return of functions.get_weather:0\n"
+        "sunny in Paris<|im_end|>"
+    )

@@ -247,7 +247,7 @@ async def run_turn(
     done_results = tuple(r for r in results if r is not None)
     assert len(done_results) == len(results)
     for r in done_results:
-        context.add_tool(r.content, name=r.call.name)
+        context.add_tool(r.content, name=r.call.name, call_id=r.call.call_id)
     return Turn(streamed.reply, streamed.done, done_results, message)
 
 

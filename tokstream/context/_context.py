@@ -13,6 +13,9 @@ calls, the sampled stop token). Every leaf holds its ``text``, its ``ids``
 * :meth:`Context.generation_mask` is true exactly on sampled IDs;
   :meth:`Context.logprobs` is aligned with it (NaN where unknown).
 * Save and resume exactly with :meth:`Context.to_json` / :meth:`Context.from_json`.
+* A reply whose sampled stop token is the next message's opening framing
+  (GLM ends a turn with ``<|observation|>`` or ``<|user|>``) is not followed by
+  that framing a second time: the next message starts after it.
 
 Theory of operation: all IDs live in one growth buffer (three parallel numpy
 arrays: ids, mask, logprobs, doubling capacity). A leaf is a ``[start, end)``
@@ -200,14 +203,26 @@ class Context:
         rendering = self._s.format.message("user", content, prev_role=self._s.prev())
         return self._add("user", rendering, content=content)
 
-    def add_tool(self, content: str, *, name: str | None = None) -> Message:
-        """Add a tool result (``name``, the tool's name, is kept on the node; harmony renders it).
+    def add_tool(
+        self, content: str, *, name: str | None = None, call_id: str | None = None
+    ) -> Message:
+        """Add a tool result.
+
+        ``name``, the tool's name, is kept on the node (harmony renders it);
+        ``call_id`` is the answered call's ``ToolCall.call_id`` (Kimi K2 and
+        Mistral up to v11 render it and need it).
 
         Consecutive results share one turn where the format says so (Qwen):
         the turn's closing framing is held until something else follows, so
         adding results never rewrites IDs already handed out.
+
+        Raises:
+            InvalidRequest: The format needs ``call_id`` (or ``name``) and it
+                is missing.
         """
-        rendering = self._s.format.message("tool", content, prev_role=self._s.prev(), name=name)
+        rendering = self._s.format.message(
+            "tool", content, prev_role=self._s.prev(), name=name, call_id=call_id
+        )
         return self._add("tool", rendering, name=name, content=content)
 
     def add_assistant(
@@ -224,7 +239,11 @@ class Context:
         model output.
         """
         rendering = self._s.format.assistant(
-            content, reasoning=reasoning, tool_calls=tool_calls, current_turn=self._after_query()
+            content,
+            reasoning=reasoning,
+            tool_calls=tool_calls,
+            current_turn=self._after_query(),
+            prev_role=self._s.prev(),
         )
         return self._add("assistant", rendering, content=content)
 
@@ -238,7 +257,8 @@ class Context:
             ContextError: A reply is already open.
         """
         self._check_no_reply()
-        segments = self._s.format.generation_prompt(thinking=thinking).segments
+        prompt = self._s.format.generation_prompt(thinking=thinking, prev_role=self._s.prev())
+        segments = prompt.segments
         held, begin = self._s.close, self._s.tape.n
         self._s.write_close()
         message = Message("assistant", self._s.tape)
