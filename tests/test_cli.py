@@ -69,7 +69,8 @@ async def test_generate_parses_the_reply_live(
     )
     assert run.code == 0, run.err
     # Thinking and text as they streamed; the call on a line of its own, not its raw tags.
-    assert run.out == ('\nplan\n\nHello \n[tool call #0] get_weather({"city": "Paris"}) ok\n')
+    # Each section starts a line (the blank lines around the tags are the model's).
+    assert run.out == 'thinking: plan\nHello \n[tool call #0] get_weather({"city": "Paris"}) ok\n'
     (stats,) = run.err.splitlines()
     assert STATS.match(stats), stats
     body = replay_server.requests[-1].json()

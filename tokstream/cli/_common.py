@@ -4,13 +4,12 @@ Exit codes (stable; scripts may test them):
 
 ====  ==========================================================================
 0     success
-1     an unexpected error, i.e. a bug (``--debug`` shows the traceback); also
-      ``tokstream decode`` on a recording that ends in an error
+1     an unexpected error, i.e. a bug (``--debug`` shows the traceback)
 2     bad input: arguments, or a file that is missing or not what was expected
 3     connection: the request never got going (refused, DNS, TLS, timeouts
       before sending)
 4     server: the server answered with an error (an HTTP error status, or an
-      error event inside the stream)
+      error event inside the stream; ``decode``: a recording that ends in one)
 5     stream: the stream broke after it started (dropped, stalled, not a valid
       vLLM stream)
 130   interrupted (Ctrl-C)

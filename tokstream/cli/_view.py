@@ -6,7 +6,8 @@ stream's ``Token`` / ``Done`` / ``Error``, the response parser's events
 ``ToolStarted`` / ``ToolResult``. It is the ``on_event`` callback of
 ``tokstream.open_reply`` and ``tokstream.run_turn``, and can be fed by hand.
 
-* Text mode: the reply's text as it streams, thinking dimmed; each tool call
+* Text mode: the reply's text as it streams, thinking dimmed (after a
+  ``thinking:`` label, so that it shows without colour too); each tool call
   on a line of its own, highlighted the moment it closes (name, arguments,
   status); the tool's start and result under it. Without a tokenizer there is
   no parser, and the server's text is shown as it arrives.
@@ -51,6 +52,7 @@ __all__ = ["JsonView", "LiveView", "echo_status", "make_console", "stats_line"]
 _RESULT_PREVIEW = 200
 
 THINKING = "dim"
+THINKING_LABEL = "dim italic"
 CALL_OK = "bold yellow"
 CALL_BAD = "bold red"
 TOOL_NOTE = "magenta"
@@ -131,6 +133,7 @@ class LiveView:
         self._tokenizer = tokenizer
         self._piece = tokenizer.detokenizer().feed if tokenizer is not None else None
         self._thinking = False
+        self._section: str | None = None  # "thinking" or "text": what the last delta was
         self._at_line_start = True
         self.terminal: Done | Error | None = None
         self.tokens = 0
@@ -141,6 +144,7 @@ class LiveView:
         self.tokens = 0
         self.terminal = None
         self._thinking = False
+        self._section = None
         if self._tokenizer is not None:
             self._piece = self._tokenizer.detokenizer().feed
 
@@ -171,11 +175,11 @@ class LiveView:
         elif isinstance(event, ThinkingDelta):
             self._thinking = True
             if not self.show_ids:
-                self._write(event.text, THINKING)
+                self._delta("thinking", event.text, THINKING)
         elif isinstance(event, TextDelta):
             self._thinking = False
             if not self.show_ids:
-                self._write(event.text)
+                self._delta("text", event.text, None)
         elif isinstance(event, ToolCall):
             self._call(event)
         elif isinstance(event, ToolStarted):
@@ -196,6 +200,19 @@ class LiveView:
         elif isinstance(event, (ToolCallOpened, ReplySegment, Reply)):
             pass  # the call shows when it closes; segments and the reply repeat what was shown
 
+    def _delta(self, section: str, text: str, style: str | None) -> None:
+        # A section starts on a line of its own, without the blank lines the model put
+        # around its tags ("<think>\n", "</think>\n\n").
+        if self._section != section:
+            text = text.lstrip("\n")
+            if not text:
+                return  # the section has not started yet: keep waiting for its text
+            self._section = section
+            self.end_line()
+            if section == "thinking":
+                self._write("thinking: ", THINKING_LABEL)
+        self._write(text, style)
+
     def _row(self, token: Token) -> None:
         if self._piece is not None:
             piece = self._piece(token.id)
@@ -210,6 +227,7 @@ class LiveView:
         self.line(row, THINKING if self._thinking else None)
 
     def _call(self, call: ToolCall) -> None:
+        self._section = None  # text after the call starts on a new line
         args = json.dumps(call.arguments, ensure_ascii=False)
         if call.ok:
             self.line(f"[tool call #{call.index}] {call.name}({args}) {call.status}", CALL_OK)
