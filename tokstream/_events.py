@@ -15,7 +15,7 @@ module holds data only: no I/O, no parsing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeAlias
 
@@ -30,6 +30,25 @@ __all__ = ["Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
 
 _EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
 _EMPTY_IDS.flags.writeable = False
+
+
+def _brief_repr(self: object) -> str:
+    """Each field's repr, but an array as its type, size and ends (a long reply's IDs,
+    printed in full, would fill the screen)."""
+    parts = []
+    for f in fields(self):  # type: ignore[arg-type]
+        value = getattr(self, f.name)
+        if isinstance(value, np.ndarray):
+            ends = (
+                value.tolist()
+                if value.size <= 6
+                else [*value[:3].tolist(), "...", *value[-2:].tolist()]
+            )
+            shown = f"<{value.dtype}[{value.size}] {' '.join(map(str, ends))}>".replace(" >", ">")
+        else:
+            shown = repr(value)
+        parts.append(f"{f.name}={shown}")
+    return f"{type(self).__name__}({', '.join(parts)})"
 
 
 class Token(msgspec.Struct, frozen=True, gc=False):
@@ -98,6 +117,8 @@ class Done:
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
     replica: str | None = None
 
+    __repr__ = _brief_repr
+
 
 @dataclass(frozen=True, slots=True)
 class Error:
@@ -130,6 +151,8 @@ class Error:
     saved_to: Path | None = None
     save_error: str | None = None
     replica: str | None = None
+
+    __repr__ = _brief_repr
 
     @property
     def message(self) -> str:
