@@ -235,8 +235,9 @@ def _mistral_encode(text: str) -> list[int]:
     # encoded by the Tekkenizer, each marker as its ID.
     ref = tekken()
     out: list[int] = []
-    names = sorted(KNOWN_IDS["mistral"], key=len, reverse=True)
     specials = {t["token_str"]: i for i, t in enumerate(ref._all_special_tokens)}
+    # Every control token, not only the well-known ones: "<pad>" in text is one too.
+    names = sorted(specials, key=len, reverse=True)
     for part in re.split("(" + "|".join(map(re.escape, names)) + ")", text):
         if part in specials:
             out.append(specials[part])
@@ -374,6 +375,7 @@ def test_fixed_strings_match_the_reference(family: str, tok: Tokenizer) -> None:
         "".join(markers(family)),
         " ".join(markers(family)) + " x",
         " " * 40 + "x" + "\n" * 7,
+        "Hello<pad>",  # a control token outside the well-known markers (Mistral's <pad>)
     ]
     for text in samples:
         compare(family, tok, text)
