@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing as _typing
 
-from ._events import Done, Error, Event, Token, Usage
+from ._events import Attempt, Done, Error, Event, Token, Usage
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -35,10 +35,12 @@ from ._exceptions import (
     ProtocolError,
     RateLimitError,
     RemoteDisconnected,
+    RequestAborted,
     StallTimeout,
     StreamError,
     TokenizerNotFoundError,
     TokstreamError,
+    TotalTimeout,
     TransportError,
     UnknownTokenError,
     UnprocessableEntityError,
@@ -47,7 +49,7 @@ from ._exceptions import (
 from ._statistics import ClientStatistics, PoolStatistics, StreamStatistics
 from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from .context import Context, Leaf, Message, ReplyBuilder
-from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
+from .core import CompletionRequest, RetryPolicy, SSEDecoder, SSEEvent, StreamDecoder
 from .core.parser import (
     NEED_TOKENS,
     ParseEvent,
@@ -124,6 +126,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "Attempt",
     "AuthenticationError",
     "BadRequestError",
     "Client",
@@ -163,7 +166,9 @@ __all__ = [
     "ReplyBuilder",
     "ReplyHandle",
     "ReplySegment",
+    "RequestAborted",
     "ResponseParser",
+    "RetryPolicy",
     "SSEDecoder",
     "SSEEvent",
     "StallTimeout",
@@ -184,6 +189,7 @@ __all__ = [
     "ToolCallStatus",
     "ToolResult",
     "ToolStarted",
+    "TotalTimeout",
     "TransportError",
     "Turn",
     "UnknownTokenError",

@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ._exceptions import TokstreamError
-from ._statistics import StreamStatistics
+from ._statistics import Attempt, StreamStatistics
 
-__all__ = ["Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
+__all__ = ["Attempt", "Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
 
 _EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
 _EMPTY_IDS.flags.writeable = False
@@ -81,6 +81,14 @@ class Done:
             when requested, else ``None``.
         request_id: The server's completion ID (``cmpl-...``), if any.
         diagnostics: The stream's counters at the end.
+        attempts: Every attempt when the request was retried or resumed (the
+            failed ones, then the one that finished, whose ``error`` is
+            ``None``); empty when the first attempt finished.
+        splices: Where a resumed stream was continued: for each continuation,
+            how many token IDs had arrived before it (``token_ids[:k]`` came
+            before the drop). Empty for a stream that never dropped. With
+            resume the prompt echo, usage and IDs describe the whole stream
+            (see ``RetryPolicy``).
     """
 
     finish_reason: str | None
@@ -92,6 +100,8 @@ class Done:
     logprobs: npt.NDArray[np.float32] | None = None
     request_id: str | None = None
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+    attempts: tuple[Attempt, ...] = ()
+    splices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +115,16 @@ class Error:
         token_ids: The IDs that did arrive before the failure (int32, read-only).
         text: Their text, as streamed.
         diagnostics: The stream's counters at the failure.
+        attempts: Every attempt, in order, the failed final one last (also on
+            ``error.attempts``). A stream built outside a client (the bare
+            decoder) leaves it empty.
     """
 
     error: TokstreamError
     token_ids: npt.NDArray[np.int32] = field(default_factory=lambda: _EMPTY_IDS)
     text: str = ""
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+    attempts: tuple[Attempt, ...] = ()
 
     @property
     def message(self) -> str:
