@@ -248,8 +248,9 @@ async def test_a_stale_kept_alive_connection_is_retried_once(nursery: trio.Nurse
 
 
 async def test_a_stale_retry_happens_once_only(nursery: trio.Nursery) -> None:
+    # The transport's own resend; the client's RetryPolicy is off here.
     server = await serve(nursery, [CHUNKED, CLOSE], [CLOSE])
-    async with tokstream.Client(server.url(), model="m") as client:
+    async with tokstream.Client(server.url(), model="m", retry=None) as client:
         assert isinstance((await collect(client))[-1], Done)
         events = await collect(client)
         pool = pool_of(client)
@@ -263,8 +264,9 @@ async def test_a_stale_retry_happens_once_only(nursery: trio.Nursery) -> None:
 async def test_a_fresh_connection_closed_without_a_response_is_not_retried(
     nursery: trio.Nursery,
 ) -> None:
+    # Not by the transport: the client's RetryPolicy (off here) decides that.
     server = await serve(nursery, [CLOSE])
-    async with tokstream.Client(server.url(), model="m") as client:
+    async with tokstream.Client(server.url(), model="m", retry=None) as client:
         events = await collect(client)
     assert type(events[0].error) is tokstream.TransportError  # type: ignore[union-attr]
     assert len(server.requests) == 1
