@@ -10,6 +10,7 @@ so timeouts elapse instantly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,26 @@ DATA = Path(__file__).parent / "data"
 # too-slow health check would turn a loaded CI machine into a red run.
 settings.register_profile("tokstream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("tokstream")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def failed_requests_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Failed requests go to a temporary directory, never to the real home.
+
+    Set in the environment for the whole session, so that clients built by
+    tests, examples and subprocesses (the CLI, README snippets) all save there.
+    ``XDG_STATE_HOME`` moves too, for code that resolves the default itself.
+    """
+    root = tmp_path_factory.mktemp("state")
+    saved = {name: os.environ.get(name) for name in ("TOKSTREAM_FAILED_DIR", "XDG_STATE_HOME")}
+    os.environ["XDG_STATE_HOME"] = str(root)
+    os.environ["TOKSTREAM_FAILED_DIR"] = str(root / "tokstream" / "failed")
+    yield root / "tokstream" / "failed"
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

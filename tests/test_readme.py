@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def test_quickstart_runs_as_written(vllm_server: object) -> None:
 
 def test_testing_kit_replay_snippet_runs_as_written() -> None:
     # The testing-kit section's snippet: a recorded stream that stalls after 3 events.
-    (code,) = [block for block in python_blocks() if "open_replay_server" in block]
+    (code,) = [block for block in python_blocks() if "stall=forced_hermes,3" in block]
     proc = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -59,3 +60,27 @@ def test_testing_kit_replay_snippet_runs_as_written() -> None:
         "token 10393",
         "StallTimeout [151667, 198, 10393]",
     ]
+
+
+def test_nothing_lost_replay_snippet_runs_as_written(tmp_path: Path) -> None:
+    # "Nothing lost": a dropped stream is saved, loaded and replayed in full.
+    (code,) = [block for block in python_blocks() if "FailedRequest.load" in block]
+    env = {**os.environ, "TOKSTREAM_FAILED_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=README.parent,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "RemoteDisconnected 5 tokens",
+        "identical prefix of 5 tokens (the replay went on for 23 more)",
+    ]
+    assert len(os.listdir(tmp_path)) == 1
+    text = README.read_text()
+    for needle in ("TOKSTREAM_FAILED_DIR", "$XDG_STATE_HOME/tokstream/failed/", "tokstream replay"):
+        assert needle in text

@@ -27,6 +27,7 @@ from ._exceptions import (
     HTTPStatusError,
     InBandError,
     InternalServerError,
+    InvalidRecord,
     InvalidRequest,
     NotFoundError,
     OutputError,
@@ -46,8 +47,10 @@ from ._exceptions import (
     UnprocessableEntityError,
     UsageError,
 )
+from ._failed import FailedRequest, FailedRequestStore, ReplayComparison, SavedAttempt, SavedError
 from ._statistics import ClientStatistics, PoolStatistics, StreamStatistics
 from ._tokenizer import IncrementalDetokenizer, Tokenizer
+from ._version import __version__ as __version__
 from .context import Context, Leaf, Message, ReplyBuilder
 from .core import CompletionRequest, RetryPolicy, SSEDecoder, SSEEvent, StreamDecoder
 from .core.parser import (
@@ -122,8 +125,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | _SHELL)
 
 
-__version__ = "0.1.0"
-
 __all__ = [
     "APIError",
     "Attempt",
@@ -142,11 +143,14 @@ __all__ = [
     "Event",
     "EventChannel",
     "EventStream",
+    "FailedRequest",
+    "FailedRequestStore",
     "FirstTokenTimeout",
     "HTTPStatusError",
     "InBandError",
     "IncrementalDetokenizer",
     "InternalServerError",
+    "InvalidRecord",
     "InvalidRequest",
     "Leaf",
     "Limits",
@@ -162,6 +166,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",
+    "ReplayComparison",
     "Reply",
     "ReplyBuilder",
     "ReplyHandle",
@@ -171,6 +176,8 @@ __all__ = [
     "RetryPolicy",
     "SSEDecoder",
     "SSEEvent",
+    "SavedAttempt",
+    "SavedError",
     "StallTimeout",
     "StreamDecoder",
     "StreamError",

@@ -16,6 +16,7 @@ module holds data only: no I/O, no parsing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeAlias
 
 import msgspec
@@ -115,16 +116,27 @@ class Error:
         token_ids: The IDs that did arrive before the failure (int32, read-only).
         text: Their text, as streamed.
         diagnostics: The stream's counters at the failure.
+        logprobs: Their log-probabilities (float32, aligned with ``token_ids``)
+            when requested, else ``None``.
         attempts: Every attempt, in order, the failed final one last (also on
             ``error.attempts``). A stream built outside a client (the bare
             decoder) leaves it empty.
+        saved_to: The file the failed request was saved to, for replay
+            (``tokstream replay FILE``, ``FailedRequest.load``), or ``None``
+            when saving is off or failed. Only the final failure is saved,
+            after every retry, with every attempt.
+        save_error: Why saving failed (one line), or ``None``. A failure to
+            save never replaces :attr:`error`.
     """
 
     error: TokstreamError
     token_ids: npt.NDArray[np.int32] = field(default_factory=lambda: _EMPTY_IDS)
     text: str = ""
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+    logprobs: npt.NDArray[np.float32] | None = None
     attempts: tuple[Attempt, ...] = ()
+    saved_to: Path | None = None
+    save_error: str | None = None
 
     @property
     def message(self) -> str:

@@ -9,6 +9,8 @@ Hierarchy::
 
     TokstreamError
     ├── InvalidRequest            bad input, found locally; nothing was sent (also ValueError)
+    │   └── InvalidRecord         a saved failed-request file that is missing, corrupt or
+    │                             not tokstream's
     ├── TokenizerNotFoundError    no tokenizer at a path (also FileNotFoundError)
     ├── UnknownTokenError         no such special token name (also KeyError)
     ├── ContextError              a context-tree operation that would break exactness
@@ -82,13 +84,16 @@ long the backoff waited. HTTP errors carry the response headers and the
 
 Every message says what happened, to which URL and request ID, and what to do
 about it. URLs are shown without credentials: a ``user:password@`` in the base
-URL becomes an ``Authorization`` header and never appears in a message.
+URL becomes an ``Authorization`` header and never appears in a message. When a
+stream finally fails (after its retries) and the failed request was saved for
+replay, the error's ``saved_to`` names the file (and a note says so).
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from ._statistics import Attempt, StreamStatistics
 
@@ -104,6 +109,7 @@ __all__ = [
     "HTTPStatusError",
     "InBandError",
     "InternalServerError",
+    "InvalidRecord",
     "InvalidRequest",
     "NotFoundError",
     "OutputError",
@@ -136,6 +142,8 @@ class TokstreamError(Exception):
         attempts: Every attempt of the request, the last one included, when a
             stream ended with this error (empty otherwise); see
             :class:`~tokstream.Attempt`.
+        saved_to: Where the failed request was saved for replay
+            (``tokstream replay FILE``), if it was.
     """
 
     attempts: tuple[Attempt, ...] = ()
@@ -153,6 +161,7 @@ class TokstreamError(Exception):
         self.url = url
         self.request_id = request_id
         self.diagnostics = diagnostics
+        self.saved_to: Path | None = None
 
 
 class InvalidRequest(TokstreamError, ValueError):
@@ -170,6 +179,22 @@ class InvalidRequest(TokstreamError, ValueError):
         super().__init__(f"invalid {field}={shown}: {problem}")
         self.field = field
         self.value = value
+
+
+class InvalidRecord(InvalidRequest):
+    """A saved failed-request file cannot be used: missing, corrupt, or not tokstream's.
+
+    Raised by ``FailedRequest.load``; nothing was sent.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        TokstreamError.__init__(self, f"cannot read the saved failed request {path}: {problem}")
+        self.field = "record"
+        self.value = path
+        self.path = path
 
 
 class ContextError(TokstreamError, ValueError):

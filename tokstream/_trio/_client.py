@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import re
+import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
@@ -39,6 +39,8 @@ import trio
 
 from .._events import Done, Error
 from .._exceptions import ClientClosedError, InvalidRequest, ProtocolError, TransportError
+from .._failed import FailedRequest, FailedRequestStore, recorder_for
+from .._failed._secrets import client_secrets, redact_url
 from .._statistics import ClientStatistics
 from ..core._http11 import check_header
 from ..core._http_errors import http_status_error
@@ -64,7 +66,6 @@ __all__ = [
     "Limits",
     "ModelInfo",
     "Timeouts",
-    "redact_url",
 ]
 
 TRANSPORTS: Final = ("trio", "httpx")
@@ -91,14 +92,6 @@ class _ClientDefault:
 
 
 CLIENT_DEFAULT: Final = _ClientDefault()
-
-# The userinfo of a URL (``//user:password@``), for redacting URLs that are shown.
-_USERINFO = re.compile(r"//[^/?#\s]*@")
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
-    return _USERINFO.sub("//***@", url)
 
 
 def _check_base_url(base_url: object) -> tuple[str, str | None]:
@@ -173,6 +166,14 @@ class Client(trio.abc.AsyncResource):
         stream_buffer: About how many events the channels ``start_stream``
             returns hold before the stream waits for its reader.
         headers: Extra HTTP headers for every request.
+        failed_requests: Where failed requests are saved for replay
+            (``tokstream replay FILE``; ``Error.saved_to`` names the file):
+            ``None`` (the default) for ``$TOKSTREAM_FAILED_DIR`` (``off``:
+            nowhere), else ``$XDG_STATE_HOME/tokstream/failed/``, else
+            ``~/.local/state/tokstream/failed/``; a directory; a
+            :class:`FailedRequestStore` (to set its bounds); or ``False`` to
+            save nothing. The API key, the URL's password and sensitive
+            header values are never saved.
         transport: The stream transport, one of :data:`TRANSPORTS`:
 
             * ``"trio"`` (the default): HTTP/1.1 straight over a trio socket
@@ -204,8 +205,10 @@ class Client(trio.abc.AsyncResource):
         stream_buffer: int = 4096,
         headers: dict[str, str] | None = None,
         transport: str | httpx.AsyncBaseTransport | None = None,
+        failed_requests: FailedRequestStore | str | os.PathLike[str] | Literal[False] | None = None,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, immutable
     ) -> None:
+        given_url = base_url
         base_url, basic = _check_base_url(base_url)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidRequest("retry", retry, "must be a tokstream.RetryPolicy or None")
@@ -215,6 +218,10 @@ class Client(trio.abc.AsyncResource):
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model", model, "must be a non-empty string")
         name, http_transport = _check_transport(transport)
+        secrets = client_secrets(given_url, api_key, headers)
+        if basic is not None:
+            secrets = (*secrets, basic.partition(" ")[2])
+        recorder = recorder_for(failed_requests, secrets)
         self._base_url = base_url.rstrip("/")
         self._root_url = self._base_url[:-3] if self._base_url.endswith("/v1") else self._base_url
         self._limits = limits or Limits()
@@ -223,6 +230,7 @@ class Client(trio.abc.AsyncResource):
             model=model,
             timeouts=timeouts or Timeouts(),
             max_event_size=max_event_size,
+            failed_requests=recorder,
         )
         self.vocab_size = vocab_size
         self.stream_buffer = stream_buffer
@@ -296,6 +304,16 @@ class Client(trio.abc.AsyncResource):
     def max_event_size(self) -> int:
         """The largest SSE event accepted, in bytes."""
         return self._config.max_event_size
+
+    @property
+    def failed_requests(self) -> FailedRequestStore | None:
+        """Where this client saves failed requests, or ``None`` when it does not.
+
+        With the default option the environment is read on first use (this
+        property, or the first failure), not when the client is built.
+        """
+        recorder = self._config.failed_requests
+        return None if recorder is None else recorder.store
 
     @property
     def is_closed(self) -> bool:
@@ -414,6 +432,35 @@ class Client(trio.abc.AsyncResource):
         channel = EventChannel._create(self.stream_buffer)
         nursery.start_soon(pump, stream, channel)
         return channel
+
+    def replay(
+        self, record: FailedRequest, /, *, prompt: object = None, **fields: Any
+    ) -> EventStream:
+        """Resend a saved failed request as a new stream (``FailedRequest.load``).
+
+        The body is the saved one (its model included) sent to *this* client's
+        URL: make the client with ``record.base_url`` to send it where it went
+        before, or with another base URL. A failure is saved again, as a new
+        record.
+
+        Args:
+            record: The saved request.
+            prompt: Other prompt token IDs to send (e.g. a corrected prompt).
+            **fields: :class:`CompletionRequest` fields to override
+                (``model``, ``max_tokens``, ``request_id``, ...).
+
+        Returns:
+            An :class:`EventStream`, as :meth:`stream` returns; compare its
+            IDs with the saved ones with ``record.compare(ids)``.
+
+        Raises:
+            InvalidRequest: The saved body or an override fails validation.
+            ClientClosedError: The client was closed.
+        """
+        request = record.request()
+        if prompt is not None:
+            request = dataclasses.replace(request, prompt=prompt)  # type: ignore[arg-type]
+        return self.stream(request, **fields)
 
     async def complete(self, request: object, /, **fields: Any) -> Done:
         """Stream a request to the end and return its ``Done``.

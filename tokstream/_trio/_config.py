@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .._exceptions import InvalidRequest
+from .._failed import FailureRecorder
 
 __all__ = ["CLOSE_TIMEOUT", "Limits", "StreamConfig", "Timeouts"]
 
@@ -125,9 +126,12 @@ class StreamConfig:
             ``first_token`` and ``total``; ``connect``, ``write`` and ``pool``
             are the transport's.
         max_event_size: The largest SSE event accepted.
+        failed_requests: Saves the request when the stream finally fails
+            (``None``: saving is off).
     """
 
     url: str
     model: str
     timeouts: Timeouts
     max_event_size: int
+    failed_requests: FailureRecorder | None = None

@@ -172,6 +172,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self.request_id = request.request_id
         self.retry = retry
         self._model = config.model
+        self._failed_requests = config.failed_requests
         self._timeouts = config.timeouts
         self._transport = transport
         self._counters = counters
@@ -558,7 +559,10 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         )
         if isinstance(terminal, Error):
             terminal.error.diagnostics = stats
-            events[-1] = dataclasses.replace(terminal, diagnostics=stats)
+            error = dataclasses.replace(terminal, diagnostics=stats)
+            if self._failed_requests is not None:
+                error = self._save_failed(error)
+            events[-1] = error
         else:
             events[-1] = dataclasses.replace(
                 terminal,
@@ -568,6 +572,19 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             )
         self._ended = True
         self._counters.ended(isinstance(terminal, Done), self._decoder.tokens)
+
+    def _save_failed(self, event: Error) -> Error:
+        """The failed-request store's hook: save this request, say where on the ``Error``.
+
+        Called once, with the stream's final ``Error``: after every retry, with
+        every attempt on it (issue 10, section 4). The body saved is the
+        request as the caller made it (a resume's continuation is derived from
+        it and the IDs, which the record holds too).
+        """
+        assert self._failed_requests is not None
+        return self._failed_requests.record(
+            event, request=self.request, model=self._model, url=self.url, request_id=self.request_id
+        )
 
     # -- the nursery form ---------------------------------------------------
 

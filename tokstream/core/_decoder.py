@@ -260,7 +260,7 @@ class StreamDecoder:
             exc.diagnostics = stats
         exc.url = exc.url or self.url
         exc.request_id = exc.request_id or self.request_id
-        return Error(exc, self._id_array(), self._text_str(), stats)
+        return Error(exc, self._id_array(), self._text_str(), stats, self._logprob_array())
 
     def restart(self) -> None:
         """Begin decoding another attempt of the same request: a retry, or a resume.
@@ -481,10 +481,6 @@ class StreamDecoder:
                 usage.total_tokens,
             )
         self.finished = True
-        logprobs = None
-        if self._logprobs is not None:
-            logprobs = np.array(self._logprobs, dtype=np.float32)
-            logprobs.flags.writeable = False
         return Done(
             finish_reason=self._finish_reason,
             stop_reason=self._stop_reason,
@@ -492,7 +488,7 @@ class StreamDecoder:
             text=self._text_str(),
             prompt_token_ids=self._prompt_ids,
             usage=usage,
-            logprobs=logprobs,
+            logprobs=self._logprob_array(),
             request_id=self._completion_id,
             diagnostics=self.statistics(),
         )
@@ -521,6 +517,13 @@ class StreamDecoder:
             f"the stream from {where} ended before it finished (no finish_reason, no "
             f"[DONE]{detail}); {self.tokens} tokens had arrived"
         )
+
+    def _logprob_array(self) -> npt.NDArray[np.float32] | None:
+        if self._logprobs is None:
+            return None
+        logprobs = np.array(self._logprobs, dtype=np.float32)
+        logprobs.flags.writeable = False
+        return logprobs
 
     def _id_array(self) -> npt.NDArray[np.int32]:
         # Called once the decoder is finished: share the array's memory (it can

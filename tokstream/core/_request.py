@@ -336,6 +336,40 @@ class CompletionRequest:
         return b"".join((b'{"prompt":', *_ids_json_parts(self.prompt), b",", rest[1:]))
 
     @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> CompletionRequest:
+        """Return the request whose :meth:`encode` gives ``body`` back (as JSON values).
+
+        The inverse of :meth:`encode`: named fields become fields, anything
+        else goes to ``extra_body``, and the streaming fields tokstream always
+        sends are dropped (they are sent again). ``request_id`` is a header, not
+        part of the body, so it is ``None``. Used to resend a saved request.
+
+        Args:
+            body: A decoded JSON request body, ``prompt`` included.
+
+        Raises:
+            InvalidRequest: The body is not a valid token-ID request (no
+                ``prompt``, or a field fails validation), naming the field.
+        """
+        if not isinstance(body, Mapping):
+            raise InvalidRequest("body", body, "must be a JSON object")
+        if "prompt" not in body:
+            raise InvalidRequest("body", sorted(body), "has no prompt")
+        named: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in _STREAM_FIELDS:
+                continue
+            if key in _FIELD_NAMES and key != "request_id":
+                named[key] = value
+            else:
+                extra[key] = value
+        for key in ("stop", "stop_token_ids"):
+            if isinstance(named.get(key), list):
+                named[key] = tuple(named[key])
+        return cls(**named, extra_body=extra)
+
+    @classmethod
     def build(cls, prompt_or_request: object, **fields: Any) -> CompletionRequest:
         """Return a request from a prompt plus fields, or a request plus overrides.
 
