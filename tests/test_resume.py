@@ -9,6 +9,9 @@ one unbroken stream and one ``Done``. The live test against the CPU vLLM is
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import trio
 from trio.testing import MockClock
@@ -38,6 +41,7 @@ def continuation(received: list[int], rest: list[int], **kw: object) -> Reply:
 
 async def collect(client: tokstream.Client, **kw: object) -> list[tokstream.Event]:
     kw.setdefault("max_tokens", 8)
+    kw.setdefault("temperature", 0.0)  # greedy: resumable without asking for more
     async with client.stream(PROMPT, **kw) as events:
         return [ev async for ev in events]
 
@@ -114,7 +118,7 @@ async def test_the_nursery_form_resumes_too(
         server.url(), model="m", transport=transport, retry=RetryPolicy(resume=True)
     ) as client:
         async with trio.open_nursery() as inner:
-            channel = client.start_stream(inner, PROMPT, max_tokens=8)
+            channel = client.start_stream(inner, PROMPT, max_tokens=8, seed=3)
             events = [ev async for ev in channel]
     assert [e.id for e in events if isinstance(e, Token)] == IDS
     assert isinstance(events[-1], Done) and events[-1].splices == (4,)
@@ -200,3 +204,74 @@ async def test_min_tokens_shrinks_with_the_continuation(
     async with tokstream.Client(server.url(), model="m") as client:
         await collect(client, resume=True, extra_body={"min_tokens": 5})
     assert [b["min_tokens"] for b in server.bodies] == [5, 2]
+
+
+# -- when a drop is resumed: the sampling, and what a continuation cannot carry -----------
+
+
+@pytest.mark.parametrize(
+    ("fields", "policy", "resumed"),
+    [
+        ({"temperature": 0.0}, RetryPolicy(resume=True), True),
+        ({"top_k": 1, "temperature": 0.8}, RetryPolicy(resume=True), True),
+        ({"temperature": 0.8, "seed": 7}, RetryPolicy(resume=True), True),
+        ({"temperature": 0.8}, RetryPolicy(resume=True), False),
+        ({}, RetryPolicy(resume=True), False),  # the server's default temperature samples
+        ({"temperature": 0.8}, RetryPolicy(resume=True, resume_unseeded=True), True),
+        ({"temperature": 0.0, "stop": "END"}, RetryPolicy(resume=True), False),
+        ({"temperature": 0.0, "extra_body": {"presence_penalty": 0.5}}, None, False),
+        ({"temperature": 0.0, "extra_body": {"frequency_penalty": 0.1}}, None, False),
+        ({"temperature": 0.0, "extra_body": {"truncate_prompt_tokens": 9}}, None, False),
+        ({"temperature": 0.0, "extra_body": {"repetition_penalty": 1.2}}, None, True),
+        ({"temperature": 0.0, "stop_token_ids": (5,)}, None, True),
+    ],
+)
+async def test_only_a_reproducible_continuation_is_resumed(
+    nursery: trio.Nursery,
+    autojump_clock: MockClock,
+    fields: dict[str, object],
+    policy: RetryPolicy | None,
+    resumed: bool,
+) -> None:
+    server = await serve_script(nursery, cut_after(3), continuation(IDS[:3], IDS[3:]))
+    async with tokstream.Client(
+        server.url(), model="m", retry=policy or RetryPolicy(resume=True)
+    ) as client:
+        async with client.stream(PROMPT, max_tokens=8, **fields) as stream:
+            events = [ev async for ev in stream]
+    end = events[-1]
+    assert [e.id for e in events if isinstance(e, Token)] == (IDS if resumed else IDS[:3])
+    assert isinstance(end, Done if resumed else Error)
+    assert server.requests == (2 if resumed else 1)
+    if not resumed:
+        assert isinstance(end, Error) and "not resumed: " in str(end.error)
+        assert end.saved_to is not None  # the final failure is saved, resume or not
+
+
+def test_why_a_stream_is_not_resumed() -> None:
+    from tokstream.core._retry import resume_blocker
+
+    def blocker(received: int = 3, **fields: object) -> str | None:
+        return resume_blocker(tokstream.CompletionRequest.build(PROMPT, **fields), received)
+
+    assert blocker(temperature=0.0) is None
+    assert "without a seed" in (blocker(temperature=0.7) or "")
+    assert "temperature=0 or a seed" in (blocker() or "")
+    assert "stop strings" in (blocker(temperature=0.0, stop=("a", "b")) or "")
+    assert "all max_tokens=3" in (blocker(3, temperature=0.0, max_tokens=3) or "")
+    assert "all max_tokens=16" in (blocker(16, temperature=0.0, max_tokens=None) or "")
+    guided = blocker(temperature=0.0, extra_body={"guided_json": {}})
+    assert guided is not None and "grammar" in guided
+
+
+def test_the_continuation_request() -> None:
+    from tokstream.core._retry import continuation as cont
+
+    received = np.array([7, 8], dtype=np.int32)
+    base = tokstream.CompletionRequest.build(PROMPT, max_tokens=8, seed=1, temperature=0.5)
+    nxt = cont(base, received)
+    assert nxt.prompt.tolist() == [*PROMPT, 7, 8] and nxt.max_tokens == 6
+    assert (nxt.seed, nxt.temperature) == (1, 0.5)
+    assert base.prompt.tolist() == PROMPT  # the caller's request is untouched
+    with_min = dataclasses.replace(base, extra_body={"min_tokens": 1, "logit_bias": {"5": 1}})
+    assert dict(cont(with_min, received).extra_body) == {"min_tokens": 0, "logit_bias": {"5": 1}}

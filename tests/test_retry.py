@@ -416,4 +416,39 @@ async def test_total_bounds_the_retries_too(
     exc = error_of(events).error
     # The second wait of 20 s would pass total=30 s: stop, and say so.
     assert isinstance(exc, tokstream.RateLimitError) and server.requests == 2
-    assert "would pass total=30.0s" in str(exc)
+    assert "a wait of 20.00s would pass Timeouts.total (10.00s were left)" in str(exc)
+
+
+# -- what the server says: x-should-retry, 408/409 (as the openai SDK reads them) -----
+
+
+@pytest.mark.parametrize(
+    ("failure", "tries"),
+    [
+        (status(408), 2),  # a proxy's request timeout
+        (status(409), 2),  # a lock timeout
+        (status(400, ("x-should-retry", "true")), 2),  # the server says so
+        (status(500, ("x-should-retry", "false")), 1),
+        (status(429, ("x-should-retry", "false"), ("retry-after", "1")), 1),
+        (status(501), 1),
+    ],
+    ids=["408", "409", "400-should-retry", "500-should-not", "429-should-not", "501"],
+)
+async def test_the_server_can_say_whether_to_retry(
+    transport: str, nursery: trio.Nursery, autojump_clock: MockClock, failure: Reply, tries: int
+) -> None:
+    server = await serve_script(nursery, failure, OK)
+    async with tokstream.Client(server.url(), model="m", transport=transport) as client:
+        events = await collect(client)
+    assert server.requests == tries
+    assert isinstance(events[-1], Done if tries == 2 else Error)
+
+
+def test_an_overflowing_retry_after_is_a_wait_too_long_not_none() -> None:
+    # As the openai SDK reads it: a number too big for a float asks for too long a wait.
+    assert retry_after_seconds({"retry-after": "1e400"}, 0.0) == float("inf")
+    exc = tokstream.RateLimitError(
+        "x", status_code=429, body_preview="", server_message="", retry_after=float("inf")
+    )
+    decision = RetryPolicy().decide(exc, attempt=1, tokens=0)
+    assert not decision.retry and "asked to wait infs" in decision.reason

@@ -54,17 +54,19 @@ What the default ``RetryPolicy`` does with a stream's failure (``core/_retry.py`
 failure                                       retried?
 ============================================  ===========================================
 ``TransportError`` (all three), an empty      yes, with full-jitter exponential backoff
-response, ``FirstTokenTimeout``, HTTP 500,
-502, 503, 504, ``InBandError`` before any
-token (unless its ``code`` is a 4xx)
+response, ``FirstTokenTimeout``, HTTP 408,
+409, 500, 502, 503, 504, ``InBandError``
+before any token (unless its ``code`` is a
+4xx)
 ``RemoteDisconnected``, ``StallTimeout``,     yes before the first token; after one, only
-``RequestAborted``, a body cut short          with ``resume=True``, which continues the
-                                              stream from the tokens received
+``RequestAborted``, a body cut short          with ``resume=True``, which continues a
+                                              greedy or seeded stream from the tokens
+                                              received
 ``RateLimitError`` (429), a 503 with          yes, waiting as the server asked (up to a
 ``Retry-After``                               cap), with more attempts
-any other HTTP status (400, 401, 403, 404,    never
-422, ...), any other ``ProtocolError``,
-``TotalTimeout``, a token delivered
+any other HTTP status (400, 401, 403, 404,    never (an ``x-should-retry: true|false``
+422, ...), any other ``ProtocolError``,       header on an HTTP error overrides its
+``TotalTimeout``, a token delivered           status)
 ``InvalidRequest``, ``UsageError``,           never (raised before any request)
 cancellation
 ============================================  ===========================================

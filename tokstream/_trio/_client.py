@@ -368,10 +368,10 @@ class Client(trio.abc.AsyncResource):
             retry: This stream's :class:`RetryPolicy` or ``None`` (default:
                 the client's policy; ``None``: one attempt).
             resume: A bool or ``None``: continue the stream from the tokens
-                received if it drops (``True``), or never (``False``);
-                default (``None``): the policy's
-                ``resume``. ``True`` with ``retry=None`` uses the default
-                policy's attempts.
+                received if it drops (``True``; greedy or seeded sampling
+                only, see :class:`RetryPolicy`), or never (``False``); default
+                (``None``): the policy's ``resume``. ``True`` with
+                ``retry=None`` uses the default policy's attempts.
             **fields: :class:`CompletionRequest` fields (``max_tokens``,
                 ``temperature``, ``priority``, ``extra_body``, ...), overriding
                 those of ``request``.
@@ -555,9 +555,11 @@ class Client(trio.abc.AsyncResource):
             raise InvalidRequest("resume", resume, "must be bool or None")
         if resume is None or resume == policy.resume:
             return policy
-        if resume and policy.attempts == 1:
+        if not resume:
+            return dataclasses.replace(policy, resume=False, resume_unseeded=False)
+        if policy.attempts == 1:
             policy = RetryPolicy()
-        return dataclasses.replace(policy, resume=resume)
+        return dataclasses.replace(policy, resume=True)
 
     def _check_open(self) -> None:
         if self._closed:

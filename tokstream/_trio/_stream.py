@@ -73,7 +73,7 @@ from .._statistics import Attempt, ClientStatistics
 from ..core._decoder import StreamDecoder
 from ..core._http_errors import ERROR_BODY_LIMIT, body_preview, http_status_error
 from ..core._request import CompletionRequest
-from ..core._retry import NO_RETRY, AttemptLog, RetryPolicy, continuation, resume_blocker
+from ..core._retry import NO_RETRY, AttemptLog, RetryPolicy
 from ._channel import EventChannel
 from ._config import StreamConfig
 from ._transport import StreamRequest, StreamResponse, StreamTransport, close_scope
@@ -179,8 +179,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self._decoder = StreamDecoder(
             max_event_size=config.max_event_size, url=self.url, request_id=request.request_id
         )
-        self._log = AttemptLog(retry)
-        self._splices: list[int] = []
+        self._log = AttemptLog(retry, request)
         self._pending: deque[Event] = deque()
         self._response: StreamResponse | None = None
         # An attempt's failure, waiting for the policy: (error, whether the body ended cleanly).
@@ -308,11 +307,9 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
 
     def _request_body(self) -> bytes:
         """This attempt's body: the request, or its continuation after the IDs received."""
-        decoder = self._decoder
-        if not decoder.tokens:
+        if not self._decoder.tokens:
             return self.request.encode(self._model)
-        received = decoder.received_ids()
-        return continuation(self.request, received).encode(self._model)
+        return self._log.next_request(self._decoder.received_ids()).encode(self._model)
 
     async def _attempt(self) -> tuple[TokstreamError, bool] | None:
         """Send one attempt; return its failure, or ``None`` once a stream's body is open."""
@@ -491,42 +488,32 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
     # -- internals: after an attempt ----------------------------------------
 
     async def _recover(self) -> None:
-        """Handle the parked failure: retry or resume as the policy allows, else end the stream.
+        """Handle the parked failure: retry or resume as the log decides, else end the stream.
 
-        Returns with a new attempt's body open, or with the stream ended.
-        Cancellation (during the backoff too) propagates.
+        The decision is the core's (``AttemptLog.failed``); this only releases
+        the response, sleeps the wait and sends the next attempt. Returns with
+        a new attempt's body open, or with the stream ended. Cancellation
+        (during the backoff too) propagates.
         """
+        decoder = self._decoder
         while self._failure is not None:
             exc, body_ended = self._failure
             self._failure = None
-            decoder = self._decoder
             decision = self._log.failed(
                 exc,
                 tokens=decoder.attempt_tokens,
+                received=decoder.tokens,
                 empty=body_ended and decoder.attempt_bytes == 0,
                 cut_short=body_ended and decoder.ended_early,
+                time_left=self._t_total - trio.current_time(),
             )
             await self._release()
-            reason = decision.reason
-            if decision.retry and decision.resume:
-                blocker = resume_blocker(self.request, decoder.tokens)
-                if blocker is not None:
-                    decision = dataclasses.replace(decision, retry=False)
-                    reason = f"not resumed: {blocker}"
-            if decision.retry and trio.current_time() + decision.wait >= self._t_total:
-                decision = dataclasses.replace(decision, retry=False)
-                reason = (
-                    f"not retried: a backoff of {decision.wait:.2f}s would pass "
-                    f"total={self._timeouts.total}s"
-                )
             if not decision.retry:
-                self._final_error(exc, reason)
+                self._final_error(exc, decision.reason)
                 return
             await trio.sleep(decision.wait)
-            self._log.begin(decision.wait)
             self._counters.retries += 1
-            if decoder.tokens and (not self._splices or self._splices[-1] != decoder.tokens):
-                self._splices.append(decoder.tokens)
+            if self._log.begin(decision, decoder.tokens):
                 self._counters.resumes += 1
             decoder.restart()
             self._failure = await self._attempt()
@@ -568,7 +555,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                 terminal,
                 diagnostics=stats,
                 attempts=self._log.succeeded(self._decoder.attempt_tokens),
-                splices=tuple(self._splices),
+                splices=tuple(self._log.splices),
             )
         self._ended = True
         self._counters.ended(isinstance(terminal, Done), self._decoder.tokens)

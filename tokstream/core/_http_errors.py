@@ -62,10 +62,14 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None) -> float 
 
 
 def _number(text: str) -> float | None:
+    """A non-negative number of seconds; one too big for a float is ``inf`` (too long to wait)."""
+    text = text.strip()
     try:
-        value = float(text.strip())
+        value = float(text)
     except ValueError:
         return None
+    if value == math.inf and text.lstrip("+").lower() not in ("inf", "infinity"):
+        return math.inf  # "1e400": an excessive wait, not a malformed value
     return value if 0 <= value < math.inf else None
 
 
