@@ -19,8 +19,9 @@ import trio
 
 import tokstream
 from tokstream import FailedRequest
+from tokstream.testing import ReplayServer
 
-from .replay_server import DATA, ReplayServer
+DATA = Path(__file__).parent / "data"
 
 PROMPT = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
 

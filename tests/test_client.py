@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,11 +16,13 @@ from trio.testing import MockClock
 import tokstream
 from tokstream import Done, Error, Token
 from tokstream._trio._config import CLOSE_TIMEOUT
+from tokstream.testing import ReplayServer
 
 from ._transports import transport
-from .replay_server import DATA, ReplayServer
 
 __all__ = ["transport"]  # the fixture every client test runs over
+
+DATA = Path(__file__).parent / "data"
 
 
 def expected_ids(name: str) -> list[int]:

@@ -20,10 +20,9 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, FailedRequest, FailedRequestStore, Token
-from tokstream.testing import open_replay_server
+from tokstream.testing import ReplayServer, open_replay_server
 
 from ._transports import transport
-from .replay_server import ReplayServer
 
 __all__ = ["transport"]
 

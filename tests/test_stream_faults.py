@@ -20,9 +20,9 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Token
+from tokstream.testing import ReplayServer
 
 from ._transports import transport
-from .replay_server import ReplayServer
 from .scripted_server import (
     Reply,
     chunked,
