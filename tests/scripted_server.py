@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+import trio.testing
 
 __all__ = [
     "Reply",
@@ -61,6 +62,7 @@ class ScriptServer:
     replies: list[Reply]
     port: int = 0
     connections: int = 0
+    closed: int = 0
     gets: int = 0
     heads: list[bytes] = field(default_factory=list)
     bodies: list[Any] = field(default_factory=list)
@@ -77,6 +79,14 @@ class ScriptServer:
     @property
     def requests(self) -> int:
         return len(self.bodies)
+
+    async def settle(self) -> None:
+        """Wait until every connection the server accepted is closed (its tasks noticed)."""
+        for _ in range(100):
+            await trio.testing.wait_all_tasks_blocked()
+            if self.closed == self.connections:
+                return
+            await trio.sleep(0.01)
 
     def header(self, n: int, name: str) -> str | None:
         for line in self.heads[n].decode().split("\r\n")[1:]:
@@ -108,7 +118,9 @@ class ScriptServer:
                 if reply.then == "keep":
                     continue
                 if reply.then == "hang":
-                    await trio.sleep_forever()
+                    while await stream.receive_some(65536):  # until the client hangs up
+                        pass
+                    return
                 while reply.then == "drip":
                     await trio.sleep(reply.every)
                     await stream.send_all(reply.drip)
@@ -117,11 +129,12 @@ class ScriptServer:
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                     )
                 return
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+            self.closed += 1
 
 
 async def read_request(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes | None:
