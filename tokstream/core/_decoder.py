@@ -232,7 +232,7 @@ class StreamDecoder:
             )
         if self._sse.error is not None:
             # The events before the oversized one were delivered above.
-            out.append(self.fail(self._sse.error))
+            out.append(self._sse_failure(self._sse.error))
         return out
 
     def finish(self) -> list[Event]:
@@ -243,7 +243,7 @@ class StreamDecoder:
         try:
             leftover = self._sse.finish()
         except ProtocolError as exc:  # an oversized event, already reported by feed()
-            return [self.fail(exc)]
+            return [self._sse_failure(exc)]
         if self._finish_reason is not None:
             return [self._done()]
         return [self.fail(ProtocolError(self._cut_short(leftover)))]
@@ -537,6 +537,16 @@ class StreamDecoder:
             self._final_text = self._text.decode("utf-8", "surrogatepass")
             self._text = bytearray()  # the str is all that is kept from now on
         return self._final_text
+
+    def _sse_failure(self, exc: ProtocolError) -> Error:
+        """The SSE layer's error (it knows no URL), said with where it came from."""
+        return self.fail(
+            ProtocolError(
+                f"invalid event stream from {self._where()}: {exc.message}",
+                url=self.url,
+                request_id=self.request_id,
+            )
+        )
 
     def _protocol_error(self, problem: str, payload: bytes) -> Error:
         return self.fail(
