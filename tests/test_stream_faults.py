@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Token
+from tokstream._tokenizer import Tokenizer
 from tokstream.testing import ReplayServer
 
 from ._transports import transport
@@ -128,6 +130,24 @@ async def test_token_ids_out_of_range_are_a_protocol_error_event(
     assert type(err.error) is tokstream.ProtocolError
     assert "outside int32" in str(err.error) and str(bad_id) in str(err.error)
     assert err.token_ids.tolist() == ([] if where == "first chunk" else [7])
+
+
+@pytest.mark.parametrize("bad_id", [-1, 2**31, 2**40])
+@pytest.mark.parametrize("via", ["feed_ids", "feed"])
+def test_the_parser_refuses_ids_out_of_range_naming_them(
+    tiny_model_dir: Path, bad_id: int, via: str
+) -> None:
+    # It raised a raw OverflowError (and took -1 silently); now the caller's
+    # bad input is an InvalidRequest naming the ID, raised by the time the
+    # reply is done (a stream's IDs never get here: the decoder checks them).
+    parser = tokstream.ResponseParser(Tokenizer.load(tiny_model_dir))
+    ids = [9707, bad_id, 11]
+    with pytest.raises(tokstream.InvalidRequest, match=rf"ids\[1\]={bad_id}: token IDs must"):
+        if via == "feed_ids":
+            parser.feed_ids(ids)
+        else:
+            parser.feed([Token(i, "") for i in ids])
+        parser.finish()
 
 
 # -- 3. time before the request leaves is not a stall ------------------------------------
