@@ -1,5 +1,15 @@
 """`make demo`: an agent turn on a real vLLM, token by token, tools run as calls close.
 
+Run it with ``make demo``, or ``.venv/bin/python examples/demo.py`` (after
+``make venv``), or point it at a running vLLM (``--base-url``: nothing is
+installed and no local server is started)::
+
+    make demo ARGS="--base-url http://HOST:8000/v1 --model MODEL"
+    .venv/bin/python examples/demo.py --base-url http://HOST:8000/v1 --model MODEL
+
+Ctrl-C at any point stops the local server (with every process it spawned)
+and prints "interrupted".
+
 With no arguments it sets everything up itself: it installs CPU vLLM into
 ``.vllm/venv`` (once, about 100 s), builds the tiny Qwen3-shaped model (random
 weights, the real Qwen tokenizer), starts the server on 127.0.0.1, runs two
@@ -19,11 +29,6 @@ server: vLLM sends text per chunk, and when one chunk carries several tokens
 its text sits on the last of them (``·`` marks a token whose bytes end inside
 a character).
 
-Run it with ``make demo``, or ``.venv/bin/python examples/demo.py``. Point it at
-a running vLLM instead (no local server is started)::
-
-    .venv/bin/python examples/demo.py --base-url http://HOST:8000/v1 --model MODEL
-
 Forcing needs a Qwen2.5/Qwen3-family vocabulary (the default tokenizer is the
 tiny model's, which is Qwen's); for another family pass ``--tokenizer DIR`` and
 ``--free`` to sample freely. An API key, if needed, is read from
@@ -32,12 +37,19 @@ tiny model's, which is Qwen's); for another family pass ``--tokenizer DIR`` and
 
 from __future__ import annotations
 
+import sys
+
+try:
+    import tokstream
+except ImportError:  # not the project's Python
+    sys.exit(
+        "tokstream is not installed here: run `make demo`, or .venv/bin/python examples/demo.py"
+    )
+
 import argparse
 import json
 import logging
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +57,15 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-import tokstream
 from tokstream.testing import (
     IM_END_ID,
     THINK_END_ID,
     THINK_ID,
     TOOL_CALL_END_ID,
     TOOL_CALL_ID,
-    VLLMServer,
     ensure_model,
-    ensure_vllm,
     forcing_body,
+    server_for,
 )
 
 TOOLS = [
@@ -291,21 +301,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # The testing kit reports its setup steps (install, model, server) on this logger.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    tokenizer_path = args.tokenizer or ensure_model()
-    tok = tokstream.Tokenizer.load(tokenizer_path)
-    forced = None if args.free else [tok.encode(reply) for reply in REPLIES]
-    api_key = os.environ.get("TOKSTREAM_API_KEY") or None
-
-    if args.base_url:
-        ok = trio.run(run_agent_turns, args.base_url, args.model, tok, forced, api_key)
-    else:
-        t0 = time.monotonic()
-        ensure_vllm()
-        logging.info(
-            "setup: ready in %.1f s; the server takes about 35 s to start", time.monotonic() - t0
-        )
-        with VLLMServer() as server:  # stops the server, and all it spawned, on exit
-            ok = trio.run(run_agent_turns, server.base_url, server.model, tok, forced, None)
+    try:
+        tok = tokstream.Tokenizer.load(args.tokenizer or ensure_model())
+        forced = None if args.free else [tok.encode(reply) for reply in REPLIES]
+        if forced is not None:
+            print(
+                "demo: the replies are forced: the tiny model has random weights, so a "
+                "structured-output grammar (tokstream.testing.forcing_body) makes it emit "
+                "chosen token IDs; --free samples instead",
+                flush=True,
+            )
+        api_key = (os.environ.get("TOKSTREAM_API_KEY") or None) if args.base_url else None
+        # Without --base-url: install CPU vLLM if needed, start the tiny server, and stop
+        # it (with everything it spawned) when the block ends, Ctrl-C included.
+        with server_for(args.base_url, model=args.model) as server:
+            ok = trio.run(run_agent_turns, server.base_url, server.model, tok, forced, api_key)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted", file=sys.stderr)
+        return 130
     print("\ndemo: all checks passed" if ok else "\ndemo: SOME CHECKS FAILED")
     return 0 if ok else 1
 

@@ -1,5 +1,9 @@
 """A gpt-oss (harmony) agent turn, token-exact, from recorded token streams: no server needed.
 
+Run it (after ``make venv``)::
+
+    .venv/bin/python examples/gptoss_agent_turn.py
+
 The conversation is framed as ``openai_harmony`` renders it (system, developer
 with the tool as a TypeScript namespace, user, ``<|start|>assistant``), with the
 real gpt-oss tokenizer (o200k harmony, from ``tokstream.testing``). Two turns
@@ -21,17 +25,19 @@ again, start the tiny gpt-oss model (``ensure_model(home, family="gpt-oss")``
 and ``VLLMServer(model_dir=...)``, with ``VLLM_XGRAMMAR_CACHE_MB=0``) and run::
 
     .venv/bin/python examples/gptoss_agent_turn.py --record --base-url URL --model tiny-gpt-oss
-
-Usage::
-
-    .venv/bin/python examples/gptoss_agent_turn.py
 """
 
 from __future__ import annotations
 
+import sys
+
+try:
+    import tokstream
+except ImportError:  # not the project's Python
+    sys.exit("tokstream is not installed here: run `make venv`, then use .venv/bin/python")
+
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,6 @@ import httpx
 import numpy as np
 import trio
 
-import tokstream
 from tokstream import Context, Tokenizer
 from tokstream.core import CompletionRequest
 from tokstream.testing import FAMILY_STOPS, family_tokenizer, forcing_body, open_replay_server

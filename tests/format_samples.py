@@ -109,6 +109,9 @@ class Spec:
         text_after_calls: Whether the family may write content after its calls.
         call_lead: Text the template writes between content and the calls
             (content, for the parser: it is outside every tag).
+        between_calls: Text ``render_calls`` writes between two calls outside
+            every tag (content too: Qwen's newline between ``<tool_call>``
+            blocks).
         always_think: The reply always has a thinking block (maybe empty).
         no_content_with_calls: A reply is either calls or content (Llama 3.1).
         compose: Writes the whole reply from (reasoning, content, calls), for
@@ -129,6 +132,7 @@ class Spec:
     flat_args: bool = False
     text_after_calls: bool = False
     call_lead: str = ""
+    between_calls: str = ""
     always_think: bool = False
     no_content_with_calls: bool = False
     compose: Callable[[str, str, list[Call]], str] | None = None
@@ -161,21 +165,25 @@ def samples(spec: Spec, n: int, seed: int, *, prose: int = 1) -> list[Sample]:
             calls = [random_call(rng, flat=spec.flat_args) for _ in range(4)]
         if spec.no_content_with_calls:
             reasoning = ""
-            content = "" if calls else content.lstrip(" {")
-        if spec.compose is not None:
-            out.append(Sample(spec.compose(reasoning, content, calls), reasoning, content, calls))
-            continue
-        text = ""
-        if spec.think and (reasoning or not spec.think[0] or spec.always_think):
-            # think[0] == "": the prompt opened the block, so the reply closes it.
-            text += spec.think[0] + reasoning + spec.think[1]
-        text += content
-        if calls:
-            content += spec.call_lead
-            text += spec.call_lead + spec.render_calls(calls)
-        text += spec.stop
-        out.append(Sample(text, reasoning, content, calls))
+            content = "" if calls else content.lstrip(" {[")
+        out.append(compose(spec, reasoning, content, calls))
     return out
+
+
+def compose(spec: Spec, reasoning: str, content: str, calls: list[Call]) -> Sample:
+    """The reply ``spec``'s family writes for these parts, and what it means."""
+    if spec.compose is not None:
+        return Sample(spec.compose(reasoning, content, calls), reasoning, content, calls)
+    text = ""
+    if spec.think and (reasoning or not spec.think[0] or spec.always_think):
+        # think[0] == "": the prompt opened the block, so the reply closes it.
+        text += spec.think[0] + reasoning + spec.think[1]
+    text += content
+    if calls:
+        content += spec.call_lead + spec.between_calls * (len(calls) - 1)
+        text += spec.call_lead + spec.render_calls(calls)
+    text += spec.stop
+    return Sample(text, reasoning, content, calls)
 
 
 def opens_thinking(spec: Spec) -> bool:

@@ -9,14 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from tokstream.chat import (
+    DEEPSEEK_V3,
     DEEPSEEK_V4,
     DEEPSEEK_V31,
     DEEPSEEK_V32,
     GLM45,
     GPT_OSS,
+    HERMES,
     KIMI_K2,
     LLAMA3_JSON,
+    LLAMA4_PYTHONIC,
     MINIMAX_M2,
+    MISTRAL,
+    MISTRAL_V11,
+    QWEN3_CODER,
 )
 
 from .format_samples import Call, Spec, dumps
@@ -28,6 +34,36 @@ DSML = "｜DSML｜"
 def deepseek_v31_calls(calls: list[Call]) -> str:
     body = "".join(
         f"<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{dumps(args)}<｜tool▁call▁end｜>"
+        for name, args in calls
+    )
+    return f"<｜tool▁calls▁begin｜>{body}<｜tool▁calls▁end｜>"
+
+
+def hermes_calls(calls: list[Call]) -> str:
+    """Qwen2.5 / Qwen3's template: one ``<tool_call>`` JSON object per call."""
+    return "\n".join(
+        "<tool_call>\n" + dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+        for name, args in calls
+    )
+
+
+def qwen3_coder_calls(calls: list[Call]) -> str:
+    """Qwen3-Coder's template: ``<function=NAME>`` and one ``<parameter=K>`` per
+    argument (objects and lists as JSON, other values as text)."""
+    return "\n".join(
+        f"<tool_call>\n<function={name}>\n"
+        + "".join(f"<parameter={k}>\n{_text_value(v)}\n</parameter>\n" for k, v in args.items())
+        + "</function>\n</tool_call>"
+        for name, args in calls
+    )
+
+
+def deepseek_v3_calls(calls: list[Call]) -> str:
+    """R1's template: ``function<｜tool▁sep｜>NAME`` and fenced JSON per call,
+    calls joined by a newline."""
+    body = "\n".join(
+        f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n{dumps(args)}\n```"
+        "<｜tool▁call▁end｜>"
         for name, args in calls
     )
     return f"<｜tool▁calls▁begin｜>{body}<｜tool▁calls▁end｜>"
@@ -112,7 +148,104 @@ def llama_reply(reasoning: str, content: str, calls: list[Call]) -> str:
     return f"{content}<|eot_id|>"
 
 
+def _call_id(name: str, i: int) -> str:
+    """A Mistral-style call ID (nine alphanumerics), fixed per call."""
+    return (name.replace("_", "") + str(i) * 9)[:9]
+
+
+def mistral_calls(calls: list[Call]) -> str:
+    """Pre-v11: ``[TOOL_CALLS]`` and the calls as one JSON list (``mistral_common``
+    v3 writes ``"id"`` when the call has one: every other sample here)."""
+    items = []
+    for i, (name, args) in enumerate(calls):
+        item: dict[str, Any] = {"name": name, "arguments": args}
+        if len(calls) % 2:
+            item["id"] = _call_id(name, i)
+        items.append(item)
+    return "[TOOL_CALLS]" + dumps(items)
+
+
+def mistral_v11_calls(calls: list[Call]) -> str:
+    """v11+: ``[TOOL_CALLS]NAME[ARGS]{json}`` per call (v11's ``[CALL_ID]ID`` in
+    every other sample; v13 writes none)."""
+    with_ids = len(calls) % 2 == 0
+    return "".join(
+        f"[TOOL_CALLS]{name}"
+        + (f"[CALL_ID]{_call_id(name, i)}" if with_ids else "")
+        + f"[ARGS]{dumps(args)}"
+        for i, (name, args) in enumerate(calls)
+    )
+
+
+def py_literal(value: Any) -> str:
+    """A JSON value as a Python literal (strings JSON-quoted, which Python reads)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{dumps(k)}: {py_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return dumps(value)
+
+
+def pythonic_calls(calls: list[Call]) -> str:
+    body = ", ".join(
+        f"{name}(" + ", ".join(f"{k}={py_literal(v)}" for k, v in args.items()) + ")"
+        for name, args in calls
+    )
+    return f"[{body}]"
+
+
+def llama4_reply(reasoning: str, content: str, calls: list[Call]) -> str:
+    """Llama 4 pythonic: one list of calls (sometimes in ``<|python_start|>`` ...
+    ``<|python_end|>``), or content; then ``<|eot|>``."""
+    if calls:
+        body = pythonic_calls(calls)
+        if len(body) % 2:
+            body = f"<|python_start|>{body}<|python_end|>"
+        return f"{body}<|eot|>"
+    return f"{content}<|eot|>"
+
+
 SPECS: dict[str, Spec] = {
+    "hermes": Spec(
+        "hermes",
+        "qwen",
+        HERMES,
+        "hermes",
+        "qwen3",
+        hermes_calls,
+        "<|im_end|>",
+        think=("<think>", "</think>"),
+        chat_kwargs={"enable_thinking": True},
+        always_think=True,
+        call_lead="\n",
+        between_calls="\n",
+    ),
+    "qwen3_coder": Spec(
+        "qwen3_coder",
+        "qwen",
+        QWEN3_CODER,
+        "qwen3_coder",
+        "qwen3",
+        qwen3_coder_calls,
+        "<|im_end|>",
+        think=("<think>", "</think>"),
+        chat_kwargs={"enable_thinking": True},
+        always_think=True,
+        call_lead="\n",
+        between_calls="\n",
+    ),
+    "deepseek_v3": Spec(
+        "deepseek_v3",
+        "deepseek-v3.1",
+        DEEPSEEK_V3,
+        "deepseek_v3",
+        "deepseek_r1",
+        deepseek_v3_calls,
+        DS_EOS,
+        think=("", "</think>"),
+    ),
     "deepseek_v31": Spec(
         "deepseek_v31",
         "deepseek-v3.1",
@@ -203,6 +336,36 @@ SPECS: dict[str, Spec] = {
         lambda calls: "",
         "<|eot_id|>",
         compose=llama_reply,
+        no_content_with_calls=True,
+    ),
+    "mistral": Spec(
+        "mistral",
+        "mistral",
+        MISTRAL,
+        "mistral",
+        None,
+        mistral_calls,
+        "</s>",
+    ),
+    "mistral_v11": Spec(
+        "mistral_v11",
+        "mistral-v13",
+        MISTRAL_V11,
+        "mistral",
+        "mistral",
+        mistral_v11_calls,
+        "</s>",
+        think=("[THINK]", "[/THINK]"),
+    ),
+    "llama4_pythonic": Spec(
+        "llama4_pythonic",
+        "llama4",
+        LLAMA4_PYTHONIC,
+        "llama4_pythonic",
+        None,
+        lambda calls: "",
+        "<|eot|>",
+        compose=llama4_reply,
         no_content_with_calls=True,
     ),
 }

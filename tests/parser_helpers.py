@@ -169,12 +169,17 @@ def check_invariants(tok: Tokenizer, ids: Sequence[int], events: list[ParseEvent
     assert deltas(events, TextDelta) == reply.content
     assert deltas(events, ThinkingDelta) == reply.reasoning
     assert calls(events) == list(reply.tool_calls)
-    # Each closed segment is an event, in stream order; a call follows its own.
+    # Each closed segment is an event, in stream order; a call follows its own
+    # (calls that share one body, a pythonic list, follow it in order).
     segments = [e for e in events if isinstance(e, ReplySegment)]
     assert segments == list(reply.segments)
     for call in reply.tool_calls:
         assert call.ids.tolist() == list(ids[call.start_token : call.end_token])
-        before = events[events.index(call) - 1]
-        assert isinstance(before, ReplySegment) and before.tool_call == call.index
+        k = events.index(call) - 1
+        while isinstance(events[k], ToolCall) and events[k].start_token == call.start_token:
+            k -= 1
+        before = events[k]
+        first = call.index - (events.index(call) - 1 - k)
+        assert isinstance(before, ReplySegment) and before.tool_call == first
         assert before.ids.tolist() == call.ids.tolist()
     return reply

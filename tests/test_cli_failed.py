@@ -21,48 +21,9 @@ import tokstream
 from tokstream import FailedRequest
 from tokstream.testing import ReplayServer
 
-DATA = Path(__file__).parent / "data"
+from .cli_helpers import PROMPT, ids_of, tokstream_cli
 
-PROMPT = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
-
-
-def ids_of(name: str) -> list[int]:
-    ids: list[int] = []
-    for line in (DATA / f"{name}.sse").read_text().splitlines():
-        if line.startswith("data: {"):
-            for choice in json.loads(line[6:]).get("choices") or []:
-                ids += choice["token_ids"] or []
-    return ids
-
-
-class Run:
-    def __init__(self, result: trio.Process | object, stdout: bytes, stderr: bytes) -> None:
-        self.code: int = result.returncode  # type: ignore[attr-defined]
-        self.out = stdout.decode()
-        self.err = stderr.decode()
-
-    def one_line_error(self) -> str:
-        """The failure's single stderr line (and no traceback)."""
-        assert "Traceback" not in self.err, self.err
-        lines = self.err.strip().splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("tokstream: "), lines[0]
-        return lines[0]
-
-
-async def tokstream_cli(
-    *args: str, store: Path | str, stdin: bytes = b"", env: dict[str, str] | None = None
-) -> Run:
-    env = {**os.environ, "TOKSTREAM_FAILED_DIR": str(store), **(env or {})}
-    result = await trio.run_process(
-        [sys.executable, "-m", "tokstream", *args],
-        stdin=stdin,
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-        env=env,
-    )
-    return Run(result, result.stdout, result.stderr)
+STATS = "done: 28 tokens · finish stop · ttft "
 
 
 async def save_failure(url: str, store: Path, **fields: object) -> Path:
@@ -155,15 +116,17 @@ async def test_replay_streams_and_finds_an_identical_prefix(
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].startswith(f"replaying {saved.name}: RemoteDisconnected after 7 tokens")
-    token_lines = [line for line in lines if "\t" in line]
-    assert [int(line.split("\t")[0]) for line in token_lines] == ids_of("forced_hermes")
-    assert lines[-2].startswith("done: finish_reason=stop, 28 tokens")
+    rows = [line.split() for line in lines[1:-1]]
+    assert [int(row[0]) for row in rows] == list(range(1, 29))  # one row per token
+    assert [int(row[1]) for row in rows] == ids_of("forced_hermes")
     assert lines[-1] == (
         "compared with the saved output: identical prefix of 7 tokens "
         "(the replay went on for 21 more)"
     )
     assert json.loads(replay_server.requests[-1].body) == json.loads(saved.read_bytes())["request"]
-    assert run.err == ""
+    (stats,) = run.err.splitlines()  # the stats line, and nothing else
+    # The recording echoes the prompt it was made with, not the saved request's.
+    assert stats.startswith(STATS) and stats.endswith(" · prompt echo DIFFERS")
 
 
 async def test_replay_reports_the_first_difference(
@@ -245,14 +208,18 @@ async def test_a_replay_that_fails_again_exits_by_error_kind(
     line = run.one_line_error()
     assert line.startswith(f"tokstream: the replay failed: {cls}: ")
     again = list((tmp_path / "again").iterdir())
-    assert len(again) == 1 and line.endswith(f"; saved as {again[0]}")
+    assert len(again) == 1 and line.endswith(f" (saved for replay: tokstream replay {again[0]})")
     assert "compared with the saved output:" in run.out
 
 
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--base-url", "localhost:8000"], "base_url='localhost:8000'"),
+        (
+            ["--base-url", "localhost:8000"],
+            "--base-url 'localhost:8000' must start with http:// or https:// "
+            "(did you mean http://localhost:8000/v1?)",
+        ),
         (["--max-tokens", "0"], "max_tokens=0"),
         (["--api-key-env", "TOKSTREAM_TEST_UNSET_VAR"], "$TOKSTREAM_TEST_UNSET_VAR is not set"),
         (["--prompt-ids", "-"], "--prompt-ids - must be token IDs"),
@@ -315,7 +282,7 @@ async def test_decode_and_stream_use_the_same_conventions(tmp_path: Path) -> Non
         "1,x",
         store=tmp_path,
     )
-    assert run.code == 2 and "--prompt-ids must be token IDs" in run.one_line_error()
+    assert run.code == 2 and "--ids must be token IDs" in run.one_line_error()
     run = await tokstream_cli(
         "stream",
         "--base-url",
@@ -326,7 +293,7 @@ async def test_decode_and_stream_use_the_same_conventions(tmp_path: Path) -> Non
         "1,2",
         store=tmp_path,
     )
-    assert run.code == 3 and "ConnectError" in run.err
-    assert "saved for replay: tokstream replay" in run.err
+    assert run.code == 3 and "ConnectError" in run.one_line_error()
+    assert "(saved for replay: tokstream replay " in run.err
     (name,) = os.listdir(tmp_path)
     assert FailedRequest.load(tmp_path / name).prompt.tolist() == [1, 2]

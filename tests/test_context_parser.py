@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokstream import Context, ContextError, Done, Tokenizer
-from tokstream.chat import QwenFormat, Rendering, Segment
+from tokstream.chat import QwenFormat, Rendering, Role, Segment
 from tokstream.core.parser import ReplySegment
 
 from .parser_helpers import leaves
@@ -110,8 +110,10 @@ def test_append_reply_keeps_logprobs_per_leaf(tok: Tokenizer) -> None:
 class _ThinkingFirst(QwenFormat):
     """A template that starts every reply inside <think> (as Qwen3 "thinking" models do)."""
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
-        base = super().generation_prompt(thinking=thinking)
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
+        base = super().generation_prompt(thinking=thinking, prev_role=prev_role)
         if thinking is False:
             return base
         return Rendering((*base.segments, Segment("framing", "<think>\n")))

@@ -15,7 +15,7 @@ import pytest
 
 from tokstream._tokenizer import Tokenizer
 from tokstream.chat import HERMES, QWEN3_CODER
-from tokstream.core.parser import ReplyFormat, State, ToolCallStatus, decode_hermes
+from tokstream.core.parser import DecodedCall, ReplyFormat, State, ToolCallStatus, decode_hermes
 
 from .parser_helpers import FEEDS, check_invariants, run, spelled
 
@@ -153,3 +153,85 @@ def test_each_state_has_its_own_trigger(tok: Tokenizer) -> None:
         check_invariants(tok, ids, events)
         assert reply.content == "a <b> [c]"
         assert reply.tool_calls[0].arguments == {"a": "[x]"}
+
+
+def test_call_ids_come_from_the_decoder_or_the_header(tok: Tokenizer) -> None:
+    # A decoder's call ID (Hermes JSON with Mistral's "id").
+    body = json.dumps({"name": "f", "arguments": {}, "id": "a1b2c3d4e"})
+    ids = spelled(tok, "<tool_call>", body, "</tool_call>")
+    _, reply = run(tok, ids, tool_format="hermes")
+    assert reply.tool_calls[0].call_id == "a1b2c3d4e" and reply.tool_calls[0].ok
+    _, reply = run(tok, spelled(tok, "<tool_call>", '{"name": "f"}', "</tool_call>"))
+    assert reply.tool_calls[0].call_id is None
+
+    # A router's call ID wins over the decoder's, and a cut call keeps it.
+    def route(header: str) -> tuple[State, str | None, str | None]:
+        name, _, call_id = header.removeprefix("<h>").partition("#")
+        return "tool_call", name, call_id or None
+
+    fmt = ReplyFormat(
+        "ids", HEADERS, ("<|im_end|>",), decode_hermes, call_body="json", route_header=route
+    )
+    ids = spelled(tok, "<h>", "f#c1", "<m>", '{"name": "x", "id": "no"}', "<e>")
+    for via in FEEDS:
+        events, reply = run(tok, ids, via=via, reply_format=fmt)
+        check_invariants(tok, ids, events)
+        (call,) = reply.tool_calls
+        assert (call.name, call.call_id, call.ok) == ("f", "c1", True)
+    _, reply = run(tok, ids[:-2], reply_format=fmt)
+    assert reply.tool_calls[0].status is ToolCallStatus.UNTERMINATED
+    assert reply.tool_calls[0].call_id == "c1"
+
+
+def _decode_list(body: str, tools: object) -> list[DecodedCall]:
+    out = []
+    for part in body.strip().removeprefix("[").removesuffix("]").split(";"):
+        name, _, arg = part.strip().partition("=")
+        ok = ToolCallStatus.OK if name else ToolCallStatus.MALFORMED
+        out.append(DecodedCall(name or None, {"v": arg}, ok, None, raw=part.strip()))
+    return out
+
+
+def test_a_body_of_several_calls_hands_them_out_together(tok: Tokenizer) -> None:
+    tags: tuple[tuple[State, str, State], ...] = (("calls", "[", "tool_call"),)
+    fmt = ReplyFormat(
+        "lists",
+        tags,
+        ("<|im_end|>",),
+        decode_calls=_decode_list,
+        call_end="python",
+        body_tags=frozenset({"["}),
+        initial="calls",
+    )
+    ids = spelled(tok, " ", "[f=1; g='a]' ;h=", "(2)]", " then text", "<|im_end|>")
+    for via in FEEDS:
+        events, reply = run(tok, ids, via=via, reply_format=fmt)
+        check_invariants(tok, ids, events)
+        assert [(c.index, c.name, c.raw) for c in reply.tool_calls] == [
+            (0, "f", "f=1"),
+            (1, "g", "g='a]'"),
+            (2, "h", "h=(2)"),
+        ]
+        # One segment, shared by the three calls; they come right after it.
+        assert [s.kind for s in reply.segments] == ["framing", "tool_call", "text", "stop"]
+        seg = reply.segments[1]
+        assert all(c.ids.tolist() == seg.ids.tolist() for c in reply.tool_calls)
+        assert seg.tool_call == 0 and reply.content == " then text"
+        kinds = [type(e).__name__ for e in events if type(e).__name__ != "TextDelta"]
+        assert kinds[kinds.index("ToolCallOpened") :][:5] == [
+            "ToolCallOpened",
+            "ReplySegment",
+            "ToolCall",
+            "ToolCall",
+            "ToolCall",
+        ]
+    # Cut inside the list: one unterminated call with the raw text so far.
+    cut_at = len(spelled(tok, " ", "[f=1; g='a]' ;h="))
+    _, reply = run(tok, ids[:cut_at], reply_format=fmt)
+    (call,) = reply.tool_calls
+    assert call.status is ToolCallStatus.UNTERMINATED and call.raw == "[f=1; g='a]' ;h="
+    # A list with no call at all is reported, not dropped.
+    _, reply = run(tok, spelled(tok, "[", "]"), reply_format=fmt)
+    assert [c.status for c in reply.tool_calls] == [ToolCallStatus.MALFORMED]
+    with pytest.raises(ValueError, match="decode_call or decode_calls"):
+        ReplyFormat("both", tags, (), decode_hermes, decode_calls=_decode_list, call_end="python")

@@ -66,8 +66,8 @@ POLICIES: dict[str, str] = {
         "harmony recovery returns a cut header as final content"
     ),
     "cut_call_drops_all": (
-        "vLLM wrong (llama3_json parse): one call cut off by the end of the reply makes it "
-        "drop every call, the complete ones too, and return the whole output as content; "
+        "vLLM wrong (llama3_json and hermes parse): one call cut off by the end of the reply "
+        "makes it drop every call, the complete ones too, and return the whole output as content; "
         "tokstream hands out the complete calls and reports the cut one UNTERMINATED"
     ),
     "cut_header_reported": (
@@ -89,6 +89,29 @@ POLICIES: dict[str, str] = {
     ),
     "vllm_stream_loses_text": (
         "vLLM wrong (streaming): parse_delta drops or reorders text that parse() keeps"
+    ),
+    "stream_call_separator_as_content": (
+        "vLLM wrong (deepseek_v3 parse_delta): the newline R1's template writes between two "
+        "calls of a tool-call section streams out as content, after the real content (its "
+        "parse() drops it); tokstream keeps it in the section, as framing"
+    ),
+    "newlines_between_calls_kept": (
+        "policy: the newline Qwen's template writes between two <tool_call> blocks is content "
+        "(it is outside every tag, where the model wrote it); vLLM's hermes parser drops it"
+    ),
+    "call_id_in_name": (
+        "vLLM wrong (mistral, v11 calls with an ID): its parser takes [CALL_ID]ID as part of "
+        "the tool's name; tokstream reads the name, and keeps the ID as call_id"
+    ),
+    "cut_list_is_content": (
+        "vLLM wrong (mistral parse): a call list cut off by the end of the reply becomes the "
+        "content, from [TOOL_CALLS] on, and the text before it and every complete call are "
+        "dropped; tokstream keeps the text, hands out the complete calls and reports the cut "
+        "one UNTERMINATED"
+    ),
+    "stream_float_rounded": (
+        "vLLM wrong (llama4_pythonic parse_delta): a float argument streams rounded (2.5 "
+        "arrives as 2.0) while parse() reads it right; tokstream reads it as written"
     ),
 }
 """Every documented difference: name -> what differs and who is right."""
@@ -112,6 +135,34 @@ def _theirs_calls(answer: dict[str, Any]) -> list[tuple[str, Any]]:
         except ValueError:
             out.append((name, args))
     return out
+
+
+def _floats_only(ours: Any, theirs: Any) -> bool:
+    """Whether two values differ at most in float leaves (same structure)."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(_floats_only(ours[k], theirs[k]) for k in ours)
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return len(ours) == len(theirs) and all(map(_floats_only, ours, theirs))
+    return ours == theirs or (isinstance(ours, float) and isinstance(theirs, float))
+
+
+def _normalised(answer: dict[str, Any], ours: list[Any]) -> tuple[list[Any], list[str]]:
+    """vLLM's calls with its known misreadings undone, and the policies that did it."""
+    theirs = [] if "error" in answer else _theirs_calls(answer)
+    notes = []
+    if any(isinstance(n, str) and "[CALL_ID]" in n for n, _ in theirs):
+        theirs = [(n.split("[CALL_ID]")[0], a) for n, a in theirs]
+        notes.append("call_id_in_name")
+    if (
+        theirs != ours
+        and len(theirs) == len(ours)
+        and all(
+            x[0] == y[0] and _floats_only(x[1], y[1]) for x, y in zip(ours, theirs, strict=True)
+        )
+    ):
+        theirs = list(ours)
+        notes.append("stream_float_rounded")
+    return theirs, notes
 
 
 def _subsequence(ours: list[Any], theirs: list[Any]) -> bool:
@@ -152,17 +203,14 @@ def _classify_malformed(reply: Reply, answer: dict[str, Any], want: list[Any]) -
     """
     bad = [c for c in reply.tool_calls if not c.ok]
     ok = [(c.name, c.arguments) for c in reply.tool_calls if c.ok]
-    theirs = [] if "error" in answer else _theirs_calls(answer)
+    theirs, notes = _normalised(answer, ok)
     # A deletion inside a value changes the data, not the structure: such a
     # call is the generated one damaged, and vLLM must read it the same way.
     if all(c in want or c in theirs for c in ok):
         if bad:
-            return ["malformed_reported"]
-        same = "error" not in answer and (ok, reply.content) == (
-            _theirs_calls(answer),
-            answer["content"],
-        )
-        return [] if same else ["malformed_markup"]
+            return [*notes, "malformed_reported"]
+        same = "error" not in answer and (ok, reply.content) == (theirs, answer["content"])
+        return notes if same else [*notes, "malformed_markup"]
     kept = [c for c in want if c[0] in {n for n, _ in ok}]
     if _swallowed(ok, kept):
         return ["value_runs_past_damaged_tag"]
@@ -186,10 +234,14 @@ def classify(
         if not complete and "waiting for message header" in answer["error"]:
             return ["cut_header_reported"]
         return [f"unclassified: the reference raised {answer['error']}"]
-    found: list[str] = []
     ok_calls = [(c.name, c.arguments) for c in reply.tool_calls if c.ok]
     cut_calls = [c for c in reply.tool_calls if c.status is ToolCallStatus.UNTERMINATED]
-    theirs = _theirs_calls(answer)
+    theirs, found = _normalised(answer, ok_calls)
+    full = "".join(s.text for s in reply.segments)
+    if not complete and not theirs and "[TOOL_CALLS]" in full:
+        before, after = full.split("[TOOL_CALLS]", 1)
+        if (reply.content, answer["content"]) == (before, after.strip()):
+            return [*found, "cut_list_is_content"]
     if ok_calls != theirs:
         if not complete and cut_calls and theirs[: len(ok_calls)] == ok_calls:
             found.append("cut_call_reported")
@@ -208,6 +260,10 @@ def classify(
             found.append("whitespace_before_calls")
         elif ok_calls and their == content.strip():
             found.append("content_stripped_with_calls")
+        elif len(ok_calls) > 1 and their == content + "\n" * (len(ok_calls) - 1):
+            found.append("stream_call_separator_as_content")
+        elif len(ok_calls) > 1 and content == their + "\n" * (len(ok_calls) - 1):
+            found.append("newlines_between_calls_kept")
         elif not complete and (their.startswith(content) or content.startswith(their)):
             found.append("cut_tag_is_text")
         elif not complete and reply.thinking_unterminated:

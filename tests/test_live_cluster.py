@@ -83,12 +83,11 @@ def session_client(
 ) -> tuple[tokstream.Client, ReplicaRecorder]:
     """A client whose requests carry ``session`` as the router's session key."""
     recorder = ReplicaRecorder()
-    headers = {"x-session-id": session} if session is not None else None
     client = tokstream.Client(
         cluster.base_url,
         model=cluster.model,
         timeouts=TIMEOUTS,
-        headers=headers,
+        session_id=session,
         transport=recorder,
     )
     return client, recorder
@@ -199,7 +198,8 @@ async def test_one_session_stays_on_one_replica_and_sessions_use_both(
     client, recorder = session_client(cluster, "twenty-turns")
     async with client:
         for _ in range(20):
-            await client.complete(PROMPT, max_tokens=2, temperature=0.0)
+            done = await client.complete(PROMPT, max_tokens=2, temperature=0.0)
+            assert done.replica == recorder.replicas[-1]  # Done names the replica
     after = await totals(cluster, "vllm:request_success_total")
     assert len(recorder.replicas) == 20 and len(set(recorder.replicas)) == 1, recorder.replicas
     home = served_by(cluster, recorder)
@@ -249,6 +249,35 @@ async def test_multi_turn_sessions_through_the_router_stay_token_exact(
                 sampled += done.token_ids.size
         assert len(recorder.replicas) == 4 and len(set(recorder.replicas)) == 1, recorder.replicas
         assert int(ctx.generation_mask().sum()) == sampled  # exactly the streamed IDs
+
+
+async def test_a_contexts_turns_stay_on_one_replica_with_no_session_given(
+    cluster: VLLMCluster, tok: tokstream.Tokenizer
+) -> None:
+    """``run_turn`` sends the context's own session key; a per-turn request ID cannot
+    break the affinity (the router reads ``X-Session-ID`` before ``X-Request-Id``)."""
+    homes = []
+    client, recorder = session_client(cluster, None)
+    async with client:
+        for c in range(12):
+            ctx = Context(tok)
+            first = len(recorder.replicas)
+            for turn in range(3):
+                ctx.add_user(f"Turn {turn} of conversation {c}.")
+                await tokstream.run_turn(
+                    client,
+                    ctx,
+                    tools={},
+                    thinking=False,
+                    max_tokens=3,
+                    temperature=0.0,
+                    request_id=f"ctx-{c}-turn-{turn}",
+                )
+            served = recorder.replicas[first:]
+            assert len(served) == 3 and len(set(served)) == 1, (ctx.session_id, served)
+            homes.append(served[0])
+    # 12 random keys all on one of two replicas would be a 1-in-2048 fluke.
+    assert set(homes) == {"0", "1"}, homes
 
 
 # -- 4. the prefix cache, with and without sessions -------------------------------------
@@ -447,9 +476,13 @@ async def test_killing_a_replica_mid_stream(cluster: VLLMCluster) -> None:
         assert isinstance(terminal, Error), terminal
         assert isinstance(terminal.error, tokstream.RemoteDisconnected), repr(terminal.error)
         assert terminal.token_ids.tolist() == received and len(received) >= 10
+        assert terminal.replica == victim  # the stream knows where it died
+        assert terminal.saved_to is not None, terminal.save_error
+        assert tokstream.FailedRequest.load(terminal.saved_to).replica == victim
 
         done = await client.complete(PROMPT, max_tokens=4, temperature=0.0)
         assert done.token_ids.size == 4
+        assert done.replica == survivor
     assert recorder.replicas == [victim, survivor]
     for i in range(5):
         other, other_recorder = session_client(cluster, f"after-{i}")

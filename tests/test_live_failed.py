@@ -82,8 +82,10 @@ async def test_an_out_of_vocabulary_request_is_saved_and_replays_once_corrected(
     )
     assert code == 0, err_text
     lines = out.splitlines()
-    assert len([line for line in lines if "\t" in line]) == 8
-    assert lines[-2].startswith("done: finish_reason=length, 8 tokens")
+    rows = lines[1:-1]  # between the "replaying" line and the comparison: one row per token
+    assert [int(row.split()[0]) for row in rows] == list(range(1, 9))
+    assert err_text.startswith("done: 8 tokens · finish length · ttft ")
+    assert err_text.strip().endswith(" · prompt echo verified")  # the corrected prompt
     assert lines[-1].endswith("the saved request had received no tokens; nothing to compare")
 
 
@@ -160,7 +162,8 @@ async def test_a_dropped_stream_replays_to_an_identical_prefix(
     )
     assert code == 0, err_text
     lines = out.splitlines()
-    assert lines[-2].startswith("done: finish_reason=length, 24 tokens")
+    assert err_text.startswith("done: 24 tokens · finish length · ttft ")
+    assert err_text.strip().endswith(" · prompt echo verified")
     assert lines[-1] == (
         f"compared with the saved output: identical prefix of {saved} tokens "
         f"(the replay went on for {24 - saved} more)"

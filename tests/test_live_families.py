@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 
 import tokstream
-from tokstream import Done, Error, Token, Tokenizer
+from tokstream import Context, Done, Error, Token, Tokenizer, run_turn
 from tokstream.testing import FAMILY_STOPS, VLLMServer, family_tokenizer, forcing_body
+
+from .test_chat_families import load_template
 
 FAMILIES = ["gpt-oss", "deepseek-v3.1"]
 
@@ -185,3 +187,136 @@ async def test_every_marker_is_one_token_in_the_served_vocabulary(
             response = await http.post(family_vllm_server.root_url + "/tokenize", json=body)
             response.raise_for_status()
             assert response.json()["tokens"] == [want] == tok.encode(name).tolist(), name
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def _harmony_reference(messages: list[Any], *, completion: bool = True) -> list[int]:
+    import openai_harmony as h
+
+    enc = h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
+    conv = h.Conversation.from_messages(messages)
+    if completion:
+        return list(enc.render_conversation_for_completion(conv, h.Role.ASSISTANT))
+    return list(enc.render_conversation(conv))
+
+
+def _harmony_turn_messages(result: str) -> tuple[list[Any], list[Any]]:
+    """The conversation before the turn, and the turn's reply and tool result."""
+    import openai_harmony as h
+
+    tool = h.ToolDescription.new(
+        "get_weather",
+        "Weather for a city",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+    )
+    before = [
+        h.Message.from_role_and_content(h.Role.SYSTEM, h.SystemContent.new()),
+        h.Message.from_role_and_content(
+            h.Role.DEVELOPER, h.DeveloperContent.new().with_function_tools([tool])
+        ),
+        h.Message.from_role_and_content(h.Role.USER, "Weather in Tokyo?"),
+    ]
+    analysis = "The user wants the weather in 東京 🫠. Call the tool."
+    turn = [
+        h.Message.from_role_and_content(h.Role.ASSISTANT, analysis).with_channel("analysis"),
+        h.Message.from_role_and_content(h.Role.ASSISTANT, json.dumps(ARGS, ensure_ascii=False))
+        .with_channel("commentary")
+        .with_recipient("functions.get_weather")
+        .with_content_type("<|constrain|>json"),
+        h.Message.from_author_and_content(
+            h.Author.new(h.Role.TOOL, "functions.get_weather"), result
+        )
+        .with_channel("commentary")
+        .with_recipient("assistant"),
+    ]
+    return before, turn
+
+
+def _deepseek_reference(messages: list[dict[str, Any]], **kw: Any) -> list[int]:
+    tok = family_tokenizer("deepseek-v3.1")
+    text = load_template("deepseek_v3_1.jinja").render(messages=messages, bos_token=BOS, **kw)
+    return list(tok.encode(text).tolist())
+
+
+async def test_an_agent_turn_in_the_familys_own_framing(
+    family_vllm_server: VLLMServer, family: str
+) -> None:
+    tok = family_tokenizer(family)
+    ctx = Context(tok)  # the family picks its framing and its reply format
+    if family == "gpt-oss":
+        ctx.add_system(None, tools=[WEATHER_TOOL])
+    else:
+        ctx.add_system("You are a helpful assistant.")
+    ctx.add_user("Weather in Tokyo?")
+    ctx.begin_assistant()
+    prompt, reply = prompt_and_reply(family, tok)
+    assert ctx.prompt_ids().tolist() == prompt  # the reference's prompt, built by tokstream
+    forced = tok.encode(reply).tolist()
+    end = tok.token_id(END_WITH[family])
+    stops = [tok.token_id(n) for n in FAMILY_STOPS[family]]
+    seen: list[dict[str, Any]] = []
+
+    async def get_weather(**args: Any) -> str:
+        seen.append(args)
+        return '{"temp_c": 21}'
+
+    async with tokstream.Client(
+        family_vllm_server.base_url,
+        model=family_vllm_server.model,
+        api_key=None,
+        timeouts=TIMEOUTS,
+    ) as client:
+        turn = await run_turn(
+            client,
+            ctx,
+            tools={"get_weather": get_weather},
+            max_tokens=len(forced) + 4,
+            temperature=0.0,
+            extra_body=forcing_body(forced, end_with=end, eos_token_ids=stops),
+        )
+    assert turn.done.token_ids.tolist() == [*forced, end]
+    assert turn.done.prompt_token_ids is not None
+    assert turn.done.prompt_token_ids.tolist() == prompt
+    (call,) = turn.reply.tool_calls
+    assert (call.name, call.arguments, call.ok) == ("get_weather", ARGS, True)
+    assert seen == [ARGS]
+    sampled = [leaf for leaf in turn.message.leaves if leaf.sampled]
+    assert np.concatenate([leaf.ids for leaf in sampled]).tolist() == [*forced, end]
+    kinds = [leaf.kind for leaf in sampled]
+    # The next prompt, with the tool's result, is the reference's again.
+    ctx.begin_assistant()
+    if family == "gpt-oss":
+        before, after = _harmony_turn_messages('{"temp_c": 21}')
+        want = _harmony_reference([*before, *after])
+        assert kinds == ["thinking", "tool_call"]  # <|call|> ends the call's own leaf
+    else:
+        msgs: list[dict[str, Any]] = [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Weather in Tokyo?"},
+            {
+                "role": "assistant",
+                "content": "Let me check 東京 🫠.",
+                "tool_calls": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": json.dumps(ARGS, ensure_ascii=False),
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "content": '{"temp_c": 21}'},
+        ]
+        want = _deepseek_reference(msgs, add_generation_prompt=True)
+        assert kinds == ["text", "framing", "tool_call", "framing", "stop"]
+    assert ctx.prompt_ids().tolist() == want

@@ -54,7 +54,7 @@ def test_hermes_variants() -> None:
 
 def test_coder_exactly_one_newline_each_side_is_markup() -> None:
     body = "\n<function=f>\n<parameter=code>\n\n  x = 1\n\n</parameter>\n</function>\n"
-    name, args, status, _ = decode_qwen3_coder(body, None)
+    name, args, status, _ = decode_qwen3_coder(body, None)[:4]
     assert (name, status) == ("f", ToolCallStatus.OK)
     assert args == {"code": "\n  x = 1\n"}
     # No newlines at all is fine too.
@@ -66,7 +66,7 @@ def test_coder_exactly_one_newline_each_side_is_markup() -> None:
 def test_coder_literal_end_tag_in_value_is_text() -> None:
     value = 'print("</parameter>")\nx = "</parameter> not structural"'
     body = coder("f", [("code", value), ("b", "2")])
-    _, args, status, _ = decode_qwen3_coder(body, None)
+    _, args, status, _ = decode_qwen3_coder(body, None)[:4]
     assert status is ToolCallStatus.OK
     assert args == {"code": value, "b": "2"}
 
@@ -76,7 +76,7 @@ def test_coder_missing_parameter_end() -> None:
         "\n<function=f>\n<parameter=a>\nvalue a\n"
         "<parameter=b>\nvalue b\n</parameter>\n</function>\n"
     )
-    _, args, status, error = decode_qwen3_coder(body, None)
+    _, args, status, error = decode_qwen3_coder(body, None)[:4]
     assert status is ToolCallStatus.MISSING_PARAMETER_END
     assert args == {"a": "value a", "b": "value b"}
     assert "'a'" in (error or "")
@@ -99,8 +99,21 @@ def test_coder_missing_parameter_end() -> None:
     ],
 )
 def test_coder_malformed(body: str, status: ToolCallStatus) -> None:
-    _, _, got, error = decode_qwen3_coder(body, SCHEMAS)
+    _, _, got, error = decode_qwen3_coder(body, SCHEMAS)[:4]
     assert got is status and error
+
+
+def test_coder_parameter_tag_without_its_bracket_is_malformed() -> None:
+    # The ">" of <parameter=city> was lost: the name is not "city\nParis x",
+    # the call is MALFORMED, and the value is read from the next line.
+    body = "\n<function=get_weather>\n<parameter=city\nParis x > y\n</parameter>\n</function>\n"
+    name, args, status, error = decode_qwen3_coder(body, SCHEMAS)[:4]
+    assert (name, args, status) == (
+        "get_weather",
+        {"city": "Paris x > y"},
+        ToolCallStatus.MALFORMED,
+    )
+    assert error and "'>'" in error
 
 
 # -- Qwen3-Coder: schema conversion -----------------------------------------------------------
@@ -127,7 +140,7 @@ def test_coder_malformed(body: str, status: ToolCallStatus) -> None:
 )
 def test_coder_converts_to_schema_type(param: str, text: str, value: Any) -> None:
     body = coder("get_weather", [(param, text)])
-    _, args, status, _ = decode_qwen3_coder(body, SCHEMAS)
+    _, args, status, _ = decode_qwen3_coder(body, SCHEMAS)[:4]
     assert status is ToolCallStatus.OK
     assert args == {param: value}
     assert type(args[param]) is type(value)  # type: ignore[index]
@@ -139,7 +152,7 @@ def test_coder_converts_to_schema_type(param: str, text: str, value: Any) -> Non
 )
 def test_coder_bad_value_keeps_string_and_says_so(param: str, text: str) -> None:
     body = coder("get_weather", [(param, text), ("city", "Oslo")])
-    _, args, status, error = decode_qwen3_coder(body, SCHEMAS)
+    _, args, status, error = decode_qwen3_coder(body, SCHEMAS)[:4]
     assert status is ToolCallStatus.INVALID_ARGUMENTS
     assert args == {param: text, "city": "Oslo"}
     assert param in (error or "")
@@ -219,6 +232,6 @@ def test_coder_values_round_trip(values: list[str]) -> None:
                 for i in range(len(f"<parameter=p{k}>\n"), len(f"<parameter=p{k}>\n") + len(v))
             )
         )
-    _, args, status, _ = decode_qwen3_coder(body, None)
+    _, args, status, _ = decode_qwen3_coder(body, None)[:4]
     assert status is ToolCallStatus.OK
     assert args == dict(params)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tokstream.context import Context
 from tokstream.core.parser import ReplySegment, ResponseParser, ToolCall, ToolCallStatus
 from tokstream.testing import ReplayServer
 
+from .families import load_family
 from .parser_helpers import recorded_events
 
 
@@ -560,7 +563,7 @@ async def test_turn_runs_tools_while_generating_and_collects_in_order(
     assert client.prompts[1] == ctx.prompt_ids()[: len(client.prompts[1])].tolist()
     assert first == client.prompts[1][len(client.prompts[0]) : len(client.prompts[0]) + len(first)]
     assert turns[1].reply.content == "Paris 21C, Tokyo 18C."
-    assert client.fields[0] == {"max_tokens": 128}
+    assert client.fields[0] == {"max_tokens": 128, "session_id": ctx.session_id}
 
 
 async def test_tool_errors_become_results(autojump_clock: MockClock, tok: Tokenizer) -> None:
@@ -662,3 +665,90 @@ async def test_turn_parser_starts_where_the_generation_prompt_left_off(
         assert turn.reply.reasoning == reasoning
         kinds = [leaf.kind for leaf in turn.message.leaves if leaf.sampled]
         assert kinds == (["thinking", "text", "stop"] if reasoning else ["text", "stop"])
+
+
+async def test_turn_results_name_the_call_they_answer(vllm_home: Path) -> None:
+    # Kimi K2 renders a result as "## Return of <call_id>": run_turn passes each
+    # call's ID to add_tool, so a family whose results name their call works.
+    kimi = load_family("kimi-k2", vllm_home)
+    ctx = Context(kimi)
+    ctx.add_user("Weather?")
+    reply = (
+        "<think>t</think><|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+        '<|tool_call_argument_begin|>{"city": "Paris"}<|tool_call_end|>'
+        "<|tool_calls_section_end|><|im_end|>"
+    )
+
+    async def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    turn = await run_turn(
+        FakeClient([kimi.encode(reply).tolist()]), ctx, tools={"get_weather": get_weather}
+    )
+    (result,) = turn.tool_results
+    assert result.call.call_id == "functions.get_weather:0"
+    assert ctx.messages[-1].role == "tool"
+    assert ctx.messages[-1].text == (
+        "<|im_system|>get_weather<|im_middle|>## Return of functions.get_weather:0\n"
+        "sunny in Paris<|im_end|>"
+    )
+
+
+async def test_plain_function_tools_run_in_a_worker_thread(tok: Tokenizer) -> None:
+    # openai-SDK users write plain functions: they run (off the trio thread, so a
+    # blocking tool never stalls the stream) instead of failing with "can't await".
+    ids = tok.encode(
+        hermes("plain", {"city": "Paris"})
+        + hermes("coro", {"city": "Oslo"})
+        + hermes("returns_coroutine", {})
+        + "<|im_end|>"
+    ).tolist()
+    threads: dict[str, bool] = {}
+
+    def plain(city: str) -> dict[str, str]:
+        threads["plain"] = threading.current_thread() is threading.main_thread()
+        return {"city": city}
+
+    async def coro(city: str) -> str:
+        threads["coro"] = threading.current_thread() is threading.main_thread()
+        return city
+
+    turn = await run_turn(
+        FakeClient([ids], delay=0),
+        new_context(tok),
+        tools={"plain": plain, "coro": coro, "returns_coroutine": functools.partial(coro, "Rome")},
+    )
+    assert [r.content for r in turn.tool_results] == ['{"city": "Paris"}', "Oslo", "Rome"]
+    assert all(r.ok for r in turn.tool_results)
+    assert threads == {"plain": False, "coro": True}
+
+
+async def test_a_tool_that_is_not_a_function_is_refused_before_sending(tok: Tokenizer) -> None:
+    client = FakeClient([[1]])
+    ctx = new_context(tok)
+    before = len(ctx)
+    with pytest.raises(tokstream.InvalidRequest, match=r"'weather'.*must be a function"):
+        await run_turn(client, ctx, tools={"weather": "sunny"})  # type: ignore[dict-item]
+    assert client.prompts == [] and len(ctx) == before and ctx.current_reply is None
+
+
+async def test_turn_done_and_error_reprs_stay_short(tok: Tokenizer) -> None:
+    # A long reply's IDs appear in the reply, its segments, its calls, the Done and the
+    # message: printed in full, one turn filled hundreds of lines.
+    ids = tok.encode(hermes("a", {"x": "y" * 4000}) + " tail" * 3000 + "<|im_end|>").tolist()
+
+    async def a(x: str) -> str:
+        return "ok"
+
+    turn = await run_turn(FakeClient([ids], delay=0), new_context(tok), tools={"a": a})
+    text = repr(turn)
+    assert "\n" not in text and len(text) < 2000, text
+    assert text.startswith(f"Turn(reply=<Reply {len(ids)} tokens, ")
+    assert "tool_results=(ToolResult(call=<#0 a ok>, content='ok', error=None" in text
+    assert f"token_ids=<int32[{len(ids)}] {ids[0]} {ids[1]} {ids[2]} ... " in text
+    done = repr(turn.done)
+    assert done.startswith("Done(finish_reason='stop', ") and len(done) < 1000
+    error = repr(Error(InBandError("boom", server_message="boom"), np.array(ids, np.int32)))
+    assert (
+        error.startswith("Error(error=InBandError('boom'), token_ids=<int32[") and len(error) < 600
+    )

@@ -30,12 +30,14 @@ from tokstream.testing import (
     THINK_ID,
     TOOL_CALL_ID,
     InstallError,
+    ServerAddress,
     ServerStartError,
     VLLMServer,
     _model,
     ensure_model,
     ensure_vllm,
     forcing_body,
+    server_for,
 )
 from tokstream.testing._install import CUDA_ONLY, TORCH, _Steps
 from tokstream.testing._model import ADDED_TOKENS, QWEN_SPLIT_PATTERN, load_ranks
@@ -477,6 +479,25 @@ def test_start_timeout_stops_the_process(fake_venv: Path, monkeypatch: pytest.Mo
     assert not server.is_running()
 
 
+def test_a_slow_start_logs_progress_every_few_seconds(
+    fake_venv: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server takes 30-60 s to start: a silent wait looks like a hang.
+    monkeypatch.setenv("FAKE_MODE", "hang")
+    monkeypatch.setattr("tokstream.testing._server._HEARTBEAT_S", 0.1)
+    server = _server(fake_venv, startup_timeout=1.0)
+    with caplog.at_level(logging.INFO, "tokstream.testing"), pytest.raises(ServerStartError):
+        server.start()
+    assert any(r.getMessage().startswith("server: still starting (") for r in caplog.records)
+
+
+def test_server_for_a_given_url_starts_nothing() -> None:
+    with server_for("http://my-host:8000/v1", model="m") as server:
+        assert server == ServerAddress("http://my-host:8000/v1", "m")
+    with server_for("http://my-host:8000/v1") as server:
+        assert server.model == "tiny-qwen"
+
+
 def test_interrupt_while_starting_stops_the_process(
     fake_venv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -576,6 +597,38 @@ def test_cli_serve_status_stop_round_trip(fake_venv: Path, tmp_path: Path) -> No
     assert not (tmp_path / "servers" / f"{pid}.json").exists()
 
 
+def test_cli_serve_prefers_a_port_and_falls_back_when_it_is_taken(
+    fake_venv: Path, tmp_path: Path
+) -> None:
+    # `make serve` asks for port 8000 this way: the quickstart's port, unless it is taken.
+    env = {**os.environ, "TOKSTREAM_VLLM_HOME": str(tmp_path)}
+    cli = [sys.executable, "-m", "tokstream.testing"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        pids = []
+        try:
+            for preferred in (free_port(), busy):
+                served = subprocess.run(
+                    [*cli, "serve", "--prefer-port", str(preferred), "--timeout", "30"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
+                pids.append(int(served.stdout.strip()))
+                state = json.loads((tmp_path / "servers" / f"{pids[-1]}.json").read_text())
+                port = int(state["base_url"].rsplit(":", 1)[1].split("/")[0])
+                if preferred == busy:
+                    assert port != busy and f"port {busy} is taken" in served.stderr
+                else:
+                    assert port == preferred and "is taken" not in served.stderr
+        finally:
+            for pid in pids:
+                subprocess.run([*cli, "stop", str(pid), "--timeout", "1"], env=env, check=False)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -595,6 +648,7 @@ def test_make_serve_and_stop(fake_venv: Path, tmp_path: Path) -> None:
     assert line.startswith(prefix), served.stdout
     pid = int(line.removeprefix(prefix).split()[0])
     assert f"make stop PID={pid}" in line
+    assert f"serve: export TOKSTREAM_BASE_URL=http://127.0.0.1:{port}/v1  #" in served.stdout
     try:
         deadline = time.monotonic() + 10
         while len(process_family(pid)) < 3 and time.monotonic() < deadline:

@@ -1,10 +1,10 @@
-"""``python -m tokstream``: the command line (see ``tokstream._trio._cli``)."""
+"""``python -m tokstream``: the command line (see :mod:`tokstream.cli`)."""
 
 from __future__ import annotations
 
 import sys
 
-from ._trio._cli import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

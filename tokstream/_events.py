@@ -15,7 +15,7 @@ module holds data only: no I/O, no parsing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeAlias
 
@@ -30,6 +30,25 @@ __all__ = ["Attempt", "Done", "Error", "Event", "StreamStatistics", "Token", "Us
 
 _EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
 _EMPTY_IDS.flags.writeable = False
+
+
+def _brief_repr(self: object) -> str:
+    """Each field's repr, but an array as its type, size and ends (a long reply's IDs,
+    printed in full, would fill the screen)."""
+    parts = []
+    for f in fields(self):  # type: ignore[arg-type]
+        value = getattr(self, f.name)
+        if isinstance(value, np.ndarray):
+            ends = (
+                value.tolist()
+                if value.size <= 6
+                else [*value[:3].tolist(), "...", *value[-2:].tolist()]
+            )
+            shown = f"<{value.dtype}[{value.size}] {' '.join(map(str, ends))}>".replace(" >", ">")
+        else:
+            shown = repr(value)
+        parts.append(f"{f.name}={shown}")
+    return f"{type(self).__name__}({', '.join(parts)})"
 
 
 class Token(msgspec.Struct, frozen=True, gc=False):
@@ -90,6 +109,9 @@ class Done:
             before the drop). Empty for a stream that never dropped. With
             resume the prompt echo, usage and IDs describe the whole stream
             (see ``RetryPolicy``).
+        replica: Which replica served the stream, when the response said so
+            in the client's ``replica_header`` (behind vllm-router), else
+            ``None``.
     """
 
     finish_reason: str | None
@@ -103,6 +125,9 @@ class Done:
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
     attempts: tuple[Attempt, ...] = ()
     splices: tuple[int, ...] = ()
+    replica: str | None = None
+
+    __repr__ = _brief_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +152,9 @@ class Error:
             after every retry, with every attempt.
         save_error: Why saving failed (one line), or ``None``. A failure to
             save never replaces :attr:`error`.
+        replica: Which replica the stream reached, when the response said so
+            in the client's ``replica_header``, else ``None`` (also when no
+            response arrived).
     """
 
     error: TokstreamError
@@ -137,6 +165,9 @@ class Error:
     attempts: tuple[Attempt, ...] = ()
     saved_to: Path | None = None
     save_error: str | None = None
+    replica: str | None = None
+
+    __repr__ = _brief_repr
 
     @property
     def message(self) -> str:

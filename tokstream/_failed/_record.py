@@ -121,6 +121,7 @@ class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     url: str
     model: str | None = None
     request_id: str | None = None
+    replica: str | None = None
     error: SavedError
     attempts: tuple[SavedAttempt, ...] = ()
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
@@ -158,6 +159,7 @@ class FailedRequest:
         url: The completions URL it was sent to (userinfo replaced by ``***``).
         model: The model name sent.
         request_id: The request ID (sent as ``X-Request-Id``, or the server's).
+        replica: Which replica the stream reached (``Error.replica``), if known.
         body: The exact JSON body sent, prompt IDs included.
         error: The error it finally failed with.
         attempts: Every attempt, in order (one when it was not retried).
@@ -184,6 +186,7 @@ class FailedRequest:
     started_at: dt.datetime
     failed_at: dt.datetime
     tokstream_version: str = __version__
+    replica: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -242,6 +245,7 @@ class FailedRequest:
             logprobs=logprobs,
             started_at=failed_at - dt.timedelta(seconds=max(0.0, event.diagnostics.elapsed)),
             failed_at=failed_at,
+            replica=clean.optional(event.replica),
         )
 
     def to_json(self) -> bytes:
@@ -258,6 +262,7 @@ class FailedRequest:
             url=self.url,
             model=self.model,
             request_id=self.request_id,
+            replica=self.replica,
             error=self.error,
             attempts=self.attempts,
             diagnostics=self.diagnostics,
@@ -303,6 +308,7 @@ class FailedRequest:
             started_at=wire.started_at,
             failed_at=wire.failed_at,
             tokstream_version=wire.tokstream_version,
+            replica=wire.replica,
         )
 
     @classmethod

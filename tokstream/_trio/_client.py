@@ -44,12 +44,12 @@ from .._failed._secrets import client_secrets, redact_url
 from .._statistics import ClientStatistics
 from ..core._http11 import check_header
 from ..core._http_errors import http_status_error
-from ..core._request import CompletionRequest
+from ..core._request import CompletionRequest, check_session_id
 from ..core._retry import NO_RETRY, RetryPolicy
 from ..core._sse import DEFAULT_MAX_EVENT_SIZE
 from ..core._wire import ModelList
 from ._channel import EventChannel
-from ._config import Limits, StreamConfig, Timeouts
+from ._config import DEFAULT_REPLICA_HEADER, Limits, StreamConfig, Timeouts
 from ._http import TrioTransport
 from ._stream import EventStream, StreamCounters, pump
 from ._transport import StreamTransport, close_scope
@@ -165,7 +165,17 @@ class Client(trio.abc.AsyncResource):
         max_event_size: The largest SSE event accepted (default 4 MiB).
         stream_buffer: About how many events the channels ``start_stream``
             returns hold before the stream waits for its reader.
-        headers: Extra HTTP headers for every request.
+        headers: Extra HTTP headers for every request. An ``X-Session-ID``
+            here is taken as ``session_id``.
+        session_id: The default :attr:`CompletionRequest.session_id` of every
+            request (a stream's own ``session_id=`` wins): the router key that
+            keeps a conversation on one replica. ``Context`` turns send their
+            context's own.
+        replica_header: The response header whose value becomes
+            ``Done.replica`` / ``Error.replica`` and the failed-request
+            record's ``replica``: which replica behind a router served the
+            stream. ``None`` reads none. The default, ``x-tokstream-replica``,
+            is what the testing kit's replicas send.
         failed_requests: Where failed requests are saved for replay
             (``tokstream replay FILE``; ``Error.saved_to`` names the file):
             ``None`` (the default) for ``$TOKSTREAM_FAILED_DIR`` (``off``:
@@ -204,6 +214,8 @@ class Client(trio.abc.AsyncResource):
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         stream_buffer: int = 4096,
         headers: dict[str, str] | None = None,
+        session_id: str | None = None,
+        replica_header: str | None = DEFAULT_REPLICA_HEADER,
         transport: str | httpx.AsyncBaseTransport | None = None,
         failed_requests: FailedRequestStore | str | os.PathLike[str] | Literal[False] | None = None,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, immutable
@@ -231,6 +243,7 @@ class Client(trio.abc.AsyncResource):
             timeouts=timeouts or Timeouts(),
             max_event_size=max_event_size,
             failed_requests=recorder,
+            replica_header=None if replica_header is None else check_header(replica_header, "x")[0],
         )
         self.vocab_size = vocab_size
         self.stream_buffer = stream_buffer
@@ -239,7 +252,13 @@ class Client(trio.abc.AsyncResource):
             key, value = check_header(key, value)
             if key in ("content-length", "transfer-encoding"):
                 raise InvalidRequest("headers", key, "is set by tokstream (it frames the body)")
+            if key == "x-session-id":
+                session_id = value if session_id is None else session_id
+                continue  # sent per request, so that a stream's own session wins
             all_headers[key] = value
+        if session_id is not None:
+            session_id = check_session_id(session_id)
+        self._session_id = session_id
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
         if basic is not None and "authorization" not in all_headers:
@@ -269,6 +288,11 @@ class Client(trio.abc.AsyncResource):
     def base_url(self) -> str:
         """The OpenAI-style base URL, without a trailing slash."""
         return self._base_url
+
+    @property
+    def session_id(self) -> str | None:
+        """The default session key of this client's requests, if any."""
+        return self._session_id
 
     @property
     def root_url(self) -> str:
@@ -391,6 +415,8 @@ class Client(trio.abc.AsyncResource):
         self._check_open()
         policy = self._policy(retry, resume)
         req = CompletionRequest.build(request, **fields)
+        if req.session_id is None and self._session_id is not None:
+            req = dataclasses.replace(req, session_id=self._session_id)
         if self.vocab_size is not None:
             req.check_vocab(self.vocab_size)
         return EventStream._create(

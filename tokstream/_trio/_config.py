@@ -17,6 +17,12 @@ from .._failed import FailureRecorder
 __all__ = ["CLOSE_TIMEOUT", "Limits", "StreamConfig", "Timeouts"]
 
 CLOSE_TIMEOUT = 5.0
+
+DEFAULT_REPLICA_HEADER = "x-tokstream-replica"
+"""The response header read as ``Done.replica`` / ``Error.replica`` by default.
+
+vllm-router's answer names no replica; a replica can add this header itself
+(the testing kit's replicas do, with a small ASGI ``--middleware``)."""
 """Seconds a shielded close may take (a response, or the client's pool).
 
 Closes are shielded so that cancellation still closes the connection (which is
@@ -128,6 +134,8 @@ class StreamConfig:
         max_event_size: The largest SSE event accepted.
         failed_requests: Saves the request when the stream finally fails
             (``None``: saving is off).
+        replica_header: The response header that names the replica which
+            served a stream (``None``: none is read).
     """
 
     url: str
@@ -135,3 +143,4 @@ class StreamConfig:
     timeouts: Timeouts
     max_event_size: int
     failed_requests: FailureRecorder | None = None
+    replica_header: str | None = DEFAULT_REPLICA_HEADER

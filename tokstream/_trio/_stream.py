@@ -173,6 +173,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self.retry = retry
         self._model = config.model
         self._failed_requests = config.failed_requests
+        self._replica_header = config.replica_header
         self._timeouts = config.timeouts
         self._transport = transport
         self._counters = counters
@@ -316,6 +317,8 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         headers = [("content-type", "application/json")]
         if self.request_id:
             headers.append(("x-request-id", self.request_id))
+        if self.request.session_id is not None:
+            headers.append(("x-session-id", self.request.session_id))
         request = StreamRequest(self.url, self._request_body(), tuple(headers), self.request_id)
         timeout = self._head_timeout()
         try:
@@ -330,6 +333,8 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             return self._timeout_error("waiting for response headers"), False
         self._t_sent = response.sent_at
         self._response = response
+        if self._replica_header is not None:
+            self._decoder.replica = response.headers.get(self._replica_header)
         server_id = response.headers.get("x-request-id")
         if server_id and not self.request_id:
             self.request_id = server_id

@@ -14,8 +14,12 @@
 5. return, so the next turn can start (:func:`run_agent` loops until a reply
    has no tool calls).
 
-A tool that raises, a malformed call and an unknown tool become tool-error
-results (the model sees the error) and the loop goes on. A stream error is
+A tool is an ``async def`` (run in the turn's nursery) or a plain function
+(run in a worker thread with ``trio.to_thread.run_sync``, so a blocking tool
+never stalls the stream; cancelling the turn waits for it to return). Anything
+else is refused before the request is sent. A tool that raises, a malformed
+call and an unknown tool become tool-error results (the model sees the error)
+and the loop goes on. A stream error is
 raised from :func:`run_turn` after the running tools are cancelled, and the
 half-grown reply is discarded from the context. Cancelling the turn cancels the
 stream and every running tool; the reply is discarded and ``trio.Cancelled``
@@ -24,14 +28,17 @@ propagates untouched.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import trio
 
 from .._events import Done, Error, Event, Token
+from .._exceptions import InvalidRequest
 from ..core.parser import ParseEvent, Reply, ToolCall, ToolFormat, ToolSpecs
 from ._reply import ReplyHandle, StreamedReply, start_reply
 
@@ -40,7 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ToolResult", "ToolStarted", "Turn", "run_agent", "run_turn"]
 
-ToolFunction: TypeAlias = Callable[..., Awaitable[Any]]
+ToolFunction: TypeAlias = Callable[..., Any]
+"""An ``async def`` taking the call's arguments as keyword arguments, or a plain function."""
 
 
 class _StreamStarter(Protocol):
@@ -95,6 +103,14 @@ class ToolResult:
         """Whether the tool ran and returned normally."""
         return self.error is None
 
+    def __repr__(self) -> str:
+        content = self.content if len(self.content) <= 80 else self.content[:77] + "..."
+        return (
+            f"ToolResult(call=<#{self.call.index} {self.call.name} {self.call.status}>, "
+            f"content={content!r}, error={self.error!r}, started_at_token="
+            f"{self.started_at_token}, finished_at_token={self.finished_at_token})"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -112,6 +128,19 @@ class Turn:
     tool_results: tuple[ToolResult, ...]
     message: Message
 
+    def __repr__(self) -> str:
+        # The reply's segments, calls and message all hold the same IDs again: summarise.
+        r = self.reply
+        reply = (
+            f"<Reply {r.token_ids.size} tokens, reasoning {len(r.reasoning)} chars, "
+            f"content {len(r.content)} chars, {len(r.tool_calls)} tool calls>"
+        )
+        message = f"<{self.message.role} message, {len(self.message.leaves)} leaves>"
+        return (
+            f"Turn(reply={reply}, done={self.done!r}, tool_results={self.tool_results!r}, "
+            f"message={message})"
+        )
+
 
 OnTurnEvent: TypeAlias = Callable[
     [Token | ParseEvent | Done | Error | ToolStarted | ToolResult], None
@@ -125,6 +154,12 @@ def _as_content(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _is_async(fn: ToolFunction) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )
 
 
 async def _run_tool(
@@ -147,7 +182,14 @@ async def _run_tool(
         if on_event is not None:
             on_event(ToolStarted(call, start))
         try:
-            value = await fn(**(call.arguments or {}))
+            if _is_async(fn):
+                value = await fn(**(call.arguments or {}))
+            else:
+                value = await trio.to_thread.run_sync(
+                    functools.partial(fn, **(call.arguments or {}))
+                )
+                if inspect.isawaitable(value):  # a plain function that returned a coroutine
+                    value = await value
         except Exception as exc:
             results[slot] = ToolResult(
                 call, f"error: {exc!r}", repr(exc), start, handle.tokens_seen
@@ -176,8 +218,10 @@ async def run_turn(
     Args:
         client: A :class:`~tokstream.Client` (anything with ``start_stream``).
         context: The conversation; its reply and the tool results are appended.
-        tools: Tool name -> ``async def`` taking the call's arguments as
-            keyword arguments. The return value becomes the tool message.
+        tools: Tool name -> function taking the call's arguments as keyword
+            arguments: an ``async def`` (run in the turn's nursery) or a plain
+            function (run in a worker thread). The return value becomes the
+            tool message (``str`` as is, else JSON).
         tool_specs: Tool definitions for the parser (types for Qwen3-Coder
             values, unknown-name detection). Default: the names in ``tools``.
         tool_format: The tool-call convention, if the chat format has several
@@ -193,7 +237,9 @@ async def run_turn(
             raises is a bug: it propagates out of the turn (as the nursery's
             ``ExceptionGroup``) and the reply is discarded.
         **sampling: Request fields for ``client.start_stream`` (``max_tokens``,
-            ``temperature``, ``extra_body``, ...).
+            ``temperature``, ``extra_body``, ...). ``session_id`` defaults to
+            ``context.session_id``, so every turn of a conversation reaches the
+            same replica behind vllm-router.
 
     Returns:
         The :class:`Turn`.
@@ -201,10 +247,16 @@ async def run_turn(
     Raises:
         TokstreamError: The stream failed (running tools are cancelled first,
             and the reply is discarded from the context).
-        InvalidRequest: Bad request fields or ``tool_format``, before any I/O.
+        InvalidRequest: Bad request fields or ``tool_format``, or a tool that
+            is not callable, before any I/O.
         ExceptionGroup: A bug in ``on_event`` or the parser, from the turn's
             nursery (the reply is discarded).
     """
+    for name, fn in tools.items():
+        if not callable(fn):
+            raise InvalidRequest(
+                "tools", name, f"must be a function (async def, or plain), not {type(fn).__name__}"
+            )
     specs: ToolSpecs = tool_specs if tool_specs is not None else {name: {} for name in tools}
     builder = context.current_reply or context.begin_assistant(thinking=thinking)
     results: list[ToolResult | None] = []
@@ -214,6 +266,7 @@ async def run_turn(
     try:
         parser = builder.new_parser(tool_format=tool_format, tools=specs)
         async with trio.open_nursery() as nursery:
+            sampling.setdefault("session_id", context.session_id)
             events = client.start_stream(nursery, context.prompt_ids(), **sampling)
             handle: ReplyHandle | None = None
 
@@ -244,7 +297,7 @@ async def run_turn(
     done_results = tuple(r for r in results if r is not None)
     assert len(done_results) == len(results)
     for r in done_results:
-        context.add_tool(r.content, name=r.call.name)
+        context.add_tool(r.content, name=r.call.name, call_id=r.call.call_id)
     return Turn(streamed.reply, streamed.done, done_results, message)
 
 

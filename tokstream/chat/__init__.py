@@ -28,9 +28,22 @@ from typing import TYPE_CHECKING
 from .._exceptions import InvalidRequest
 from ..core.parser import register_reply_format
 from ._base import ChatFormat, FormatFactory, LeafKind, Rendering, Role, Segment
-from ._deepseek import DEEPSEEK_V4, DEEPSEEK_V31, DEEPSEEK_V32, DeepSeekV32Format
+from ._deepseek import (
+    DEEPSEEK_V3,
+    DEEPSEEK_V4,
+    DEEPSEEK_V31,
+    DEEPSEEK_V32,
+    DeepSeekV31Format,
+    DeepSeekV32Format,
+)
+from ._deepseek_v4 import DEEPSEEK_V4_REASONING_EFFORT, DeepSeekV4Format
+from ._glm import GLM45Format
 from ._harmony import GPT_OSS, HarmonyFormat
+from ._kimi import KimiK2Format
 from ._llama3 import LLAMA3, LLAMA3_JSON, Llama3Format
+from ._llama4 import LLAMA4_PYTHONIC, Llama4Format
+from ._minimax import MiniMaxM2Format
+from ._mistral import MISTRAL, MISTRAL_V11, MistralFormat
 from ._qwen import HERMES, QWEN3_CODER, QwenFormat
 from ._xml_families import GLM45, KIMI_K2, MINIMAX_M2
 
@@ -38,23 +51,35 @@ if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
 __all__ = [
+    "DEEPSEEK_V3",
     "DEEPSEEK_V4",
     "DEEPSEEK_V31",
     "DEEPSEEK_V32",
+    "DEEPSEEK_V4_REASONING_EFFORT",
     "GLM45",
     "GPT_OSS",
     "HERMES",
     "KIMI_K2",
     "LLAMA3",
     "LLAMA3_JSON",
+    "LLAMA4_PYTHONIC",
     "MINIMAX_M2",
+    "MISTRAL",
+    "MISTRAL_V11",
     "QWEN3_CODER",
     "FAMILY_FORMATS",
     "ChatFormat",
+    "DeepSeekV31Format",
     "DeepSeekV32Format",
+    "DeepSeekV4Format",
+    "GLM45Format",
     "HarmonyFormat",
+    "KimiK2Format",
     "LeafKind",
     "Llama3Format",
+    "Llama4Format",
+    "MiniMaxM2Format",
+    "MistralFormat",
     "QwenFormat",
     "Rendering",
     "Role",
@@ -66,6 +91,7 @@ __all__ = [
 for _fmt in (
     HERMES,
     QWEN3_CODER,
+    DEEPSEEK_V3,
     DEEPSEEK_V31,
     DEEPSEEK_V32,
     DEEPSEEK_V4,
@@ -74,6 +100,9 @@ for _fmt in (
     GLM45,
     MINIMAX_M2,
     LLAMA3_JSON,
+    MISTRAL,
+    MISTRAL_V11,
+    LLAMA4_PYTHONIC,
 ):
     register_reply_format(_fmt)
 
@@ -82,6 +111,13 @@ _FORMATS: dict[str, tuple[FormatFactory, str]] = {
     "llama3": (Llama3Format, "<|start_header_id|>"),
     "deepseek_v32": (DeepSeekV32Format, "｜DSML｜"),
     "harmony": (HarmonyFormat, "<|channel|>"),
+    "mistral": (MistralFormat, "[INST]"),
+    "llama4": (Llama4Format, "<|header_start|>"),
+    "deepseek_v31": (DeepSeekV31Format, "<｜tool▁output▁begin｜>"),
+    "deepseek_v4": (DeepSeekV4Format, "<｜latest_reminder｜>"),
+    "kimi_k2": (KimiK2Format, "<|im_middle|>"),
+    "glm45": (GLM45Format, "<|observation|>"),
+    "minimax_m2": (MiniMaxM2Format, "]~b]"),
 }
 
 
@@ -91,6 +127,12 @@ FAMILY_FORMATS: dict[str, str] = {
     "llama3": "llama3",
     "deepseek-v3.2": "deepseek_v32",
     "gpt-oss": "harmony",
+    "mistral": "mistral",
+    "llama4": "llama4",
+    "deepseek-v3.1": "deepseek_v31",
+    "kimi-k2": "kimi_k2",
+    "glm-4.5": "glm45",
+    "minimax-m2": "minimax_m2",
 }
 """The chat format of each tokenizer family (``Tokenizer.family``) that has one."""
 

@@ -79,11 +79,16 @@ class Rendering:
             retract. The context tokenizes it with the message but writes it
             only when a message that does not retract it, or the generation
             prompt, follows.
+        split: Tokenize each segment on its own, as a reference that encodes
+            the pieces of a message apart does (``llama_models`` encodes an
+            assistant's content and each of its calls separately). By default
+            a message is tokenized as one text, as a chat template renders it.
     """
 
     segments: tuple[Segment, ...]
     retract: tuple[Segment, ...] = ()
     close: tuple[Segment, ...] = ()
+    split: bool = False
 
 
 class ChatFormat(Protocol):
@@ -112,12 +117,20 @@ class ChatFormat(Protocol):
         ...
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """Render a user, tool-result or later system message.
 
         ``name`` is a tool result's tool name (harmony renders it; most
-        families ignore it).
+        families ignore it). ``call_id`` is the ID of the call it answers
+        (``ToolCall.call_id``; Kimi K2 and Mistral up to v11 render it, and
+        raise :class:`~tokstream.InvalidRequest` without it).
         """
         ...
 
@@ -128,16 +141,24 @@ class ChatFormat(Protocol):
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """Render an assistant message given as text (history, not sampled).
 
         ``current_turn`` is true when a user query precedes it in the context
-        (templates such as Qwen3's render reasoning only there).
+        (templates such as Qwen3's render reasoning only there); ``prev_role``
+        is the role of the message before it (DeepSeek V3.1 opens an
+        assistant turn only after a user message).
         """
         ...
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """Render the assistant generation prompt (``thinking=False`` disables it).
+
+        ``prev_role`` is the role of the last message (DeepSeek V3.1 writes no
+        prompt after a tool result: the model goes on from it).
 
         If the rendering opens a block (e.g. a template that starts every reply
         inside ``<think>``), the reply's parser starts inside it: the context

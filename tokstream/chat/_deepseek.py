@@ -1,11 +1,15 @@
-"""DeepSeek: V3.1 tool calls, V3.2 / V4 DSML calls, and V3.2 chat framing.
+"""DeepSeek: V3 / R1 and V3.1 tool calls, V3.2 / V4 DSML calls, and chat framing.
 
-Reply tables (what vLLM's ``deepseek_v31``, ``deepseek_v32`` and
-``deepseek_v4`` tool parsers and the ``deepseek_v3`` reasoning parser read):
+Reply tables (what vLLM's ``deepseek_v3``, ``deepseek_v31``, ``deepseek_v32``
+and ``deepseek_v4`` tool parsers and the ``deepseek_r1`` / ``deepseek_v3``
+reasoning parsers read):
 
 * :data:`DEEPSEEK_V31`: ``<｜tool▁calls▁begin｜>`` opens a section of
   ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{json}<｜tool▁call▁end｜>`` calls,
   closed by ``<｜tool▁calls▁end｜>`` (all single tokens).
+* :data:`DEEPSEEK_V3` (V3-0324, R1, R1-0528): the same section, each call
+  ``function<｜tool▁sep｜>NAME`` then the arguments in a ```` ```json ````
+  fence.
 * :data:`DEEPSEEK_V32` / :data:`DEEPSEEK_V4`: ``<｜DSML｜function_calls>`` (V4:
   ``<｜DSML｜tool_calls>``) holds ``<｜DSML｜invoke name="...">`` calls, each
   closed by ``</｜DSML｜invoke>``; the section's end also ends an open call. A
@@ -38,6 +42,24 @@ append-only, and tokstream does this instead:
   (DeepSeek's BPE merges ``>\\n``: no message may end between the two). A
   user message right after results starts with ``</think>``, as the encoder
   writes it there.
+
+:class:`DeepSeekV31Format` frames messages as V3.1's chat template does
+(``tests/data/templates/deepseek_v3_1.jinja``): ``<｜begin▁of▁sentence｜>`` and
+the system prompt, ``<｜User｜>...``, an assistant turn opened by
+``<｜Assistant｜></think>`` after a user message (``<think>`` in thinking mode,
+for the generation prompt) and closed by ``<｜end▁of▁sentence｜>``, calls as the
+model writes them, tool results as
+``<｜tool▁output▁begin｜>...<｜tool▁output▁end｜>``; after tool results the model
+goes on with no prompt at all. It is not append-only, and tokstream does this
+instead:
+
+* **Dropped reasoning.** The template renders every earlier assistant turn as
+  ``<｜Assistant｜></think>`` and its content after ``</think>``: sampled
+  reasoning (and the ``<think>`` a thinking-mode prompt opened) are kept.
+* **System messages** are all joined at the very start: a system message after
+  the first raises :class:`~tokstream.InvalidRequest`.
+* **Tool definitions** are not rendered by the template (V3.1's model card has
+  callers describe them in the system prompt): passing them raises.
 """
 
 from __future__ import annotations
@@ -47,13 +69,26 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidRequest
-from ..core.parser import ReplyFormat, State, decode_deepseek_v31, decode_dsml
+from ..core.parser import (
+    ReplyFormat,
+    State,
+    decode_deepseek_v3,
+    decode_deepseek_v31,
+    decode_dsml,
+)
 from ._base import Rendering, Role, Segment
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
-__all__ = ["DEEPSEEK_V4", "DEEPSEEK_V31", "DEEPSEEK_V32", "DeepSeekV32Format"]
+__all__ = [
+    "DEEPSEEK_V3",
+    "DEEPSEEK_V4",
+    "DEEPSEEK_V31",
+    "DEEPSEEK_V32",
+    "DeepSeekV31Format",
+    "DeepSeekV32Format",
+]
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -79,7 +114,13 @@ _V31_ROWS: tuple[tuple[State, str, State], ...] = (
 DEEPSEEK_V31 = ReplyFormat(
     "deepseek_v31", (*_THINK, *_V31_ROWS), (EOS,), decode_deepseek_v31, call_body="json"
 )
-"""DeepSeek V3.1 (and R1-0528) tool calls and reasoning."""
+"""DeepSeek V3.1 tool calls and reasoning."""
+
+DEEPSEEK_V3 = ReplyFormat(
+    "deepseek_v3", (*_THINK, *_V31_ROWS), (EOS,), decode_deepseek_v3, call_body="json"
+)
+"""DeepSeek V3-0324 / R1 / R1-0528: V3.1's tags, ``function<｜tool▁sep｜>NAME`` and
+fenced JSON arguments in each call; ``<think>`` reasoning."""
 
 
 def _dsml_table(section: tuple[str, ...]) -> tuple[tuple[State, str, State], ...]:
@@ -133,15 +174,15 @@ Here are the functions available in JSONSchema format:
 """  # noqa: E501  (the model's prompt text, verbatim)
 
 
-def _to_json(value: object) -> str:
+def to_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _dsml_call(name: str, arguments: Mapping[str, Any] | str) -> str:
+def dsml_call(name: str, arguments: Mapping[str, Any] | str) -> str:
     args = json.loads(arguments) if isinstance(arguments, str) else arguments
     params = "\n".join(
         f'<{_DSML}parameter name="{k}" string="{"true" if isinstance(v, str) else "false"}">'
-        f"{v if isinstance(v, str) else _to_json(v)}</{_DSML}parameter>"
+        f"{v if isinstance(v, str) else to_json(v)}</{_DSML}parameter>"
         for k, v in args.items()
     )
     return f'<{_DSML}invoke name="{name}">\n{params}\n</{_DSML}invoke>'
@@ -186,14 +227,20 @@ class DeepSeekV32Format:
         """The tool block (as the encoder's leading tools-only system message), then content."""
         segs: list[Segment] = []
         if tools:
-            schemas = "\n".join(_to_json(t.get("function", t)) for t in tools)
+            schemas = "\n".join(to_json(t.get("function", t)) for t in tools)
             segs.append(Segment("tools", "\n\n" + TOOLS_SYSTEM.format(dsml=_DSML, schemas=schemas)))
         if content:
             segs.append(Segment("system", content))
         return Rendering(tuple(segs))
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """A user turn (``<｜User｜>...<｜Assistant｜>``), a tool result or a system text."""
         if role == "tool":
@@ -228,6 +275,7 @@ class DeepSeekV32Format:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """History: ``<think>R</think>`` (current turn, with reasoning) or ``</think>``,
         then content, DSML calls and ``<｜end▁of▁sentence｜>``."""
@@ -239,7 +287,7 @@ class DeepSeekV32Format:
             segs.append(Segment("text", content))
         if tool_calls:
             calls = "\n".join(
-                _dsml_call(f["name"], f["arguments"])
+                dsml_call(f["name"], f["arguments"])
                 for f in (tc.get("function") or tc for tc in tool_calls)
             )
             segs.append(
@@ -251,7 +299,9 @@ class DeepSeekV32Format:
         segs.append(Segment("framing", EOS))
         return Rendering(tuple(segs))
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """``<think>`` when ``thinking`` is true, else ``</think>`` (chat mode, the default)."""
         return Rendering((Segment("framing", "<think>" if thinking else "</think>"),))
 
@@ -274,3 +324,138 @@ class DeepSeekV32Format:
                 f"the deepseek_v32 chat format supports {sorted(formats)}",
             )
         return fmt
+
+
+_V31_CALL = "<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{args}<｜tool▁call▁end｜>"
+
+
+class DeepSeekV31Format:
+    """DeepSeek V3.1 framing (see the module docstring for the rules).
+
+    Args:
+        tokenizer: A tokenizer with DeepSeek's BOS, EOS, ``<｜User｜>``,
+            ``<｜Assistant｜>`` and V3.1's tool-call tokens.
+
+    Raises:
+        UnknownTokenError: One of those tokens is missing.
+    """
+
+    __slots__ = ("_eos",)
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        for name in (BOS, "<｜User｜>", "<｜Assistant｜>", "<｜tool▁output▁begin｜>"):
+            tokenizer.token_id(name)
+        self._eos = tokenizer.token_id(EOS)
+
+    @property
+    def name(self) -> str:
+        """``"deepseek_v31"``."""
+        return "deepseek_v31"
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """``(<｜end▁of▁sentence｜>,)``."""
+        return (self._eos,)
+
+    def preamble(self) -> Rendering:
+        """``<｜begin▁of▁sentence｜>``."""
+        return Rendering((Segment("framing", BOS),))
+
+    def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
+        """The system prompt, right after the BOS.
+
+        Raises:
+            InvalidRequest: ``tools`` given (the template renders none).
+        """
+        if tools:
+            raise InvalidRequest(
+                "tools",
+                f"{len(tools)} definitions",
+                "DeepSeek V3.1's template renders no tool definitions: describe them in the "
+                "system prompt, as its model card shows",
+            )
+        return Rendering(() if content is None else (Segment("system", content),))
+
+    def message(
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
+    ) -> Rendering:
+        """A user turn or a tool result."""
+        if role == "assistant":
+            raise InvalidRequest("role", role, "render assistant messages with assistant()")
+        if role == "system":
+            raise InvalidRequest(
+                "role", role, "DeepSeek V3.1 joins every system message at the start: use one"
+            )
+        if role == "tool":
+            return Rendering(
+                (
+                    Segment("framing", "<｜tool▁output▁begin｜>"),
+                    Segment("tool", content),
+                    Segment("framing", "<｜tool▁output▁end｜>"),
+                )
+            )
+        return Rendering((Segment("framing", "<｜User｜>"), Segment("user", content)))
+
+    def assistant(
+        self,
+        content: str,
+        *,
+        reasoning: str | None,
+        tool_calls: Sequence[Mapping[str, Any]] | None,
+        current_turn: bool,
+        prev_role: Role | None = None,
+    ) -> Rendering:
+        """History: ``<｜Assistant｜></think>`` after a user message, the content
+        (reasoning is not rendered: the template drops it), the calls, the EOS.
+
+        ``tool_calls`` items are ``{"name", "arguments"}`` or OpenAI-style
+        ``{"function": {...}}``; string arguments are written verbatim.
+        """
+        segs = [Segment("framing", "<｜Assistant｜></think>")] if prev_role == "user" else []
+        if content:
+            segs.append(Segment("text", content))
+        if tool_calls:
+            calls = "".join(
+                _V31_CALL.format(
+                    name=f["name"],
+                    args=f["arguments"]
+                    if isinstance(f["arguments"], str)
+                    else to_json(f["arguments"]),
+                )
+                for f in (tc.get("function") or tc for tc in tool_calls)
+            )
+            segs.append(Segment("tool_call", f"<｜tool▁calls▁begin｜>{calls}<｜tool▁calls▁end｜>"))
+        segs.append(Segment("framing", EOS))
+        return Rendering(tuple(segs))
+
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
+        """After a user message ``<｜Assistant｜>`` and ``<think>`` (``thinking``) or
+        ``</think>``; after a tool result nothing (the model goes on)."""
+        if prev_role != "user":
+            return Rendering(())
+        marker = "<think>" if thinking else "</think>"
+        return Rendering((Segment("framing", "<｜Assistant｜>"), Segment("framing", marker)))
+
+    def close_reply(self, last_id: int | None) -> Rendering:
+        """Nothing after a sampled ``<｜end▁of▁sentence｜>``, else that token."""
+        return Rendering(() if last_id == self._eos else (Segment("framing", EOS),))
+
+    def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
+        """:data:`DEEPSEEK_V31`.
+
+        Raises:
+            InvalidRequest: ``tool_format`` is another name.
+        """
+        if tool_format not in (None, "deepseek_v31"):
+            raise InvalidRequest(
+                "tool_format", tool_format, "the deepseek_v31 format has 'deepseek_v31'"
+            )
+        return DEEPSEEK_V31

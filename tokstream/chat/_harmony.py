@@ -237,7 +237,13 @@ class HarmonyFormat:
         return Rendering(tuple(segs))
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """A user or later system (developer) message, or a tool result (``name`` needed)."""
         if role == "assistant":
@@ -257,6 +263,7 @@ class HarmonyFormat:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """History: an ``analysis`` message for ``reasoning``, the content (``final``,
         or a ``commentary`` preamble before calls), then one message per call."""
@@ -285,7 +292,9 @@ class HarmonyFormat:
             segs.append(Segment("tool_call", head + args_text + "<|call|>"))
         return Rendering(tuple(segs))
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """``<|start|>assistant`` (reasoning effort is the system message's)."""
         return Rendering((Segment("framing", "<|start|>assistant"),))
 

@@ -65,8 +65,6 @@ before the first call or between calls is framing. A ``{`` later in content is
 text. ``<|python_tag|>`` followed by code (the built-in code interpreter) is
 content, not a call."""
 
-_EOT = Segment("framing", "<|eot_id|>")
-
 
 class Llama3Format:
     """Llama 3 Instruct framing.
@@ -81,28 +79,38 @@ class Llama3Format:
 
     __slots__ = ("_ends", "_eom")
 
+    _BEGIN = "<|begin_of_text|>"
+    _HEAD = ("<|start_header_id|>", "<|end_header_id|>")
+    _EOT = "<|eot_id|>"
+    _EOM = "<|eom_id|>"
+    _TOOL_END = "<|eot_id|>"  # what ends a tool result
+    _NAME = "llama3"
+
     def __init__(self, tokenizer: Tokenizer) -> None:
-        for name in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>"):
+        for name in (self._BEGIN, *self._HEAD):
             tokenizer.token_id(name)
-        ends = [tokenizer.token_id("<|eot_id|>")]
+        ends = [tokenizer.token_id(self._EOT)]
         added = tokenizer.added_tokens
-        self._eom = added.get("<|eom_id|>")
-        ends += [added[n] for n in ("<|eom_id|>", "<|end_of_text|>") if n in added]
+        self._eom = added.get(self._EOM)
+        ends += [added[n] for n in (self._EOM, "<|end_of_text|>") if n in added]
         self._ends = tuple(ends)
 
     @property
     def name(self) -> str:
         """``"llama3"``."""
-        return "llama3"
+        return self._NAME
 
     @property
     def stop_token_ids(self) -> tuple[int, ...]:
-        """``<|eot_id|>`` (plus ``<|eom_id|>`` / ``<|end_of_text|>`` when present)."""
+        """End of turn (plus end of message / ``<|end_of_text|>`` when present)."""
         return self._ends
+
+    def _header(self, role: str) -> Segment:
+        return Segment("framing", f"{self._HEAD[0]}{role}{self._HEAD[1]}\n\n")
 
     def preamble(self) -> Rendering:
         """``<|begin_of_text|>``."""
-        return Rendering((Segment("framing", "<|begin_of_text|>"),))
+        return Rendering((Segment("framing", self._BEGIN),))
 
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """Render the first system message (tools are not supported)."""
@@ -110,28 +118,38 @@ class Llama3Format:
             raise InvalidRequest(
                 "tools",
                 f"{len(tools)} definitions",
-                "the llama3 chat format renders no tool definitions",
+                f"the {self._NAME} chat format renders no tool definitions",
             )
         if content is None:
             return Rendering(())
         return self.message("system", content, prev_role=None)
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """Render one header block; the content is stripped, as the template's ``trim``.
 
         A tool result is an ``ipython`` message, as Llama 3.1 names the role.
         """
         kind: LeafKind = "text" if role == "assistant" else role
-        header = "ipython" if role == "tool" else role
+        end = self._TOOL_END if role == "tool" else self._EOT
         return Rendering(
             (
-                Segment("framing", f"<|start_header_id|>{header}<|end_header_id|>\n\n"),
+                self._header("ipython" if role == "tool" else role),
                 Segment(kind, content.strip()),
-                _EOT,
+                Segment("framing", end),
             )
         )
+
+    def _call_text(self, name: str, arguments: Any) -> str:
+        """One call, as ``llama_models``' ``ToolUtils.encode_tool_call`` writes it (JSON)."""
+        return json.dumps({"type": "function", "name": name, "parameters": arguments})
 
     def assistant(
         self,
@@ -140,40 +158,42 @@ class Llama3Format:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """Render an assistant message from text; tool calls as ``llama_models`` does.
 
-        Each call is ``{"type": "function", "name": ..., "parameters": ...}``
-        (``json.dumps``), after the content, and the message then ends with
-        ``<|eom_id|>`` (the model expects a tool result).
+        Each call follows the content, and the message then ends with the end of
+        message token (the model expects a tool result). As ``llama_models``,
+        the content and each call are tokenized apart.
         """
         if reasoning:
             raise InvalidRequest(
-                "reasoning", reasoning, "the llama3 chat format renders no reasoning"
+                "reasoning", reasoning, f"the {self._NAME} chat format renders no reasoning"
             )
         if not tool_calls:
             return self.message("assistant", content, prev_role=None)
         if self._eom is None:
-            raise InvalidRequest("tool_calls", tool_calls, "this tokenizer has no <|eom_id|>")
-        segs = [Segment("framing", "<|start_header_id|>assistant<|end_header_id|>\n\n")]
+            raise InvalidRequest("tool_calls", tool_calls, f"this tokenizer has no {self._EOM}")
+        segs = [self._header("assistant")]
         if content.strip():
             segs.append(Segment("text", content.strip()))
         for tc in tool_calls:
             f = tc.get("function") or tc
             args = f["arguments"]
             args = json.loads(args) if isinstance(args, str) else args
-            call = {"type": "function", "name": f["name"], "parameters": args}
-            segs.append(Segment("tool_call", json.dumps(call)))
-        segs.append(Segment("framing", "<|eom_id|>"))
-        return Rendering(tuple(segs))
+            segs.append(Segment("tool_call", self._call_text(f["name"], args)))
+        segs.append(Segment("framing", self._EOM))
+        return Rendering(tuple(segs), split=True)
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
-        """``<|start_header_id|>assistant<|end_header_id|>\\n\\n`` (``thinking`` is ignored)."""
-        return Rendering((Segment("framing", "<|start_header_id|>assistant<|end_header_id|>\n\n"),))
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
+        """The assistant header (``thinking`` is ignored)."""
+        return Rendering((self._header("assistant"),))
 
     def close_reply(self, last_id: int | None) -> Rendering:
-        """Nothing after a sampled end-of-turn ID, else ``<|eot_id|>``."""
-        return Rendering(() if last_id in self._ends else (_EOT,))
+        """Nothing after a sampled end-of-turn ID, else the end of turn."""
+        return Rendering(() if last_id in self._ends else (Segment("framing", self._EOT),))
 
     def reply_format(self, tool_format: str | None = None) -> ReplyFormat:
         """:data:`LLAMA3` (text up to ``<|eot_id|>`` / ``<|eom_id|>`` /

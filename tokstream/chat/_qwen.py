@@ -141,7 +141,13 @@ class QwenFormat:
         return self.message("system", content, prev_role=None)
 
     def message(
-        self, role: Role, content: str, *, prev_role: Role | None, name: str | None = None
+        self,
+        role: Role,
+        content: str,
+        *,
+        prev_role: Role | None,
+        name: str | None = None,
+        call_id: str | None = None,
     ) -> Rendering:
         """Render a user, tool-result or later system message."""
         if role == "tool":
@@ -166,6 +172,7 @@ class QwenFormat:
         reasoning: str | None,
         tool_calls: Sequence[Mapping[str, Any]] | None,
         current_turn: bool,
+        prev_role: Role | None = None,
     ) -> Rendering:
         """Render an assistant message from text, as the template renders history.
 
@@ -199,7 +206,9 @@ class QwenFormat:
         segs.append(_END)
         return Rendering(tuple(segs))
 
-    def generation_prompt(self, *, thinking: bool | None) -> Rendering:
+    def generation_prompt(
+        self, *, thinking: bool | None, prev_role: Role | None = None
+    ) -> Rendering:
         """``<|im_start|>assistant\\n``, plus an empty think block when ``thinking=False``."""
         segs = [Segment("framing", "<|im_start|>assistant\n")]
         if thinking is False:

@@ -9,10 +9,8 @@
   of ``<parameter name="K">V</parameter>`` elements, each closed by ``</invoke>``
   (matched in text: ``<invoke`` is not a special token); ``<think>`` reasoning.
 
-Each family's generation prompt usually opens the thinking block (the parser
-then starts in it; a redundant ``<think>`` from the model is absorbed). Their
-chat framing is not here: no official template text is available offline to
-check one against (the context tree raises for these families until it is).
+A redundant ``<think>`` from the model inside a block the prompt opened is
+absorbed. Their chat framing is in ``_kimi``, ``_glm`` and ``_minimax``.
 
 Where tokstream differs from vLLM, on purpose: content after the calls is kept
 (vLLM drops it), a call to a tool that was not offered is reported

@@ -13,6 +13,9 @@ calls, the sampled stop token). Every leaf holds its ``text``, its ``ids``
 * :meth:`Context.generation_mask` is true exactly on sampled IDs;
   :meth:`Context.logprobs` is aligned with it (NaN where unknown).
 * Save and resume exactly with :meth:`Context.to_json` / :meth:`Context.from_json`.
+* A reply whose sampled stop token is the next message's opening framing
+  (GLM ends a turn with ``<|observation|>`` or ``<|user|>``) is not followed by
+  that framing a second time: the next message starts after it.
 
 Theory of operation: all IDs live in one growth buffer (three parallel numpy
 arrays: ids, mask, logprobs, doubling capacity). A leaf is a ``[start, end)``
@@ -43,6 +46,7 @@ This module does no I/O and never talks to a server.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +57,7 @@ from .._events import Done, Error
 from .._exceptions import ContextError
 from ..chat import chat_format as _detect_format
 from ..chat._base import Rendering, Role
+from ..core._request import check_session_id
 from ..core.parser import ReplySegment
 from . import _json
 from ._nodes import Message
@@ -74,10 +79,12 @@ class Context:
         tokenizer: The model's tokenizer.
         chat_format: A :class:`~tokstream.chat.ChatFormat`, a registered format
             name, or ``None`` to detect it from the tokenizer.
+        session_id: This conversation's router key (see :attr:`session_id`);
+            a fresh random one when ``None``.
 
     Raises:
         InvalidRequest: ``chat_format`` names no registered format, or none
-            matches the tokenizer.
+            matches the tokenizer, or ``session_id`` is not a valid key.
 
     Example::
 
@@ -89,13 +96,32 @@ class Context:
         ctx.append_reply(done)      # exact IDs, then the turn's closing framing
     """
 
-    __slots__ = ("_reply", "_s")
+    __slots__ = ("_reply", "_s", "_session_id")
 
-    def __init__(self, tokenizer: Tokenizer, chat_format: ChatFormat | str | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        chat_format: ChatFormat | str | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
         if chat_format is None or isinstance(chat_format, str):
             chat_format = _detect_format(tokenizer, chat_format)
+        self._session_id = uuid.uuid4().hex if session_id is None else check_session_id(session_id)
         self._s = _State(tokenizer, chat_format)
         self._reply: ReplyBuilder | None = None
+
+    @property
+    def session_id(self) -> str:
+        """This conversation's session key, sent with every turn's request.
+
+        ``run_turn``/``run_agent`` send it as the request's ``session_id``
+        (the ``X-Session-ID`` header), so vllm-router's ``consistent_hash``
+        policy keeps every turn on the replica whose prefix cache holds the
+        conversation. Saved by :meth:`to_dict` and restored by
+        :meth:`from_dict`.
+        """
+        return self._session_id
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -177,14 +203,26 @@ class Context:
         rendering = self._s.format.message("user", content, prev_role=self._s.prev())
         return self._add("user", rendering, content=content)
 
-    def add_tool(self, content: str, *, name: str | None = None) -> Message:
-        """Add a tool result (``name``, the tool's name, is kept on the node; harmony renders it).
+    def add_tool(
+        self, content: str, *, name: str | None = None, call_id: str | None = None
+    ) -> Message:
+        """Add a tool result.
+
+        ``name``, the tool's name, is kept on the node (harmony renders it);
+        ``call_id`` is the answered call's ``ToolCall.call_id`` (Kimi K2 and
+        Mistral up to v11 render it and need it).
 
         Consecutive results share one turn where the format says so (Qwen):
         the turn's closing framing is held until something else follows, so
         adding results never rewrites IDs already handed out.
+
+        Raises:
+            InvalidRequest: The format needs ``call_id`` (or ``name``) and it
+                is missing.
         """
-        rendering = self._s.format.message("tool", content, prev_role=self._s.prev(), name=name)
+        rendering = self._s.format.message(
+            "tool", content, prev_role=self._s.prev(), name=name, call_id=call_id
+        )
         return self._add("tool", rendering, name=name, content=content)
 
     def add_assistant(
@@ -201,7 +239,11 @@ class Context:
         model output.
         """
         rendering = self._s.format.assistant(
-            content, reasoning=reasoning, tool_calls=tool_calls, current_turn=self._after_query()
+            content,
+            reasoning=reasoning,
+            tool_calls=tool_calls,
+            current_turn=self._after_query(),
+            prev_role=self._s.prev(),
         )
         return self._add("assistant", rendering, content=content)
 
@@ -215,7 +257,8 @@ class Context:
             ContextError: A reply is already open.
         """
         self._check_no_reply()
-        segments = self._s.format.generation_prompt(thinking=thinking).segments
+        prompt = self._s.format.generation_prompt(thinking=thinking, prev_role=self._s.prev())
+        segments = prompt.segments
         held, begin = self._s.close, self._s.tape.n
         self._s.write_close()
         message = Message("assistant", self._s.tape)
@@ -301,7 +344,9 @@ class Context:
             ContextError: A reply is open (finish or discard it first).
         """
         self._check_no_reply()
-        return _json.dump(self._s.messages, self._s.close, self._s.format.name)
+        data = _json.dump(self._s.messages, self._s.close, self._s.format.name)
+        data["session_id"] = self._session_id
+        return data
 
     def to_json(self) -> str:
         """Serialise to JSON; :meth:`from_json` restores it exactly."""
@@ -336,7 +381,10 @@ class Context:
             ContextError: The data is malformed or its chat format differs.
         """
         name = _json.format_name(data)
-        ctx = cls(tokenizer, name if chat_format is None else chat_format)
+        session_id = data.get("session_id")
+        if session_id is not None and not isinstance(session_id, str):
+            raise ContextError(f"bad session_id {session_id!r}: a str expected")
+        ctx = cls(tokenizer, name if chat_format is None else chat_format, session_id=session_id)
         if ctx._s.format.name != name:
             raise ContextError(
                 f"saved with chat format {name!r} but loading with {ctx._s.format.name!r}"

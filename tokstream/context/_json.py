@@ -6,10 +6,12 @@ The format (version 1)::
      "messages": [{"role": "user", "name": null, "content": "...",
                    "leaves": [{"kind": "framing", "text": "...", "ids": [...],
                                "sampled": false, "logprobs": null | [float | null, ...]}]}],
-     "close": [{"kind": "framing", "text": "<|im_end|>\n", "ids": [...]}]}
+     "close": [{"kind": "framing", "text": "<|im_end|>\n", "ids": [...]}],
+     "session_id": "..."}
 
 ``close`` is the last message's held closing framing (tokenized, not yet in the
-prompt; see ``tokstream._context``); it may be absent. IDs are stored, never
+prompt; see ``tokstream._context``); it may be absent, as may ``session_id`` (the
+router key; a fresh one is made when absent). IDs are stored, never
 re-encoded on load. Logprobs round-trip exactly (float32
 values survive a trip through JSON doubles); unknown ones are ``null``.
 """

@@ -59,9 +59,13 @@ class _State:
             self.write_close()
         message = Message(role, self.tape, name, content)
         body = [s for s in self.preamble() + rendering.segments if s.text]
+        if body and body[0].kind == "framing" and body[0].text == self.sampled_stop():
+            # The model ended its reply with this message's opening (GLM's
+            # <|observation|>, <|user|>): it is in the context already.
+            body = body[1:]
         close = [s for s in rendering.close if s.text]
         held: list[tuple[LeafKind, str, npt.NDArray[np.int32]]] = []
-        for first_seg, kind, text, ids in self.encode(body + close):
+        for first_seg, kind, text, ids in self.encode(body + close, split=rendering.split):
             if first_seg < len(body):
                 self.write(message, kind, text, ids)
             else:  # a clean boundary before the close: hold it back
@@ -69,6 +73,12 @@ class _State:
         self.close = tuple(held)
         self.messages.append(message)
         return message
+
+    def sampled_stop(self) -> str | None:
+        """The text of the sampled stop token that ends the last message, if any."""
+        leaves = self.messages[-1]._leaves if self.messages else []
+        last = leaves[-1] if leaves else None
+        return last.text if last is not None and last.sampled and last.kind == "stop" else None
 
     def write_close(self) -> None:
         """Write the held closing framing of the last message."""
@@ -116,14 +126,17 @@ class _State:
         return leaf
 
     def encode(
-        self, segs: Sequence[Segment]
+        self, segs: Sequence[Segment], *, split: bool = False
     ) -> list[tuple[int, LeafKind, str, npt.NDArray[np.int32]]]:
         """Encode the segments as one string and split the IDs back at clean boundaries.
 
         A boundary is clean when no token spans it; otherwise the two segments
         share one leaf (kind: the first non-framing one). Returns ``(index of
-        the leaf's first segment, kind, text, ids)`` per leaf.
+        the leaf's first segment, kind, text, ids)`` per leaf. With ``split``,
+        each segment is encoded on its own (one leaf each).
         """
+        if split:
+            return [(k, s.kind, s.text, self.tok.encode(s.text)) for k, s in enumerate(segs)]
         if not segs:
             return []
         full = "".join(s.text for s in segs)

@@ -116,6 +116,8 @@ class StreamDecoder:
         response_info: What the response head said (``"HTTP 200,
             content-type text/html"``), named when a body is not a stream;
             the caller sets it.
+        replica: Put on the terminal event (which replica served the stream);
+            the shell sets it from the response headers.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class StreamDecoder:
         self.url = url
         self.request_id = request_id
         self.response_info: str | None = None
+        self.replica: str | None = None
         self.finished = False
         self.bytes_received = 0
         self.chunks = 0
@@ -260,7 +263,14 @@ class StreamDecoder:
             exc.diagnostics = stats
         exc.url = exc.url or self.url
         exc.request_id = exc.request_id or self.request_id
-        return Error(exc, self._id_array(), self._text_str(), stats, self._logprob_array())
+        return Error(
+            exc,
+            self._id_array(),
+            self._text_str(),
+            stats,
+            self._logprob_array(),
+            replica=self.replica,
+        )
 
     def restart(self) -> None:
         """Begin decoding another attempt of the same request: a retry, or a resume.
@@ -295,6 +305,7 @@ class StreamDecoder:
         self._preview = None
         self._ended_early = False
         self.response_info = None
+        self.replica = None  # the next attempt's response says which
 
     @property
     def finish_reason(self) -> str | None:
@@ -491,6 +502,7 @@ class StreamDecoder:
             logprobs=self._logprob_array(),
             request_id=self._completion_id,
             diagnostics=self.statistics(),
+            replica=self.replica,
         )
 
     def _cut_short(self, leftover: int) -> str:

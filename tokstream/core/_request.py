@@ -162,6 +162,26 @@ def _check_int(name: str, value: object) -> int:
     return int(value)
 
 
+def check_session_id(value: object) -> str:
+    """Return ``value`` if it can be a session key (it travels as a header).
+
+    Raises:
+        InvalidRequest: Not a non-empty printable ASCII string without
+            surrounding spaces.
+    """
+    if (
+        not isinstance(value, str)
+        or not value
+        or not value.isascii()
+        or not value.isprintable()
+        or value.strip() != value
+    ):
+        raise InvalidRequest(
+            "session_id", value, "must be non-empty printable ASCII, without surrounding spaces"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompletionRequest:
     """One streamed ``/v1/completions`` request over pre-tokenized input.
@@ -190,6 +210,12 @@ class CompletionRequest:
         logprobs: Number of top log-probabilities per token (``0`` for just the
             sampled one).
         request_id: Sent as the ``X-Request-Id`` header.
+        session_id: A stable key shared by every request of one conversation
+            or rollout. Sent as the ``X-Session-ID`` header, the key that
+            vllm-router's ``consistent_hash`` policy reads first (so a
+            ``request_id`` never breaks the affinity), and as vLLM's
+            ``session_id`` body field. Every turn then lands on the replica
+            whose prefix cache already holds the conversation.
         n: Only ``1`` is supported.
         extra_body: More body fields, e.g. ``structured_outputs`` or
             ``logit_bias``; they override the named fields except the streaming
@@ -211,6 +237,7 @@ class CompletionRequest:
     priority: int | None = None
     logprobs: int | None = None
     request_id: str | None = None
+    session_id: str | None = None
     n: int = 1
     extra_body: Mapping[str, Any] = field(default_factory=dict)
 
@@ -269,6 +296,8 @@ class CompletionRequest:
             not isinstance(self.request_id, str) or not self.request_id.isprintable()
         ):
             raise InvalidRequest("request_id", self.request_id, "must be a printable str")
+        if self.session_id is not None:
+            check_session_id(self.session_id)
         if _check_int("n", self.n) != 1:
             raise InvalidRequest(
                 "n", self.n, "is unsupported: tokstream streams one choice; send n requests"
@@ -319,6 +348,8 @@ class CompletionRequest:
         body["skip_special_tokens"] = self.skip_special_tokens
         if self.include_stop_str_in_output is not None:
             body["include_stop_str_in_output"] = self.include_stop_str_in_output
+        if self.session_id is not None:
+            body["session_id"] = self.session_id
         body.update(self.extra_body)
         body.update(_STREAM_FIELDS)
         return body

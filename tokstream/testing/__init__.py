@@ -19,8 +19,11 @@ IDs match real Qwen3 models; its weights are random.
     with VLLMServer() as server:              # stopped, with every child, on exit
         client = tokstream.Client(server.base_url, model=server.model)
 
-From a shell: ``python -m tokstream.testing serve`` prints the PID of a server
-that keeps running; ``stop PID`` stops it and ``status`` lists them.
+A program that takes ``--base-url`` but can also run on its own (as the
+examples do) uses :func:`server_for`: the server at that URL, or the tiny one
+for the block, with progress on stderr while it installs and starts. From a
+shell: ``python -m tokstream.testing serve`` prints the PID of a server that
+keeps running; ``stop PID`` stops it and ``status`` lists them.
 
 **Many servers: a routed cluster.** :class:`VLLMCluster` starts N servers side
 by side (about 3.5 GB of RAM each) and vllm-router in front of them
@@ -29,8 +32,8 @@ once with ``python -m tokstream.testing install-router`` (or
 :func:`ensure_router`)::
 
     with VLLMCluster(n=2) as cluster:         # router and replicas stopped by PID on exit
-        headers = {"x-session-id": "rollout-17"}   # every turn lands on one replica
-        client = tokstream.Client(cluster.base_url, model=cluster.model, headers=headers)
+        client = tokstream.Client(cluster.base_url, model=cluster.model)
+        await client.complete(ids, session_id="rollout-17")  # every turn on one replica
         cluster.backends[0].metrics()["vllm:prefix_cache_hits_total"]
         cluster.kill_backend(1)               # SIGKILL a replica, as a crash would
 
@@ -91,7 +94,15 @@ from ._model import (
 )
 from ._replay import ReceivedRequest, ReplayServer, open_replay_server
 from ._router import FAILOVER_ARGS, VLLMRouter, ensure_router
-from ._server import REPLICA_HEADER, ServerStartError, VLLMServer, fetch_metrics, parse_metrics
+from ._server import (
+    REPLICA_HEADER,
+    ServerAddress,
+    ServerStartError,
+    VLLMServer,
+    fetch_metrics,
+    parse_metrics,
+    server_for,
+)
 from ._vocab import FAMILY_STOPS, VocabError, family_tokenizer, family_tokenizer_dir
 
 __all__ = [
@@ -105,6 +116,7 @@ __all__ = [
     "REPLICA_HEADER",
     "ReceivedRequest",
     "ReplayServer",
+    "ServerAddress",
     "ServerStartError",
     "SetupError",
     "THINK_END_ID",
@@ -124,4 +136,5 @@ __all__ = [
     "forcing_body",
     "open_replay_server",
     "parse_metrics",
+    "server_for",
 ]

@@ -5,7 +5,8 @@ Commands::
     install            install CPU vLLM into <home>/venv (idempotent)
     install-router     install vllm-router into <home>/router (idempotent)
     model              build the tiny model dir <home>/tiny-qwen (idempotent)
-    serve [--port N]   start a server, wait until healthy, print its PID (it keeps running)
+    serve [--port N | --prefer-port N]
+                       start a server, wait until healthy, print its PID (it keeps running)
     cluster [-n N] [--port P]
                        start N servers (default 2) and vllm-router in front of them,
                        print the URLs and PIDs (they keep running)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,9 +104,24 @@ def _server_state(server: VLLMServer) -> dict[str, Any]:
     }
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _serve(args: argparse.Namespace) -> int:
+    port = args.port
+    if port is None and args.prefer_port is not None:
+        if _port_is_free(args.prefer_port):
+            port = args.prefer_port
+        else:
+            log.info("serve: port %d is taken; using a free port", args.prefer_port)
     server = VLLMServer(
-        port=args.port, extra_args=args.extra, startup_timeout=args.timeout, die_with_parent=False
+        port=port, extra_args=args.extra, startup_timeout=args.timeout, die_with_parent=False
     )
     log.info("serve: starting vLLM (about 35 s on 2 CPU cores) ...")
     server.start()
@@ -266,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("model", help="build the tiny model dir").set_defaults(func=_model)
     p = sub.add_parser("serve", help="start a server and print its PID")
     p.add_argument("--port", type=int, default=None, help="default: a free port")
+    p.add_argument(
+        "--prefer-port", type=int, default=None, help="this port if it is free, else a free one"
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
     p.add_argument("extra", nargs="*", help="vLLM arguments (after --)")
     p.set_defaults(func=_serve)
@@ -289,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
     return status
 

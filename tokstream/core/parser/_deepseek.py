@@ -1,8 +1,12 @@
-"""DeepSeek tool calls: V3.1 (``NAME<｜tool▁sep｜>JSON``) and V3.2 / V4 (DSML markup).
+"""DeepSeek tool calls: V3 / R1, V3.1 (``NAME<｜tool▁sep｜>JSON``) and V3.2 / V4 (DSML markup).
 
-V3.1 / R1-0528: the body between ``<｜tool▁call▁begin｜>`` and
-``<｜tool▁call▁end｜>`` is the function name, ``<｜tool▁sep｜>``, then the
-arguments as a JSON object.
+V3.1: the body between ``<｜tool▁call▁begin｜>`` and ``<｜tool▁call▁end｜>`` is
+the function name, ``<｜tool▁sep｜>``, then the arguments as a JSON object.
+
+V3 / R1 (V3-0324, R1, R1-0528): the same tags, and the body is the call's type
+(``function``), ``<｜tool▁sep｜>``, the name and a newline, then the arguments
+as a JSON object in a ```` ```json ```` fence. A body without the fence is read
+as the JSON it holds (vLLM's ``deepseek_v3`` parser drops such a call).
 
 V3.2 / V4 (DSML): the body after ``<｜DSML｜invoke`` up to
 ``</｜DSML｜invoke>`` is ``name="NAME">`` then one element per parameter::
@@ -35,7 +39,7 @@ from ._events import ToolCallStatus
 from ._format import DecodedCall
 from ._tools import ToolSchemas
 
-__all__ = ["decode_deepseek_v31", "decode_dsml"]
+__all__ = ["decode_deepseek_v3", "decode_deepseek_v31", "decode_dsml"]
 
 TOOL_SEP = "<｜tool▁sep｜>"
 _DSML = "｜DSML｜"
@@ -54,17 +58,48 @@ def decode_deepseek_v31(body: str, tools: ToolSchemas | None) -> DecodedCall:
     """
     name, sep, raw = body.partition(TOOL_SEP)
     if not sep or not name.strip():
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no NAME<｜tool▁sep｜>"
-    name = name.strip()
+        return DecodedCall(
+            None, None, ToolCallStatus.MALFORMED, "tool call has no NAME<｜tool▁sep｜>"
+        )
+    return _json_object(name.strip(), raw, tools)
+
+
+def _json_object(name: str, raw: str, tools: ToolSchemas | None) -> DecodedCall:
     try:
         args: Any = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
-        return name, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        return DecodedCall(
+            name, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        )
     if not isinstance(args, dict):
-        return name, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object"
+        return DecodedCall(name, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object")
     if tools is not None and name not in tools:
-        return name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
-    return name, args, ToolCallStatus.OK, None
+        return DecodedCall(name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}")
+    return DecodedCall(name, args, ToolCallStatus.OK, None)
+
+
+_FENCE = re.compile(r"\s*```[a-z]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
+
+
+def decode_deepseek_v3(body: str, tools: ToolSchemas | None) -> DecodedCall:
+    """Parse one DeepSeek V3 / R1 call body (``function<｜tool▁sep｜>NAME\\n```json ...```).
+
+    Returns:
+        ``(name, arguments, status, error)``.
+    """
+    _type, sep, rest = body.partition(TOOL_SEP)
+    name, newline, raw = rest.partition("\n")
+    name = name.strip()
+    if not sep or not name:
+        return DecodedCall(
+            None, None, ToolCallStatus.MALFORMED, "tool call has no TYPE<｜tool▁sep｜>NAME"
+        )
+    if not newline:
+        return DecodedCall(
+            name, None, ToolCallStatus.MALFORMED, "tool call has no arguments after its name"
+        )
+    fenced = _FENCE.match(raw)
+    return _json_object(name, raw if fenced is None else fenced.group(1), tools)
 
 
 def _structural_end(body: str, start: int) -> tuple[int, int] | None:
@@ -108,7 +143,7 @@ def decode_dsml(body: str, tools: ToolSchemas | None) -> DecodedCall:
     """
     m = _NAME.match(body)
     if m is None or not m.group(1):
-        return None, None, ToolCallStatus.MALFORMED, 'tool call has no name="..."'
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, 'tool call has no name="..."')
     name = m.group(1)
     status, error = ToolCallStatus.OK, None
     args: dict[str, Any] = {}
@@ -143,6 +178,6 @@ def decode_dsml(body: str, tools: ToolSchemas | None) -> DecodedCall:
         pos = after
     if tools is not None:
         if name not in tools:
-            return name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}"
+            return DecodedCall(name, args, ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}")
         args = _unwrap(args, tools[name])
-    return name, args, status, error
+    return DecodedCall(name, args, status, error)

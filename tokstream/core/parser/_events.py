@@ -130,6 +130,15 @@ class ToolCall:
         error: A human-readable explanation when ``status`` is not ``OK``.
         start_token: Index, in the reply's token IDs, of the call's first token.
         end_token: Index one past the call's last token.
+        call_id: The ID the model wrote for the call, where its format has one
+            (Kimi K2's ``functions.NAME:IDX``, Mistral's ``[CALL_ID]`` or
+            ``"id"``), else ``None``. Pass it back with the tool's result
+            (``Context.add_tool(..., call_id=...)``) for families whose
+            framing names the call a result answers.
+
+    Calls that share one body (a pythonic list ``[f(a=1), g()]``) share its
+    segment: the same ``ids``, ``start_token`` and ``end_token``; ``raw`` is
+    each call's own text.
     """
 
     index: int
@@ -141,6 +150,7 @@ class ToolCall:
     error: str | None = None
     start_token: int = 0
     end_token: int = 0
+    call_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,6 +184,7 @@ class ToolCall:
             self.error,
             self.start_token,
             self.end_token,
+            self.call_id,
         ) == (
             other.index,
             other.name,
@@ -183,6 +194,7 @@ class ToolCall:
             other.error,
             other.start_token,
             other.end_token,
+            other.call_id,
         ) and _same_array(self.ids, other.ids)
 
     __hash__ = None  # type: ignore[assignment]

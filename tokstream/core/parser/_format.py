@@ -53,9 +53,9 @@ which is what ``ResponseParser(tool_format=...)`` looks up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from ..._exceptions import InvalidRequest
 from ._events import ToolCallStatus
@@ -63,12 +63,15 @@ from ._tools import ToolSchemas
 
 __all__ = [
     "FAMILY_REPLY_FORMATS",
+    "FAMILY_REPLY_VARIANTS",
     "ROUTED",
     "CallDecoder",
+    "CallListDecoder",
     "DecodedCall",
     "HeaderRouter",
     "ReplyFormat",
     "State",
+    "family_reply_format",
     "get_reply_format",
     "register_reply_format",
     "registered_reply_formats",
@@ -85,22 +88,55 @@ ROUTED: State = "routed"
 
 _BLOCKS = ("thinking", "tool_call", "calls")
 
-DecodedCall: TypeAlias = tuple[str | None, dict[str, Any] | None, ToolCallStatus, str | None]
-"""What a call decoder returns: ``(name, arguments, status, error)``."""
+
+class DecodedCall(NamedTuple):
+    """What a call decoder returns for one call.
+
+    A decoder may also return a plain ``(name, arguments, status, error)``
+    tuple: the parser reads ``call_id`` and ``raw`` only when they are there.
+
+    Attributes:
+        name: The function name, or ``None`` when it could not be read.
+        arguments: The arguments, or ``None`` when the body could not be parsed.
+        status: ``OK`` or what is wrong with the call.
+        error: Why, for any status but ``OK``.
+        call_id: The ID the model wrote for the call (Kimi's
+            ``functions.NAME:IDX``, Mistral's ``[CALL_ID]`` or ``"id"``), else
+            ``None``.
+        raw: For a body that holds several calls: this call's own text.
+            ``None``: the call's text is the whole body.
+    """
+
+    name: str | None
+    arguments: dict[str, Any] | None
+    status: ToolCallStatus
+    error: str | None
+    call_id: str | None = None
+    raw: str | None = None
+
 
 CallDecoder: TypeAlias = Callable[[str, ToolSchemas | None], DecodedCall]
 """Parses one complete call body (the text between the call's tags) once.
 
 It gets the body and the tool schemas (``None`` when no tools were given), and
-returns ``(name, arguments, status, error)``: ``arguments`` is ``None`` when the
-body could not be parsed at all, and ``error`` explains any status but ``OK``.
-It never raises for malformed model output."""
+returns a :class:`DecodedCall` (``arguments`` is ``None`` when the body could not
+be parsed at all, and ``error`` explains any status but ``OK``). It never
+raises for malformed model output."""
 
-HeaderRouter: TypeAlias = Callable[[str], tuple[State, str | None]]
+CallListDecoder: TypeAlias = Callable[[str, ToolSchemas | None], Sequence[DecodedCall]]
+"""Parses a body that holds several calls (a pythonic list ``[f(a=1), g()]``)
+once, when the body closes: one :class:`DecodedCall` per call, each with its
+own ``raw`` text. An empty result is reported as one ``MALFORMED`` call. It
+never raises for malformed model output."""
+
+HeaderRouter: TypeAlias = Callable[
+    [str], tuple[State, str | None] | tuple[State, str | None, str | None]
+]
 """Reads a header's text (tags included) and returns the state its message
-goes to (``"text"``, ``"thinking"`` or ``"tool_call"``) and, for a call, the
-name the header gives it (``None``: the decoder reads the name). It is also
-called on a header cut off by the end of the reply. It never raises."""
+goes to (``"text"``, ``"thinking"`` or ``"tool_call"``), for a call the name
+the header gives it (``None``: the decoder reads the name) and, optionally,
+the call ID the header gives it. It is also called on a header cut off by the
+end of the reply. It never raises."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +171,12 @@ class ReplyFormat:
         stop_tokens: Added-token names that end the reply as a ``stop`` segment
             in any state (names the tokenizer lacks are skipped).
         decode_call: Turns a call body into name and arguments; required when a
-            row leads to ``"tool_call"`` or a header can route to one.
+            row leads to ``"tool_call"`` or a header can route to one (unless
+            ``decode_calls`` is given).
+        decode_calls: Instead of ``decode_call``, for a format whose call body
+            holds several calls (:data:`CallListDecoder`): they are handed
+            out together, in order, when the body closes, each with the
+            body's segment (IDs and token range).
         call_body: ``"json"`` when a call's body is JSON (a tag inside an open
             JSON string is then text), ``"markup"`` otherwise.
         route_header: Required when a row leads to ``"header"``
@@ -145,6 +186,8 @@ class ReplyFormat:
             the token holding the closing bracket belongs to the call, and the
             reply goes on in ``"calls"`` if the table has that state, else in
             ``"text"``. No row may lead out of ``"tool_call"`` then.
+            ``"python"``: the same, with Python string literals (``'...'`` as
+            well as ``"..."``): a pythonic call list.
         body_tags: Opening tags that are also the start of the call's body
             (Llama's ``{``): the tag's text is the body's first text.
         initial: The state a reply starts in when the prompt opened no
@@ -164,10 +207,11 @@ class ReplyFormat:
     decode_call: CallDecoder | None = None
     call_body: Literal["json", "markup"] = "markup"
     route_header: HeaderRouter | None = None
-    call_end: Literal["tag", "json"] = "tag"
+    call_end: Literal["tag", "json", "python"] = "tag"
     body_tags: frozenset[str] = frozenset()
     initial: State = "text"
     calls_separators: str = ""
+    decode_calls: CallListDecoder | None = None
 
     def __post_init__(self) -> None:
         firsts: dict[str, set[str]] = {}
@@ -192,22 +236,26 @@ class ReplyFormat:
             firsts.setdefault(state, set()).add(tag[0])
         for where, chars in firsts.items():
             # A section of JSON-ended calls scans every character (no trigger).
-            if len(chars) > 1 and not (where == "calls" and self.call_end == "json"):
+            if len(chars) > 1 and not (where == "calls" and self.call_end != "tag"):
                 raise InvalidRequest(
                     "tags",
                     sorted(chars),
                     f"every tag of state {where!r} must start with the same character",
                 )
-        if self.call_end not in ("tag", "json"):
-            raise InvalidRequest("call_end", self.call_end, "use 'tag' or 'json'")
-        if self.call_end == "json" and any(row[0] == "tool_call" for row in self.tags):
-            raise InvalidRequest("tags", "tool_call", "a call ending by JSON has no closing tag")
+        if self.call_end not in ("tag", "json", "python"):
+            raise InvalidRequest("call_end", self.call_end, "use 'tag', 'json' or 'python'")
+        if self.call_end != "tag" and any(row[0] == "tool_call" for row in self.tags):
+            raise InvalidRequest("tags", "tool_call", "a call ending by balance has no closing tag")
         if self.initial not in ("text", "calls"):
             raise InvalidRequest("initial", self.initial, "a reply starts in 'text' or 'calls'")
         if self.call_body not in ("json", "markup"):
             raise InvalidRequest("call_body", self.call_body, "use 'json' or 'markup'")
         targets = {to for _, _, to in self.tags}
-        if self.decode_call is None and ("tool_call" in targets or "header" in targets):
+        if self.decode_call is not None and self.decode_calls is not None:
+            raise InvalidRequest("decode_calls", None, "give decode_call or decode_calls")
+        if (self.decode_call or self.decode_calls) is None and (
+            "tool_call" in targets or "header" in targets
+        ):
             raise InvalidRequest("decode_call", None, "a format with tool calls needs a decoder")
         if self.route_header is None and "header" in targets:
             raise InvalidRequest("route_header", None, "a format with headers needs a router")
@@ -232,10 +280,29 @@ FAMILY_REPLY_FORMATS: dict[str, str] = {
     "glm-4.5": "glm45",
     "minimax-m2": "minimax_m2",
     "llama3": "llama3_json",
+    "llama4": "llama4_pythonic",
+    "mistral": "mistral",
 }
 """The registered reply format of each tokenizer family (``Tokenizer.family``):
 what :class:`~tokstream.ResponseParser` uses when given neither a format nor a
-name. Families not listed default to ``"hermes"``."""
+name (see :data:`FAMILY_REPLY_VARIANTS`). Families not listed default to
+``"hermes"``."""
+
+FAMILY_REPLY_VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "mistral": (("[ARGS]", "mistral_v11"),),
+}
+"""Per family, ``(added token, format)`` pairs tried in order before
+:data:`FAMILY_REPLY_FORMATS`: a tokenizer that has the token writes its calls
+in that format (a Tekken v11+ tokenizer has ``[ARGS]``)."""
+
+
+def family_reply_format(family: str | None, added_tokens: dict[str, int]) -> str:
+    """The reply format name for a tokenizer of ``family`` with these added tokens."""
+    for token, name in FAMILY_REPLY_VARIANTS.get(family or "", ()):
+        if token in added_tokens:
+            return name
+    return FAMILY_REPLY_FORMATS.get(family or "", "hermes")
+
 
 _REGISTERED: dict[str, ReplyFormat] = {}
 

@@ -72,7 +72,9 @@ def decode_harmony_arguments(body: str, tools: ToolSchemas | None) -> DecodedCal
     try:
         args: Any = json.loads(body) if body.strip() else {}
     except ValueError as exc:
-        return None, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        return DecodedCall(
+            None, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        )
     if not isinstance(args, dict):
-        return None, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object"
-    return None, args, ToolCallStatus.OK, None
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object")
+    return DecodedCall(None, args, ToolCallStatus.OK, None)

@@ -19,6 +19,9 @@ Rules (they match what Qwen3-Coder emits and what its chat template renders):
   start of a line before any structural end starts the next parameter: the
   current one then has no end (``MISSING_PARAMETER_END``) and its value stops
   there.
+* A ``<parameter=`` tag whose line ends before its ``>`` is damaged
+  (``MALFORMED``): its name is the rest of that line, its value starts on the
+  next one.
 * With a tool schema, a value converts to the type its property declares
   (``integer``, ``number``, ``boolean``, ``object``, ``array``, ``null``; a
   list of types or ``anyOf`` tries each, ``string`` last). A value that does
@@ -157,11 +160,11 @@ def decode_qwen3_coder(body: str, tools: ToolSchemas | None) -> DecodedCall:
 
     pos = _skip_ws(body, 0)
     if not body.startswith(_FUNC, pos):
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>"
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>")
     gt = body.find(">", pos + len(_FUNC))
     name = body[pos + len(_FUNC) : gt].strip() if gt >= 0 else ""
     if gt < 0 or not name or "\n" in name:
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>"
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, "tool call has no <function=NAME>")
     known = tools is None or name in tools
     props: Mapping[str, Any] = {}
     if tools is not None and known:
@@ -174,13 +177,21 @@ def decode_qwen3_coder(body: str, tools: ToolSchemas | None) -> DecodedCall:
         p = _skip_ws(body, pos)
         if body.startswith(_PARAM, p):
             gt = body.find(">", p + len(_PARAM))
-            if gt < 0:
+            line_end = body.find("\n", p + len(_PARAM))
+            if line_end >= 0 and (gt < 0 or line_end < gt):
+                # A name never spans lines: the tag lost its ">", and the
+                # value starts on the next line.
+                problem(ToolCallStatus.MALFORMED, "<parameter= tag has no '>' on its line")
+                pname = body[p + len(_PARAM) : line_end].strip()
+                vstart = line_end + 1
+            elif gt < 0:
                 problem(ToolCallStatus.MALFORMED, "unclosed <parameter= tag")
                 break
-            pname = body[p + len(_PARAM) : gt].strip()
-            vstart = gt + 1
-            if body.startswith("\n", vstart):
-                vstart += 1
+            else:
+                pname = body[p + len(_PARAM) : gt].strip()
+                vstart = gt + 1
+                if body.startswith("\n", vstart):
+                    vstart += 1
             found = _structural_end(body, vstart)
             if found is None:
                 problem(
@@ -218,4 +229,4 @@ def decode_qwen3_coder(body: str, tools: ToolSchemas | None) -> DecodedCall:
             break
     if not known:
         problem(ToolCallStatus.UNKNOWN_TOOL, f"unknown tool {name!r}")
-    return name, args, status, error
+    return DecodedCall(name, args, status, error)

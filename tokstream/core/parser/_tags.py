@@ -116,7 +116,7 @@ def compile_tables(
         text_tags.append(tuple(tags))
         prefixes.append(frozenset(t[:k] for t, _ in tags for k in range(1, len(t))))
         triggers.append(tags[0][0][0] if tags else NO_TRIGGER)
-    if fmt.call_end == "json":
+    if fmt.call_end != "tag":
         # Every piece of a JSON-ended call, and of the section between such
         # calls (where any other text leaves it), takes the slow path.
         triggers[TOOL] = triggers[CALLS] = ""

@@ -1,7 +1,8 @@
 """Kimi K2, GLM-4.5 and MiniMax M2 tool calls: one call body each.
 
 * Kimi K2: ``functions.NAME:IDX<|tool_call_argument_begin|>{json}`` (the part
-  before the marker is Kimi's call ID; the name is its last dotted part before
+  before the marker is Kimi's call ID, kept as the call's ``call_id``: Kimi's
+  framing names a tool result by it; the name is its last dotted part before
   ``:IDX``).
 * GLM-4.5 / 4.7: ``NAME`` then ``<arg_key>K</arg_key><arg_value>V</arg_value>``
   pairs (newlines between them allowed).
@@ -53,15 +54,19 @@ def decode_kimi_k2(body: str, tools: ToolSchemas | None) -> DecodedCall:
     head, sep, raw = body.partition(KIMI_ARG)
     m = _KIMI_ID.match(head.strip())
     if not sep or m is None:
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no functions.NAME:IDX header"
-    name = m.group("id").split(":")[0].split(".")[-1]
+        bad = ToolCallStatus.MALFORMED
+        return DecodedCall(None, None, bad, "tool call has no functions.NAME:IDX header")
+    call_id = m.group("id")
+    name = call_id.split(":")[0].split(".")[-1]
     try:
         args: Any = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
-        return name, None, ToolCallStatus.INVALID_JSON, f"arguments are not valid JSON: {exc}"
+        error = f"arguments are not valid JSON: {exc}"
+        return DecodedCall(name, None, ToolCallStatus.INVALID_JSON, error, call_id)
     if not isinstance(args, dict):
-        return name, None, ToolCallStatus.MALFORMED, "arguments are not a JSON object"
-    return (name, args, *_check_name(name, tools))
+        error = "arguments are not a JSON object"
+        return DecodedCall(name, None, ToolCallStatus.MALFORMED, error, call_id)
+    return DecodedCall(name, args, *_check_name(name, tools), call_id)
 
 
 def _structural(body: str, end_tag: str, opener: str, start: int) -> int:
@@ -147,13 +152,13 @@ def decode_glm(body: str, tools: ToolSchemas | None) -> DecodedCall:
     cut = body.find("<arg_key>")
     name = (body if cut < 0 else body[:cut]).strip()
     if not name or "\n" in name or "<" in name:
-        return None, None, ToolCallStatus.MALFORMED, "tool call has no function name"
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, "tool call has no function name")
     start = len(body) if cut < 0 else cut
     props = _props(name, tools)
     args, status, error = _pairs(body, start, _GLM_PAIR, "<arg_key>", "</arg_value>", props)
     if status is ToolCallStatus.OK:
         status, error = _check_name(name, tools)
-    return name, args, status, error
+    return DecodedCall(name, args, status, error)
 
 
 _MINIMAX_NAME = re.compile(r"""\s*name\s*=\s*(?:"([^"]*)"|'([^']*)'|([^>\s]+))\s*>""")
@@ -169,9 +174,9 @@ def decode_minimax_m2(body: str, tools: ToolSchemas | None) -> DecodedCall:
     m = _MINIMAX_NAME.match(body)
     name = (m.group(1) or m.group(2) or m.group(3) or "").strip() if m else ""
     if m is None or not name:
-        return None, None, ToolCallStatus.MALFORMED, 'tool call has no name="..."'
+        return DecodedCall(None, None, ToolCallStatus.MALFORMED, 'tool call has no name="..."')
     props = _props(name, tools)
     args, status, error = _pairs(body, m.end(), _MINIMAX_PARAM, "<parameter", "</parameter>", props)
     if status is ToolCallStatus.OK:
         status, error = _check_name(name, tools)
-    return name, args, status, error
+    return DecodedCall(name, args, status, error)
