@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from .replay_server import DATA
+DATA = Path(__file__).parent / "data"
 
 PROMPT = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
 """A short chat prompt (``<|im_start|>user\\nHello<|im_end|>...assistant\\n``)."""

@@ -169,13 +169,27 @@ def test_truncation_is_not_done_and_not_an_error(wire: bytes) -> None:
 def test_malformed_framing_is_a_protocol_error(wire: bytes, needle: str) -> None:
     for step in (len(wire), 1):  # whole, and byte by byte
         decoder = ChunkedDecoder()
+        body = b""
         with pytest.raises(tokstream.ProtocolError, match=needle) as info:
             for i in range(0, len(wire), step):
-                decoder.feed(wire[i : i + step])
+                body += decoder.feed(wire[i : i + step])
+            decoder.feed(b"")  # a call that returned body bytes raises on the next one
         assert "chunked body" in str(info.value)
+        assert body in (b"", b"abc")  # only intact chunk data, before the error
         # The decoder stays failed.
         with pytest.raises(tokstream.ProtocolError):
             decoder.feed(b"0\r\n\r\n")
+
+
+def test_the_chunks_before_bad_framing_are_delivered_then_it_raises() -> None:
+    # They may carry tokens: a read that holds good chunks and then a bad one
+    # must not lose the good ones (issue 10).
+    decoder = ChunkedDecoder()
+    assert decoder.feed(b"3\r\nabc\r\n2\r\nde\r\nzz\r\nxx\r\n") == b"abcde"
+    with pytest.raises(tokstream.ProtocolError, match="invalid chunk size b'zz'"):
+        decoder.feed(b"")
+    with pytest.raises(tokstream.ProtocolError):
+        decoder.feed(b"0\r\n\r\n")
 
 
 def test_oversized_trailers_are_an_error() -> None:

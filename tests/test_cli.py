@@ -23,9 +23,9 @@ import trio
 
 import tokstream
 from tokstream.cli._common import describe
+from tokstream.testing import ReplayServer
 
-from .cli_helpers import ids_of, prompt_of, text_of, tokstream_cli
-from .replay_server import DATA, ReplayServer
+from .cli_helpers import DATA, ids_of, prompt_of, text_of, tokstream_cli
 
 HERMES_PROMPT = ",".join(map(str, prompt_of("forced_hermes")))
 STATS = re.compile(

@@ -19,9 +19,9 @@ import trio
 
 import tokstream
 from tokstream import FailedRequest
+from tokstream.testing import ReplayServer
 
 from .cli_helpers import PROMPT, ids_of, tokstream_cli
-from .replay_server import ReplayServer
 
 STATS = "done: 28 tokens · finish stop · ttft "
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,11 +16,13 @@ from trio.testing import MockClock
 import tokstream
 from tokstream import Done, Error, Token
 from tokstream._trio._config import CLOSE_TIMEOUT
+from tokstream.testing import ReplayServer
 
 from ._transports import transport
-from .replay_server import DATA, ReplayServer
 
 __all__ = ["transport"]  # the fixture every client test runs over
+
+DATA = Path(__file__).parent / "data"
 
 
 def expected_ids(name: str) -> list[int]:
@@ -158,7 +161,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_connection_refused_names_the_url(transport: str) -> None:
+async def test_connection_refused_names_the_url(transport: str, autojump_clock: MockClock) -> None:
     port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1"
     async with tokstream.Client(url, model="m", transport=transport) as client:
@@ -169,6 +172,7 @@ async def test_connection_refused_names_the_url(transport: str) -> None:
     assert isinstance(err, tokstream.ConnectError)
     assert isinstance(err, tokstream.TransportError)
     assert f"127.0.0.1:{port}/v1/completions" in str(err)
+    assert len(err.attempts) == 4 and "4 attempts" in str(err)  # retried by default
 
 
 @pytest.mark.parametrize(
@@ -181,12 +185,20 @@ async def test_connection_refused_names_the_url(transport: str) -> None:
     ],
 )
 async def test_http_errors(
-    transport: str, replay_server: ReplayServer, code: int, errfile: str, cls: type, needle: str
+    transport: str,
+    replay_server: ReplayServer,
+    code: int,
+    errfile: str,
+    cls: type,
+    needle: str,
+    autojump_clock: MockClock,
 ) -> None:
     async with tokstream.Client(
         replay_server.url(f"status={code},{errfile}"), model="m", transport=transport
     ) as client:
         events = await collect(client, [1, 2])
+    # 500 is transient (4 attempts by default); 400 and 404 are never retried.
+    assert len(replay_server.requests) == (4 if code == 500 else 1)
     await settle(replay_server)
     assert replay_server.connections_opened == replay_server.connections_closed
     assert len(events) == 1 and isinstance(events[0], Error)
@@ -239,22 +251,30 @@ async def test_midstream_in_band_error_keeps_the_tokens(
     assert [e.id for e in events[:-1] if isinstance(e, Token)] == expected_ids(name)
 
 
-async def test_garbage_payloads_are_skipped_and_counted(
+async def test_a_garbage_payload_ends_the_stream_keeping_the_ids_so_far(
     transport: str, replay_server: ReplayServer
 ) -> None:
+    # Issue 10: a payload that is not JSON may have carried IDs, so the stream
+    # can never end in Done; it ends at the first one, with what arrived.
     name = "forced_hermes"
-    async with tokstream.Client(
-        replay_server.url(f"garbage={name}"), model="m", transport=transport
-    ) as c:
-        events = await collect(c, [1])
+    url = replay_server.url(f"garbage={name}")
+    async with tokstream.Client(url, model="m", transport=transport) as c:
+        events = await collect(c, [1], request_id="req-g")
         await assert_clean(replay_server, c)
-    done = events[-1]
-    assert isinstance(done, Done)
-    assert done.token_ids.tolist() == expected_ids(name)
-    n_events = len((DATA / f"{name}.sse").read_bytes().strip().split(b"\n\n"))
-    bad = len([i for i in range(n_events) if i % 5 == 1])
-    assert done.diagnostics.parse_errors == bad
-    assert done.diagnostics.parse_error_previews[0] == "{this is not json"
+    err = events[-1]
+    assert isinstance(err, Error) and type(err.error) is tokstream.ProtocolError
+    raw = (DATA / f"{name}.sse").read_text().strip().split("\n\n")
+    before = [  # the garbage comes after the second event
+        i for part in raw[:2] for ch in json.loads(part[6:])["choices"] for i in ch["token_ids"]
+    ]
+    assert before and err.token_ids.tolist() == before
+    assert [e.id for e in events if isinstance(e, Token)] == before
+    message = str(err.error)
+    assert "{this is not json" in message and "not valid JSON" in message
+    assert "/completions" in message and "request_id=req-g" in message
+    assert err.diagnostics.parse_errors == 1
+    assert err.diagnostics.parse_error_previews == ("{this is not json",)
+    assert len(replay_server.requests) == 1  # a malformed stream is never retried
 
 
 async def test_junk_that_is_not_sse_is_a_protocol_error(
@@ -265,7 +285,11 @@ async def test_junk_that_is_not_sse_is_a_protocol_error(
         await assert_clean(replay_server, c)
     assert len(events) == 1 and isinstance(events[0], Error)
     assert isinstance(events[0].error, tokstream.ProtocolError)
-    assert "ended before it finished" in str(events[0].error)
+    # What arrived is said: the status, the content type and the body's start.
+    message = str(events[0].error)
+    assert "is not an event stream" in message and "HTTP 200" in message
+    assert "content-type text/event-stream" in message and "HTTP/1.1 nonsense" in message
+    assert len(replay_server.requests) == 1
 
 
 async def test_oversized_event_is_a_protocol_error_not_unbounded_memory(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from trio.testing import MockClock
 
 import tokstream
 from tokstream import Error, Token
@@ -36,15 +37,18 @@ def raising_transport(exc: Exception) -> httpx.MockTransport:
     ],
 )
 async def test_httpx_errors_before_the_response_become_tokstream_errors(
-    exc: Exception, cls: type[tokstream.TokstreamError]
+    exc: Exception, cls: type[tokstream.TokstreamError], autojump_clock: MockClock
 ) -> None:
     async with tokstream.Client(URL, model="m", transport=raising_transport(exc)) as client:
         async with client.stream([1, 2]) as events:
             got = [ev async for ev in events]
-        assert client.statistics().streams_failed == 1
+        stats = client.statistics()
+        assert (stats.streams_failed, stats.retries) == (1, 3)
     assert len(got) == 1 and isinstance(got[0], Error)
     assert type(got[0].error) is cls
     assert "127.0.0.1:9/v1/completions" in str(got[0].error)
+    # Nothing got going, so the default policy tried 4 times; each is on the Error.
+    assert [a.error for a in got[0].attempts] == [cls.__name__] * 4
 
 
 class _BrokenBody(httpx.AsyncByteStream):

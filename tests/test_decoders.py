@@ -244,15 +244,17 @@ def test_an_error_event_that_is_no_error_envelope_is_a_protocol_error(body: byte
     assert http_status_error(500, body, url="u", request_id=None).server_message == body.decode()
 
 
-def test_invalid_json_is_skipped_counted_and_previewed() -> None:
+def test_invalid_json_ends_the_stream_and_is_counted_and_previewed() -> None:
     raw = (DATA / "basic_stream.sse").read_bytes()
-    bad = b"data: {nope\n\ndata: not json at all\n\n" * 3
-    events = decode(bad + raw)
-    done = events[-1]
-    assert isinstance(done, Done)
-    assert done.token_ids.tolist() == recorded_ids("basic_stream")
-    assert done.diagnostics.parse_errors == 6
-    assert done.diagnostics.parse_error_previews == ("{nope", "not json at all", "{nope")
+    events = decode(raw[: raw.index(b"\n\n", 600) + 2] + b"data: {nope\n\n" + raw)
+    err = events[-1]
+    assert isinstance(err, Error) and type(err.error) is tokstream.ProtocolError
+    tokens = [e.id for e in events if isinstance(e, Token)]
+    assert tokens and err.token_ids.tolist() == tokens
+    assert tokens == recorded_ids("basic_stream")[: len(tokens)]
+    assert err.diagnostics.parse_errors == 1
+    assert err.diagnostics.parse_error_previews == ("{nope",)
+    assert "'{nope'" in str(err.error)
 
 
 def test_wrong_shape_json_is_a_protocol_error_not_a_silent_loss() -> None:
@@ -503,6 +505,8 @@ def test_a_32k_id_prompt_echo_becomes_one_int32_array() -> None:
     ("choice", "needle"),
     [
         ({"token_ids": [2**31], "text": "x"}, "outside int32"),
+        ({"token_ids": [-1], "text": "x"}, "outside int32"),
+        ({"token_ids": [5, -(2**31)], "text": "x"}, "outside int32"),
         ({"token_ids": [1], "text": "x", "prompt_token_ids": [-1]}, "prompt_token_ids"),
         ({"token_ids": [1], "text": "x", "prompt_token_ids": [2**40]}, "prompt_token_ids"),
         ({"token_ids": [1], "text": "x", "prompt_token_ids": [1.5]}, "prompt_token_ids"),
@@ -521,3 +525,119 @@ def test_ids_outside_int32_are_a_protocol_error_not_a_crash(
         err = events[-1]
         assert isinstance(err, Error) and type(err.error) is tokstream.ProtocolError
         assert needle in str(err.error)
+
+
+# -- issue 10: nothing lost ----------------------------------------------------------
+
+
+def _chunk(ids: list[int], text: str = "x", **choice: object) -> bytes:
+    body = {"id": "c", "choices": [{"index": 0, "text": text, "token_ids": ids, **choice}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _usage(prompt: int, completion: int) -> bytes:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+    usage["total_tokens"] = prompt + completion
+    return b"data: " + json.dumps({"id": "c", "choices": [], "usage": usage}).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'data: {"id":"c","choices":[{"index":0,"text":"y","token_ids":[9\n\n',  # cut short
+        b'data: {"id":"c","choices":[{"index":0,"text":"\xc3(","token_ids":[9]}]}\n\n',
+        b'data: {"id":"c","choices":[{"index":0,"text":"\\udfff","token_ids":[9]}]}\n\n',
+        b'data: {"id":"c","choices":[{"index":0,"text":"y","token_ids":[9],'
+        b'"logprobs":{"token_logprobs":[-Infinity]}}]}\n\n',
+        b"data: 42\n\n",
+    ],
+)
+def test_a_payload_that_may_have_carried_ids_never_ends_in_done(bad: bytes) -> None:
+    raw = _chunk([7], prompt_token_ids=[1]) + bad + _chunk([8], finish_reason="stop")
+    events = decode(raw + b"data: [DONE]\n\n")
+    err = events[-1]
+    assert isinstance(err, Error) and type(err.error) is tokstream.ProtocolError
+    assert err.token_ids.tolist() == [7] and "IDs may be missing" in str(err.error)
+    assert sum(isinstance(e, (Done, Error)) for e in events) == 1
+    # The same, fed a byte at a time.
+    assert normalise(decode(raw + b"data: [DONE]\n\n", [1] * len(raw))) == normalise(events)
+
+
+def test_an_empty_data_payload_carries_nothing_and_is_skipped() -> None:
+    events = decode(_chunk([7]) + b"data:\n\n" + _chunk([8], finish_reason="stop"))
+    assert isinstance(events[-1], Done) and events[-1].token_ids.tolist() == [7, 8]
+
+
+def test_usage_must_count_the_ids_delivered() -> None:
+    ok = _chunk([7], prompt_token_ids=[1]) + _chunk([8], finish_reason="stop")
+    assert isinstance(decode(ok + _usage(1, 2) + b"data: [DONE]\n\n")[-1], Done)
+    for completion in (1, 3):
+        err = decode(ok + _usage(1, completion) + b"data: [DONE]\n\n")[-1]
+        assert isinstance(err, Error) and type(err.error) is tokstream.ProtocolError
+        assert f"completion_tokens={completion}, but 2 token IDs arrived" in str(err.error)
+        assert err.token_ids.tolist() == [7, 8]
+
+
+def test_an_abort_finish_is_request_aborted_keeping_the_ids() -> None:
+    raw = _chunk([7], prompt_token_ids=[1]) + _chunk([8], finish_reason="abort")
+    for tail in (b"data: [DONE]\n\n", b""):  # with [DONE], or ended by finish()
+        err = decode(raw + tail)[-1]
+        assert isinstance(err, Error) and type(err.error) is tokstream.RequestAborted
+        assert err.token_ids.tolist() == [7, 8] and err.text == "xx"
+
+
+def test_messages_name_the_url_and_request_id() -> None:
+    decoder = StreamDecoder(url="http://h/v1/completions", request_id="r-1")
+    events = decoder.feed(b'data: {"error": {"message": "boom", "code": 500}}\n\n')
+    assert "http://h/v1/completions (request_id=r-1)" in str(events[-1].error)  # type: ignore[union-attr]
+    decoder = StreamDecoder(url="http://h/v1/completions", request_id="r-1")
+    events = decoder.feed(b"data: {nope\n\n")
+    assert "http://h/v1/completions (request_id=r-1)" in str(events[-1].error)  # type: ignore[union-attr]
+
+
+def test_the_end_of_a_body_says_what_arrived() -> None:
+    decoder = StreamDecoder(url="u")
+    decoder.response_info = "HTTP 200, content-type text/html"
+    decoder.feed(b"<html>hello</html>")
+    err = decoder.finish()[-1]
+    assert isinstance(err, Error)
+    assert "not an event stream (HTTP 200, content-type text/html, 18 bytes" in str(err.error)
+    assert "<html>hello</html>" in str(err.error)
+    assert err.diagnostics.buffer_preview == "<html>hello</html>"  # kept past finish()
+    empty = StreamDecoder(url="u").finish()[-1]
+    assert isinstance(empty, Error) and "empty response" in str(empty.error)
+    cut = StreamDecoder(url="u")
+    cut.feed(_chunk([7]) + b"data: {")
+    err = cut.finish()[-1]
+    assert isinstance(err, Error) and "ended before it finished" in str(err.error)
+    assert cut.ended_early and err.diagnostics.buffer_preview == "data: {"
+
+
+def test_restart_splices_a_continuation_onto_the_same_stream() -> None:
+    decoder = StreamDecoder()
+    first = decoder.feed(_chunk([7], "a", prompt_token_ids=[1, 2]) + _chunk([8], "b"))
+    assert [e.id for e in first if isinstance(e, Token)] == [7, 8]
+    dropped = decoder.fail(tokstream.RemoteDisconnected("cut"))  # holds a view of the IDs
+    decoder.restart()
+    rest = decoder.feed(
+        _chunk([9], "c", prompt_token_ids=[1, 2, 7, 8])
+        + _chunk([10], "d", finish_reason="length")
+        + _usage(4, 2)
+        + b"data: [DONE]\n\n"
+    )
+    done = rest[-1]
+    assert [e.id for e in rest if isinstance(e, Token)] == [9, 10]
+    assert isinstance(done, Done)
+    assert done.token_ids.tolist() == [7, 8, 9, 10] and done.text == "abcd"
+    assert done.prompt_token_ids is not None and done.prompt_token_ids.tolist() == [1, 2]
+    assert done.usage == tokstream.Usage(2, 4, 6)
+    assert dropped.token_ids.tolist() == [7, 8]  # the earlier event is untouched
+
+
+def test_a_continuation_must_echo_the_prompt_plus_the_ids_received() -> None:
+    decoder = StreamDecoder()
+    decoder.feed(_chunk([7], prompt_token_ids=[1, 2]))
+    decoder.restart()
+    err = decoder.feed(_chunk([9], prompt_token_ids=[1, 2, 6]))[-1]
+    assert isinstance(err, Error) and "did not continue this stream" in str(err.error)
+    assert err.token_ids.tolist() == [7]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -93,32 +94,26 @@ def test_the_saved_body_rebuilds_the_same_request() -> None:
 
 def test_attempts_from_retries_are_kept() -> None:
     """Retries put ``attempts`` on the Error; the record keeps each one."""
-
-    class Attempt:
-        def __init__(self, number: int, error: str, status: int | None, waited: float) -> None:
-            self.number, self.error, self.status, self.waited = number, error, status, waited
-            self.message = f"attempt {number} failed"
-            self.tokens = 0
-
-    class RetriedError:
-        def __init__(self, event: Error) -> None:
-            self.__dict__.update({f: getattr(event, f) for f in Error.__dataclass_fields__})
-            self.attempts = (
-                Attempt(1, "InternalServerError", 503, 0.0),
-                Attempt(2, "X", None, 0.4),
-            )
-
+    attempts = (
+        tokstream.Attempt(1, "RateLimitError", "HTTP 429 from sk-KEY", 429, 0.0, 0, 2.5),
+        tokstream.Attempt(2, "InBandError", "boom", None, 2.5, 0),
+    )
+    event = dataclasses.replace(in_band_error(), attempts=attempts)
     rec = FailedRequest.from_error(
-        RetriedError(in_band_error()),  # type: ignore[arg-type]
+        event,
         body=REQUEST.encode("m"),
         url="http://h/v1/completions",
         model="m",
         request_id=None,
+        secrets=["sk-KEY"],
     )
-    assert [(a.number, a.error, a.status, a.waited) for a in rec.attempts] == [
-        (1, "InternalServerError", 503, 0.0),
-        (2, "X", None, 0.4),
+    assert [
+        (a.number, a.error, a.message, a.status, a.waited, a.retry_after) for a in rec.attempts
+    ] == [
+        (1, "RateLimitError", "HTTP 429 from ***", 429, 0.0, 2.5),
+        (2, "InBandError", "boom", None, 2.5, None),
     ]
+    assert FailedRequest.from_json(rec.to_json()).attempts == rec.attempts
 
 
 def test_secrets_never_enter_a_record() -> None:

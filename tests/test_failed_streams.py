@@ -20,10 +20,9 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, FailedRequest, FailedRequestStore, Token
-from tokstream.testing import open_replay_server
+from tokstream.testing import ReplayServer, open_replay_server
 
 from ._transports import transport
-from .replay_server import ReplayServer
 
 __all__ = ["transport"]
 
@@ -57,6 +56,7 @@ async def test_every_failure_kind_is_saved_with_the_exact_body(
     cls: type[tokstream.TokstreamError],
     tokens: int,
     status: int | None,
+    autojump_clock: MockClock,
 ) -> None:
     url = replay_server.url(scenario)
     async with tokstream.Client(
@@ -79,7 +79,14 @@ async def test_every_failure_kind_is_saved_with_the_exact_body(
     assert record.token_ids.size == tokens
     assert record.token_ids.tolist() == err.token_ids.tolist() and record.text == err.text
     assert record.diagnostics == err.diagnostics
-    assert [a.error for a in record.attempts] == [cls.__name__]
+    # Only the final failure is saved (one file), with every attempt: a 503 is
+    # retried (4 attempts by default), the others are not.
+    tries = 4 if status == 503 else 1
+    assert len(replay_server.requests) == tries
+    assert [a.error for a in record.attempts] == [cls.__name__] * tries
+    assert [a.number for a in record.attempts] == list(range(1, tries + 1))
+    assert [a.waited for a in record.attempts] == [a.waited for a in err.attempts]
+    assert record.diagnostics.attempts == tries
 
 
 async def test_a_stall_is_saved(

@@ -64,6 +64,7 @@ PYTHON = {
     "# my_tools.py": "test_cli_captures_are_what_the_cli_prints",
     "parser.receive_tokens": "test_parser_snippet_runs_as_written",
     "FailedRequest.load(path)": "test_nothing_lost_replay_snippet_runs_as_written",
+    'server.url("status=503,text")': "test_retries_snippet_runs_as_written",
     "stall=forced_hermes,3": "test_testing_kit_replay_snippet_runs_as_written",
     ">>> tok = Tokenizer.load(": "test_tokenizer_doctest_runs",
 }
@@ -240,6 +241,34 @@ def test_nothing_lost_replay_snippet_runs_as_written(tmp_path: Path) -> None:
     text = README.read_text()
     for needle in ("TOKSTREAM_FAILED_DIR", "$XDG_STATE_HOME/tokstream/failed/", "tokstream replay"):
         assert needle in text
+
+
+def test_retries_snippet_runs_as_written() -> None:
+    # "Retries": a 503 on every attempt is tried 4 times, with full-jitter
+    # backoff bounded by 0.25 s doubling, and the final error says so.
+    proc = run_block('server.url("status=503,text")')
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "3 retries"
+    assert lines[1] == "1 InternalServerError 503 waited 0.00s"
+    for n, (line, bound) in enumerate(zip(lines[2:5], (0.25, 0.5, 1.0), strict=True), 2):
+        head, waited = line.rsplit(" ", 1)
+        assert head == f"{n} InternalServerError 503 waited"
+        assert 0 <= float(waited.rstrip("s")) <= bound
+    (message,) = lines[5:]
+    assert message.startswith("HTTP 503 from http://127.0.0.1:")
+    assert "/v1/completions (request_id=srv-123): Internal Server Error [4 attempts;" in message
+    assert message.endswith(
+        "earlier failures: #1 InternalServerError (HTTP 503), #2 InternalServerError "
+        "(HTTP 503), #3 InternalServerError (HTTP 503); gave up: RetryPolicy.attempts=4 "
+        "attempts were made]"
+    )
+
+    # The README shows the same message (up to the port and the random waits).
+    def normal(text: str) -> str:
+        return re.sub(r"\d+\.\d+s", "Xs", re.sub(r"127\.0\.0\.1:(\d+|PORT)", "HOST", text))
+
+    assert normal(message) in normal(" ".join(README.read_text().split()))
 
 
 def test_the_family_table_lists_every_family_and_format() -> None:

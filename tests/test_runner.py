@@ -22,10 +22,10 @@ from tokstream._trio._reply import ReplyHandle, ToolCallChannel, open_reply, sta
 from tokstream._trio._turns import ToolResult, ToolStarted, run_agent, run_turn
 from tokstream.context import Context
 from tokstream.core.parser import ReplySegment, ResponseParser, ToolCall, ToolCallStatus
+from tokstream.testing import ReplayServer
 
 from .families import load_family
 from .parser_helpers import recorded_events
-from .replay_server import ReplayServer
 
 
 @pytest.fixture(scope="module")

@@ -115,9 +115,9 @@ async def routed(
             nursery.cancel_scope.cancel()
 
 
-def client(router: VLLMRouter, session: str | None = None) -> tokstream.Client:
+def client(router: VLLMRouter, session: str | None = None, **options: Any) -> tokstream.Client:
     headers = {"x-session-id": session} if session else None
-    return tokstream.Client(router.base_url, model="tiny-qwen", headers=headers)
+    return tokstream.Client(router.base_url, model="tiny-qwen", headers=headers, **options)
 
 
 async def complete(router: VLLMRouter, session: str | None = None, **fields: Any) -> Done:
@@ -246,13 +246,17 @@ async def test_with_default_circuit_settings_the_first_requests_get_http_500(
     router_home: Path,
 ) -> None:
     # The contrast that motivates FAILOVER_ARGS: 10 failures to open the circuit,
-    # 6 attempts per request, so each of the first two requests fails.
+    # 6 attempts per request, so each of the first two requests fails. (The
+    # client's own RetryPolicy would retry a 500; it is off here, to see the router.)
     async with routed(router_home, failover_args=()) as (router, replicas):
         sessions = await _sessions_on(router, replicas, 0)
         replicas.kill(0)
         outcomes = []
         for session in sessions[:4]:
-            async with client(router, session) as c, c.stream(PROMPT, max_tokens=32) as events:
+            async with (
+                client(router, session, retry=None) as c,
+                c.stream(PROMPT, max_tokens=32) as events,
+            ):
                 async for event in events:
                     if isinstance(event, Done | Error):
                         outcomes.append(event)

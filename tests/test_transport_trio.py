@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trio
@@ -22,8 +23,11 @@ from trio.testing import MockClock
 
 import tokstream
 from tokstream import Done, Error, Token
+from tokstream.testing import ReplayServer
 
-from .replay_server import DATA, ReplayServer
+from .scripted_server import read_request
+
+DATA = Path(__file__).parent / "data"
 
 EVENTS = [
     part + b"\n\n"
@@ -39,22 +43,6 @@ N_TOKENS = sum(e.count(b'"token_ids":[') for e in EVENTS)  # one ID per event in
 # A scripted answer: bytes to send (then keep the connection), or CLOSE (close it
 # without a word), or a (bytes, CLOSE) pair (send, then close).
 CLOSE = object()
-
-
-async def read_request(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes | None:
-    """The next request (head and Content-Length body) from ``stream``; ``None`` at EOF."""
-    while b"\r\n\r\n" not in buf:
-        data = await stream.receive_some(65536)
-        if not data:
-            return None
-        buf += data
-    end = buf.index(b"\r\n\r\n") + 4
-    length = int(bytes(buf[:end]).lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(buf) < end + length:
-        buf += await stream.receive_some(65536)
-    request = bytes(buf[: end + length])
-    del buf[: end + length]
-    return request
 
 
 @dataclass
@@ -248,8 +236,9 @@ async def test_a_stale_kept_alive_connection_is_retried_once(nursery: trio.Nurse
 
 
 async def test_a_stale_retry_happens_once_only(nursery: trio.Nursery) -> None:
+    # The transport's own resend; the client's RetryPolicy is off here.
     server = await serve(nursery, [CHUNKED, CLOSE], [CLOSE])
-    async with tokstream.Client(server.url(), model="m") as client:
+    async with tokstream.Client(server.url(), model="m", retry=None) as client:
         assert isinstance((await collect(client))[-1], Done)
         events = await collect(client)
         pool = pool_of(client)
@@ -263,8 +252,9 @@ async def test_a_stale_retry_happens_once_only(nursery: trio.Nursery) -> None:
 async def test_a_fresh_connection_closed_without_a_response_is_not_retried(
     nursery: trio.Nursery,
 ) -> None:
+    # Not by the transport: the client's RetryPolicy (off here) decides that.
     server = await serve(nursery, [CLOSE])
-    async with tokstream.Client(server.url(), model="m") as client:
+    async with tokstream.Client(server.url(), model="m", retry=None) as client:
         events = await collect(client)
     assert type(events[0].error) is tokstream.TransportError  # type: ignore[union-attr]
     assert len(server.requests) == 1

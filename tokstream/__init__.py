@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing as _typing
 
-from ._events import Done, Error, Event, Token, Usage
+from ._events import Attempt, Done, Error, Event, Token, Usage
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -36,10 +36,12 @@ from ._exceptions import (
     ProtocolError,
     RateLimitError,
     RemoteDisconnected,
+    RequestAborted,
     StallTimeout,
     StreamError,
     TokenizerNotFoundError,
     TokstreamError,
+    TotalTimeout,
     TransportError,
     UnknownTokenError,
     UnprocessableEntityError,
@@ -50,7 +52,7 @@ from ._statistics import ClientStatistics, PoolStatistics, StreamStatistics
 from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from ._version import __version__ as __version__
 from .context import Context, Leaf, Message, ReplyBuilder
-from .core import CompletionRequest, SSEDecoder, SSEEvent, StreamDecoder
+from .core import CompletionRequest, RetryPolicy, SSEDecoder, SSEEvent, StreamDecoder
 from .core.parser import (
     NEED_TOKENS,
     ParseEvent,
@@ -125,6 +127,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "APIError",
+    "Attempt",
     "AuthenticationError",
     "BadRequestError",
     "Client",
@@ -168,7 +171,9 @@ __all__ = [
     "ReplyBuilder",
     "ReplyHandle",
     "ReplySegment",
+    "RequestAborted",
     "ResponseParser",
+    "RetryPolicy",
     "SSEDecoder",
     "SSEEvent",
     "SavedAttempt",
@@ -191,6 +196,7 @@ __all__ = [
     "ToolCallStatus",
     "ToolResult",
     "ToolStarted",
+    "TotalTimeout",
     "TransportError",
     "Turn",
     "UnknownTokenError",

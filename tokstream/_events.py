@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ._exceptions import TokstreamError
-from ._statistics import StreamStatistics
+from ._statistics import Attempt, StreamStatistics
 
-__all__ = ["Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
+__all__ = ["Attempt", "Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
 
 _EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
 _EMPTY_IDS.flags.writeable = False
@@ -101,6 +101,14 @@ class Done:
             when requested, else ``None``.
         request_id: The server's completion ID (``cmpl-...``), if any.
         diagnostics: The stream's counters at the end.
+        attempts: Every attempt when the request was retried or resumed (the
+            failed ones, then the one that finished, whose ``error`` is
+            ``None``); empty when the first attempt finished.
+        splices: Where a resumed stream was continued: for each continuation,
+            how many token IDs had arrived before it (``token_ids[:k]`` came
+            before the drop). Empty for a stream that never dropped. With
+            resume the prompt echo, usage and IDs describe the whole stream
+            (see ``RetryPolicy``).
         replica: Which replica served the stream, when the response said so
             in the client's ``replica_header`` (behind vllm-router), else
             ``None``.
@@ -115,6 +123,8 @@ class Done:
     logprobs: npt.NDArray[np.float32] | None = None
     request_id: str | None = None
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
+    attempts: tuple[Attempt, ...] = ()
+    splices: tuple[int, ...] = ()
     replica: str | None = None
 
     __repr__ = _brief_repr
@@ -133,9 +143,13 @@ class Error:
         diagnostics: The stream's counters at the failure.
         logprobs: Their log-probabilities (float32, aligned with ``token_ids``)
             when requested, else ``None``.
+        attempts: Every attempt, in order, the failed final one last (also on
+            ``error.attempts``). A stream built outside a client (the bare
+            decoder) leaves it empty.
         saved_to: The file the failed request was saved to, for replay
             (``tokstream replay FILE``, ``FailedRequest.load``), or ``None``
-            when saving is off or failed.
+            when saving is off or failed. Only the final failure is saved,
+            after every retry, with every attempt.
         save_error: Why saving failed (one line), or ``None``. A failure to
             save never replaces :attr:`error`.
         replica: Which replica the stream reached, when the response said so
@@ -148,6 +162,7 @@ class Error:
     text: str = ""
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
     logprobs: npt.NDArray[np.float32] | None = None
+    attempts: tuple[Attempt, ...] = ()
     saved_to: Path | None = None
     save_error: str | None = None
     replica: str | None = None

@@ -27,10 +27,14 @@ Hierarchy::
     │   │                         tokens may have arrived (they are on the Error event)
     │   ├── RemoteDisconnected    the connection broke mid-stream (closed, reset, or its
     │   │                         HTTP framing broke off)
-    │   ├── ProtocolError         bytes that are not a valid SSE / vLLM stream
-    │   │                         (oversized event, truncated stream, bad framing)
+    │   ├── ProtocolError         bytes that are not a valid SSE / vLLM stream (a bad
+    │   │                         payload, an ID out of range, a usage mismatch, a
+    │   │                         redirect, a body that is no event stream, ...)
+    │   ├── RequestAborted        the server aborted the request (finish_reason "abort":
+    │   │                         a shutdown, generation paused for new weights)
     │   ├── StallTimeout          no bytes for ``timeouts.stall`` seconds (also TimeoutError)
-    │   └── FirstTokenTimeout     no token within ``timeouts.first_token`` (also TimeoutError)
+    │   ├── FirstTokenTimeout     no token within ``timeouts.first_token`` (also TimeoutError)
+    │   └── TotalTimeout          the stream outlived ``timeouts.total`` (also TimeoutError)
     ├── APIError                  the server answered with an error
     │   ├── HTTPStatusError       HTTP status >= 400 before the stream started
     │   │   ├── BadRequestError           400 (prompt too long, bad sampling value, ...)
@@ -44,23 +48,56 @@ Hierarchy::
     └── OutputError               the model emitted malformed structure (response parser;
                                   ``ToolCall.raise_for_status()``)
 
-``ConnectTimeout``, ``PoolTimeout``, ``StallTimeout`` and ``FirstTokenTimeout``
-also derive from the builtin :class:`TimeoutError`, so ``except TimeoutError``
-catches every timeout. Time spent waiting for a pool slot or connecting is never
-reported as a stall: the server had not received the request yet.
+What the default ``RetryPolicy`` does with a stream's failure (``core/_retry.py``):
+
+============================================  ===========================================
+failure                                       retried?
+============================================  ===========================================
+``TransportError`` (all three), an empty      yes, with full-jitter exponential backoff
+response, ``FirstTokenTimeout``, HTTP 408,
+409, 500, 502, 503, 504, ``InBandError``
+before any token (unless its ``code`` is a
+4xx)
+``RemoteDisconnected``, ``StallTimeout``,     yes before the first token; after one, only
+``RequestAborted``, a body cut short          with ``resume=True``, which continues a
+                                              greedy or seeded stream from the tokens
+                                              received
+``RateLimitError`` (429), a 503 with          yes, waiting as the server asked (up to a
+``Retry-After``                               cap), with more attempts
+any other HTTP status (400, 401, 403, 404,    never (an ``x-should-retry: true|false``
+422, ...), any other ``ProtocolError``,       header on an HTTP error overrides its
+``TotalTimeout``, a token delivered           status)
+``InvalidRequest``, ``UsageError``,           never (raised before any request)
+cancellation
+============================================  ===========================================
+
+``ConnectTimeout``, ``PoolTimeout``, ``StallTimeout``, ``FirstTokenTimeout`` and
+``TotalTimeout`` also derive from the builtin :class:`TimeoutError`, so ``except
+TimeoutError`` catches every timeout. Time spent waiting for a pool slot or
+connecting is never reported as a stall: the server had not received the request
+yet.
+
+Retries happen before the first token reaches the caller; after one, a stream
+is only continued when resume is on (``RetryPolicy(resume=True)``). The
+exception a stream finally ends with carries every attempt (``exc.attempts``,
+also on the ``Error`` event) and its message says how many there were and how
+long the backoff waited. HTTP errors carry the response headers and the
+``Retry-After`` the server asked for (``exc.headers``, ``exc.retry_after``).
 
 Every message says what happened, to which URL and request ID, and what to do
-about it. When a stream fails and the failed request was saved for replay, the
-error's ``saved_to`` names the file (and a note says so).
+about it. URLs are shown without credentials: a ``user:password@`` in the base
+URL becomes an ``Authorization`` header and never appears in a message. When a
+stream finally fails (after its retries) and the failed request was saved for
+replay, the error's ``saved_to`` names the file (and a note says so).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ._statistics import StreamStatistics
+from ._statistics import Attempt, StreamStatistics
 
 __all__ = [
     "APIError",
@@ -83,10 +120,12 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "RemoteDisconnected",
+    "RequestAborted",
     "StallTimeout",
     "StreamError",
     "TokenizerNotFoundError",
     "TokstreamError",
+    "TotalTimeout",
     "TransportError",
     "UnknownTokenError",
     "UnprocessableEntityError",
@@ -102,9 +141,14 @@ class TokstreamError(Exception):
         url: The URL the request went to, if any.
         request_id: The request ID (``X-Request-Id`` sent, or the server's), if any.
         diagnostics: The stream's counters when it failed, if a stream was running.
+        attempts: Every attempt of the request, the last one included, when a
+            stream ended with this error (empty otherwise); see
+            :class:`~tokstream.Attempt`.
         saved_to: Where the failed request was saved for replay
             (``tokstream replay FILE``), if it was.
     """
+
+    attempts: tuple[Attempt, ...] = ()
 
     def __init__(
         self,
@@ -247,12 +291,30 @@ class ProtocolError(StreamError):
     """The server sent bytes that are not a valid SSE / vLLM completion stream."""
 
 
+class RequestAborted(StreamError):
+    """The server aborted the request: HTTP 200, ``finish_reason: "abort"``, then ``[DONE]``.
+
+    vLLM aborts running requests when it shuts down or pauses generation (RL
+    trainers pause it to load new weights). The tokens that arrived are on the
+    ``Error`` event; with ``RetryPolicy(resume=True)`` the stream is continued
+    from them.
+    """
+
+
 class StallTimeout(StreamError, builtins.TimeoutError):
     """No bytes arrived for longer than the stall (chunk) timeout."""
 
 
 class FirstTokenTimeout(StreamError, builtins.TimeoutError):
     """No token arrived within the time-to-first-token timeout."""
+
+
+class TotalTimeout(StreamError, builtins.TimeoutError):
+    """The stream, retries and backoff included, outlived ``Timeouts.total``.
+
+    Never retried: ``total`` is the whole budget. The tokens that arrived are
+    on the ``Error`` event.
+    """
 
 
 class APIError(TokstreamError):
@@ -290,6 +352,10 @@ class HTTPStatusError(APIError):
     Attributes:
         status_code: The HTTP status.
         body_preview: The start of the response body, decoded leniently.
+        headers: The response headers, by lower-case name.
+        retry_after: Seconds the server asked the client to wait before trying
+            again (``Retry-After`` in seconds or as an HTTP date, or
+            ``retry-after-ms``), else ``None``.
     """
 
     def __init__(
@@ -305,6 +371,8 @@ class HTTPStatusError(APIError):
         url: str | None = None,
         request_id: str | None = None,
         diagnostics: StreamStatistics | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -318,6 +386,8 @@ class HTTPStatusError(APIError):
         )
         self.status_code = status_code
         self.body_preview = body_preview
+        self.headers: dict[str, str] = dict(headers or {})
+        self.retry_after = retry_after
 
 
 class BadRequestError(HTTPStatusError):
@@ -341,11 +411,11 @@ class UnprocessableEntityError(HTTPStatusError):
 
 
 class RateLimitError(HTTPStatusError):
-    """HTTP 429."""
+    """HTTP 429: slow down; ``retry_after`` says how long the server asked to wait."""
 
 
 class InternalServerError(HTTPStatusError):
-    """HTTP >= 500."""
+    """HTTP >= 500 (a 503 may carry ``retry_after``)."""
 
 
 class InBandError(APIError):

@@ -4,14 +4,46 @@
 every stream event and error carries as its diagnostics;
 :class:`ClientStatistics` is what ``Client.statistics()`` returns. Data only, no
 I/O; it sits below both the events and the error tree, so neither imports the
-other for it.
+other for it. :class:`Attempt` (one try of a request, as the retry policy saw it)
+lives here for the same reason: the ``Error``/``Done`` events and the final
+exception both carry them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ClientStatistics", "PoolStatistics", "StreamStatistics"]
+__all__ = ["Attempt", "ClientStatistics", "PoolStatistics", "StreamStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a request: what it delivered, and how it ended.
+
+    A stream that was retried or resumed carries one per attempt, in order, on
+    its terminal event (``Error.attempts``, ``Done.attempts``) and on the final
+    exception (``exc.attempts``).
+
+    Attributes:
+        number: 1 for the first attempt, then 2, 3, ...
+        error: The exception's class name (``"ConnectError"``, ``"RateLimitError"``),
+            or ``None`` for the attempt that succeeded.
+        message: The exception's message (``""`` for success).
+        status: The HTTP status of an HTTP error, else ``None``.
+        waited: Seconds of backoff slept before this attempt (0 for the first).
+        tokens: Token IDs this attempt delivered (a resumed stream's continuation
+            counts only its own).
+        retry_after: Seconds the server asked to wait (``Retry-After``,
+            ``retry-after-ms``), if it did.
+    """
+
+    number: int
+    error: str | None
+    message: str = ""
+    status: int | None = None
+    waited: float = 0.0
+    tokens: int = 0
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +55,8 @@ class StreamStatistics:
         chunks: Network reads that delivered body bytes.
         sse_lines: SSE lines parsed (data, comments, fields and blank lines).
         sse_events: SSE events dispatched.
-        parse_errors: ``data:`` payloads that were not valid JSON (skipped).
+        parse_errors: ``data:`` payloads that were not valid JSON (the first
+            one ends the stream with ``ProtocolError``: tokens may be missing).
         parse_error_previews: The first few of those payloads, truncated.
         tokens: Token IDs delivered.
         time_to_first_token: Seconds from sending the request to the first
@@ -31,6 +64,9 @@ class StreamStatistics:
         elapsed: Seconds since the stream was entered, waiting for a connection
             included (to the end, once ended).
         buffer_preview: The tail of undecoded bytes, for diagnostics.
+        attempts: Attempts made so far (1 unless the stream was retried or
+            resumed; see ``RetryPolicy``).
+        retry_wait: Seconds slept in backoff between attempts.
     """
 
     bytes_received: int = 0
@@ -43,6 +79,8 @@ class StreamStatistics:
     time_to_first_token: float | None = None
     elapsed: float = 0.0
     buffer_preview: str = ""
+    attempts: int = 1
+    retry_wait: float = 0.0
 
     def describe(self) -> str:
         """Return a one-line human summary, as used in error messages."""
@@ -57,6 +95,9 @@ class StreamStatistics:
             f"ttft={ttft}",
             f"elapsed={self.elapsed:.3f}s",
         ]
+        if self.attempts > 1:
+            parts.append(f"attempts={self.attempts}")
+            parts.append(f"retry_wait={self.retry_wait:.3f}s")
         if self.parse_error_previews:
             parts.append(f"first_bad_payloads={list(self.parse_error_previews)!r}")
         parts.append(f"buffer={self.buffer_preview!r}")
@@ -109,6 +150,10 @@ class ClientStatistics:
         streams_failed: Streams that ended with ``Error``.
         streams_abandoned: Streams closed or cancelled before their last event.
         tokens: Token IDs received over all streams.
+        retries: Attempts beyond each stream's first (``RetryPolicy``), over
+            all streams, resumes included.
+        resumes: Streams continued after a drop (``RetryPolicy(resume=True)``),
+            counted once per splice.
         pool: The stream transport's connection pool counters (``"trio"``
             transport), or ``None`` (``"httpx"``, whose pool is not counted).
     """
@@ -118,4 +163,6 @@ class ClientStatistics:
     streams_failed: int = 0
     streams_abandoned: int = 0
     tokens: int = 0
+    retries: int = 0
+    resumes: int = 0
     pool: PoolStatistics | None = field(default=None, compare=False)

@@ -49,7 +49,6 @@ __all__ = [
     "FailedRequest",
     "SavedAttempt",
     "SavedError",
-    "attempts_of",
     "read_summary",
 ]
 
@@ -99,6 +98,7 @@ class SavedAttempt:
         status: Its HTTP status, if any.
         waited: Seconds waited before this attempt.
         tokens: Token IDs received in this attempt.
+        retry_after: The wait the server asked for after it, if it did.
     """
 
     number: int
@@ -107,6 +107,7 @@ class SavedAttempt:
     status: int | None = None
     waited: float = 0.0
     tokens: int = 0
+    retry_after: float | None = None
 
 
 class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -376,21 +377,12 @@ def _saved_error(exc: TokstreamError, clean: Scrubber) -> SavedError:
     )
 
 
-def attempts_of(event: Error) -> tuple[Any, ...]:
-    """The attempts a terminal ``Error`` carries (retries), read defensively.
-
-    Retries put an ``attempts`` tuple on the ``Error`` (and on its exception);
-    an event without one had a single attempt.
-    """
-    attempts = getattr(event, "attempts", None) or getattr(event.error, "attempts", None)
-    return tuple(attempts or ())
-
-
 def _saved_attempts(event: Error, clean: Scrubber) -> tuple[SavedAttempt, ...]:
-    attempts = attempts_of(event)
-    if not attempts:
-        exc = event.error
+    """Every attempt of the stream (``Error.attempts``), or the one the event says."""
+    exc = event.error
+    if not event.attempts:
         status = getattr(exc, "status_code", None)
+        retry_after = getattr(exc, "retry_after", None)
         return (
             SavedAttempt(
                 number=1,
@@ -398,26 +390,21 @@ def _saved_attempts(event: Error, clean: Scrubber) -> tuple[SavedAttempt, ...]:
                 message=clean(str(exc)),
                 status=status if isinstance(status, int) else None,
                 tokens=int(event.token_ids.size),
+                retry_after=float(retry_after) if isinstance(retry_after, (int, float)) else None,
             ),
         )
-    saved = []
-    for i, attempt in enumerate(attempts, 1):
-        error = getattr(attempt, "error", "")
-        status = getattr(attempt, "status", None)
-        waited = getattr(attempt, "waited", 0.0)
-        tokens = getattr(attempt, "tokens", 0)
-        number = getattr(attempt, "number", i)
-        saved.append(
-            SavedAttempt(
-                number=number if isinstance(number, int) else i,
-                error=error if isinstance(error, str) else type(error).__name__,
-                message=clean(str(getattr(attempt, "message", ""))),
-                status=status if isinstance(status, int) else None,
-                waited=float(waited) if isinstance(waited, (int, float)) else 0.0,
-                tokens=tokens if isinstance(tokens, int) else 0,
-            )
+    return tuple(
+        SavedAttempt(
+            number=a.number,
+            error=a.error or "",
+            message=clean(a.message),
+            status=a.status,
+            waited=a.waited,
+            tokens=a.tokens,
+            retry_after=a.retry_after,
         )
-    return tuple(saved)
+        for a in event.attempts
+    )
 
 
 def _readonly(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -8,6 +8,7 @@ URL's userinfo and password, header values named like credentials);
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -68,12 +69,20 @@ class Scrubber:
         return value
 
 
+# A URL's userinfo (``//user:password@``), for URLs urlsplit refuses.
+_USERINFO = re.compile(r"//[^/?#\s]*@")
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any userinfo (``user:password@``) replaced by ``***@``."""
+    """Return ``url`` with any userinfo (``user:password@``) replaced by ``***@``.
+
+    Also for a URL that does not parse (a bad port, a broken IPv6 host): it is
+    shown in the message that refuses it.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return _USERINFO.sub(f"//{REDACTED}@", url)
     if "@" not in parts.netloc:
         return url
     host = parts.netloc.rpartition("@")[2]

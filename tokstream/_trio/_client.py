@@ -26,12 +26,13 @@ stream.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 import trio
@@ -39,11 +40,12 @@ import trio
 from .._events import Done, Error
 from .._exceptions import ClientClosedError, InvalidRequest, ProtocolError, TransportError
 from .._failed import FailedRequest, FailedRequestStore, recorder_for
-from .._failed._secrets import client_secrets
+from .._failed._secrets import client_secrets, redact_url
 from .._statistics import ClientStatistics
 from ..core._http11 import check_header
 from ..core._http_errors import http_status_error
 from ..core._request import CompletionRequest, check_session_id
+from ..core._retry import NO_RETRY, RetryPolicy
 from ..core._sse import DEFAULT_MAX_EVENT_SIZE
 from ..core._wire import ModelList
 from ._channel import EventChannel
@@ -57,7 +59,14 @@ if TYPE_CHECKING:
 
     from ._httpx import HttpxTransport
 
-__all__ = ["TRANSPORTS", "Client", "ClientStatistics", "Limits", "ModelInfo", "Timeouts"]
+__all__ = [
+    "TRANSPORTS",
+    "Client",
+    "ClientStatistics",
+    "Limits",
+    "ModelInfo",
+    "Timeouts",
+]
 
 TRANSPORTS: Final = ("trio", "httpx")
 """The stream transports a :class:`Client` can select by name (``transport=``)."""
@@ -73,18 +82,41 @@ class ModelInfo:
     max_model_len: int | None = None
 
 
-def _check_base_url(base_url: object) -> None:
+class _ClientDefault:
+    """The ``retry=`` default of a stream: its client's policy."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the client's RetryPolicy>"
+
+
+CLIENT_DEFAULT: Final = _ClientDefault()
+
+
+def _check_base_url(base_url: object) -> tuple[str, str | None]:
+    """Return the base URL without userinfo, and the ``Basic`` credentials it carried."""
+    shown = redact_url(base_url) if isinstance(base_url, str) else base_url
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise InvalidRequest("base_url", base_url, "must be an http:// or https:// URL")
+        raise InvalidRequest("base_url", shown, "must be an http:// or https:// URL")
     if not base_url.isascii() or not base_url.isprintable() or " " in base_url:
-        raise InvalidRequest("base_url", base_url, "must be printable ASCII without spaces")
+        raise InvalidRequest("base_url", shown, "must be printable ASCII without spaces")
     try:
         url = urlsplit(base_url)
         url.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise InvalidRequest("base_url", base_url, f"is not a valid URL ({exc})") from None
+        raise InvalidRequest(
+            "base_url", shown, f"is not a valid URL ({redact_url(str(exc))})"
+        ) from None
     if not url.hostname:
-        raise InvalidRequest("base_url", base_url, "has no host")
+        raise InvalidRequest("base_url", shown, "has no host")
+    if url.username is None and url.password is None:
+        return base_url, None
+    # Credentials travel in a header, never in the URL that messages, reprs and
+    # httpx's log line show.
+    userinfo = f"{unquote(url.username or '')}:{unquote(url.password or '')}"
+    basic = "Basic " + base64.b64encode(userinfo.encode()).decode("ascii")
+    return urlunsplit(url._replace(netloc=url.netloc.rpartition("@")[2])), basic
 
 
 def _check_api_key(api_key: object) -> None:
@@ -116,11 +148,18 @@ class Client(trio.abc.AsyncResource):
         base_url: The OpenAI-style base including ``/v1``, e.g.
             ``http://127.0.0.1:8000/v1``. A trailing slash is tolerated.
             Streams go to ``{base_url}/completions``; ``health()`` uses the
-            server root (``base_url`` without ``/v1``).
+            server root (``base_url`` without ``/v1``). Credentials in it
+            (``http://user:password@host/v1``) are sent as ``Authorization:
+            Basic`` (unless ``api_key`` or an ``authorization`` header is
+            given) and removed from the URL, so that no message, repr or log
+            line shows them.
         model: The default served model name for requests.
         api_key: Sent as ``Authorization: Bearer ...``. Never logged or saved.
         timeouts: See :class:`Timeouts`.
         limits: See :class:`Limits`.
+        retry: The :class:`RetryPolicy` of every stream (each stream can
+            override it): transient failures before the first token are
+            retried with jittered backoff by default; ``None`` never retries.
         vocab_size: If given, prompt IDs ``>= vocab_size`` are rejected
             locally.
         max_event_size: The largest SSE event accepted (default 4 MiB).
@@ -179,14 +218,22 @@ class Client(trio.abc.AsyncResource):
         replica_header: str | None = DEFAULT_REPLICA_HEADER,
         transport: str | httpx.AsyncBaseTransport | None = None,
         failed_requests: FailedRequestStore | str | os.PathLike[str] | Literal[False] | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, immutable
     ) -> None:
-        _check_base_url(base_url)
+        given_url = base_url
+        base_url, basic = _check_base_url(base_url)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidRequest("retry", retry, "must be a tokstream.RetryPolicy or None")
+        self._retry = retry if retry is not None else NO_RETRY
         if api_key is not None:
             _check_api_key(api_key)
         if not isinstance(model, str) or not model:
             raise InvalidRequest("model", model, "must be a non-empty string")
         name, http_transport = _check_transport(transport)
-        recorder = recorder_for(failed_requests, client_secrets(base_url, api_key, headers))
+        secrets = client_secrets(given_url, api_key, headers)
+        if basic is not None:
+            secrets = (*secrets, basic.partition(" ")[2])
+        recorder = recorder_for(failed_requests, secrets)
         self._base_url = base_url.rstrip("/")
         self._root_url = self._base_url[:-3] if self._base_url.endswith("/v1") else self._base_url
         self._limits = limits or Limits()
@@ -214,6 +261,8 @@ class Client(trio.abc.AsyncResource):
         self._session_id = session_id
         if api_key:
             all_headers["authorization"] = f"Bearer {api_key}"
+        if basic is not None and "authorization" not in all_headers:
+            all_headers["authorization"] = basic
         self._headers = all_headers
         self._http_transport = http_transport
         self._http: HttpxTransport | None = None  # built on first use (GETs, or streams)
@@ -264,6 +313,11 @@ class Client(trio.abc.AsyncResource):
     def timeouts(self) -> Timeouts:
         """The client's :class:`Timeouts`."""
         return self._config.timeouts
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The streams' default :class:`RetryPolicy` (one attempt if built with ``retry=None``)."""
+        return self._retry
 
     @property
     def limits(self) -> Limits:
@@ -319,35 +373,58 @@ class Client(trio.abc.AsyncResource):
 
     # -- streams ------------------------------------------------------------
 
-    def stream(self, request: object, /, **fields: Any) -> EventStream:
+    def stream(
+        self,
+        request: object,
+        /,
+        *,
+        # Typed ``object`` so that ``**fields: object`` call sites type-check;
+        # checked at run time (InvalidRequest).
+        retry: object = CLIENT_DEFAULT,
+        resume: object = None,
+        **fields: Any,
+    ) -> EventStream:
         """Prepare a token stream; ``async with`` it to send and iterate events.
 
         Args:
             request: A :class:`CompletionRequest`, or the prompt token IDs (a
                 numpy integer array or a sequence of ints).
+            retry: This stream's :class:`RetryPolicy` or ``None`` (default:
+                the client's policy; ``None``: one attempt).
+            resume: A bool or ``None``: continue the stream from the tokens
+                received if it drops (``True``; greedy or seeded sampling
+                only, see :class:`RetryPolicy`), or never (``False``); default
+                (``None``): the policy's ``resume``. ``True`` with
+                ``retry=None`` uses the default policy's attempts.
             **fields: :class:`CompletionRequest` fields (``max_tokens``,
                 ``temperature``, ``priority``, ``extra_body``, ...), overriding
                 those of ``request``.
 
         Returns:
             An :class:`EventStream`. ``async with`` it, then iterate it: it
-            yields ``Token`` events and then exactly one ``Done`` or ``Error``.
-            Leaving the ``async with`` early, or cancellation, closes the
-            response and vLLM aborts the request. Iterating it without
-            ``async with`` raises ``UsageError``.
+            yields ``Token`` events and then exactly one ``Done`` or ``Error``,
+            after every retry or resume the policy allows (``Done.attempts``,
+            ``Error.attempts`` say what happened). Leaving the ``async with``
+            early, or cancellation, closes the response and vLLM aborts the
+            request. Iterating it without ``async with`` raises ``UsageError``.
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
             ClientClosedError: The client was closed.
         """
         self._check_open()
+        policy = self._policy(retry, resume)
         req = CompletionRequest.build(request, **fields)
         if req.session_id is None and self._session_id is not None:
             req = dataclasses.replace(req, session_id=self._session_id)
         if self.vocab_size is not None:
             req.check_vocab(self.vocab_size)
         return EventStream._create(
-            req, config=self._config, transport=self._transport, counters=self._counters
+            req,
+            config=self._config,
+            transport=self._transport,
+            counters=self._counters,
+            retry=policy,
         )
 
     def start_stream(
@@ -367,7 +444,11 @@ class Client(trio.abc.AsyncResource):
 
         To stop a stream at once, cancel ``nursery`` (or a cancel scope around
         the code that owns it), or close the channel (``aclose()``): the
-        response closes immediately and vLLM aborts the request.
+        response closes immediately and vLLM aborts the request (during a
+        retry's backoff too).
+
+        ``**fields`` are :meth:`stream`'s: request fields, ``retry`` and
+        ``resume``.
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
@@ -409,6 +490,9 @@ class Client(trio.abc.AsyncResource):
 
     async def complete(self, request: object, /, **fields: Any) -> Done:
         """Stream a request to the end and return its ``Done``.
+
+        ``**fields`` are :meth:`stream`'s: request fields, ``retry`` and
+        ``resume``.
 
         Raises:
             InvalidRequest: Bad input, found before any I/O.
@@ -483,6 +567,25 @@ class Client(trio.abc.AsyncResource):
                 transport=self._http_transport,
             )
         return self._http
+
+    def _policy(self, retry: object, resume: object) -> RetryPolicy:
+        if isinstance(retry, _ClientDefault):
+            policy = self._retry
+        elif retry is None:
+            policy = NO_RETRY
+        elif isinstance(retry, RetryPolicy):
+            policy = retry
+        else:
+            raise InvalidRequest("retry", retry, "must be a tokstream.RetryPolicy or None")
+        if resume is not None and not isinstance(resume, bool):
+            raise InvalidRequest("resume", resume, "must be bool or None")
+        if resume is None or resume == policy.resume:
+            return policy
+        if not resume:
+            return dataclasses.replace(policy, resume=False, resume_unseeded=False)
+        if policy.attempts == 1:
+            policy = RetryPolicy()
+        return dataclasses.replace(policy, resume=True)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -48,8 +48,16 @@ class Timeouts:
             request waits in its queue, so keep this above the longest
             expected queue wait. Waiting for a pool slot or a connection is
             not a stall: ``pool`` and ``connect`` bound those.
-        first_token: From sending the request to the first token ID.
+        first_token: From sending the request to the first token ID (per
+            attempt: each retry gets its own).
         write: To send the request body.
+        total: The whole stream's budget, from entering it to its last event:
+            waiting for a connection, every attempt and every backoff
+            included (then ``TotalTimeout``, never retried). Off by default.
+            Where ``stall`` bounds a silence and ``first_token`` the wait for
+            the first token, ``total`` also ends a stream that is never
+            silent but never finishes: a server dripping a byte every half
+            second, or sending only keep-alive comments.
     """
 
     connect: float | None = 10.0
@@ -57,9 +65,10 @@ class Timeouts:
     first_token: float | None = None
     write: float | None = 60.0
     pool: float | None = None
+    total: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("connect", "stall", "first_token", "write", "pool"):
+        for name in ("connect", "stall", "first_token", "write", "pool", "total"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool)
@@ -119,9 +128,9 @@ class StreamConfig:
     Attributes:
         url: The completions URL the stream posts to.
         model: The served model name written into each request body.
-        timeouts: The client's timeouts. The stream loop enforces ``stall``
-            and ``first_token``; ``connect``, ``write`` and ``pool`` are the
-            transport's.
+        timeouts: The client's timeouts. The stream loop enforces ``stall``,
+            ``first_token`` and ``total``; ``connect``, ``write`` and ``pool``
+            are the transport's.
         max_event_size: The largest SSE event accepted.
         failed_requests: Saves the request when the stream finally fails
             (``None``: saving is off).

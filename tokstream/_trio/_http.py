@@ -175,6 +175,8 @@ class TrioResponse:
             body = self._feed(buffered)
             if body:
                 return body
+        if reader.error is not None:  # the read before returned the body ahead of it
+            raise _located(reader.error, self._request)
         conn = self._conn
         size = self._read_size
         while not reader.done:

@@ -1,4 +1,4 @@
-"""One token stream: the loop between a transport and the decoder.
+"""One token stream: the loop between a transport and the decoder, with retries and resume.
 
 :class:`EventStream` is what ``Client.stream()`` returns. Each network read is
 pushed into the sans-IO :class:`~tokstream.core.StreamDecoder` and its events
@@ -7,32 +7,52 @@ operation. ``pump`` runs a stream in its own task for the nursery-explicit
 form (``Client.start_stream``) and puts each read's events into an
 :class:`~._channel.EventChannel` at once.
 
-Deadlines (``stall``, ``first_token``) are the loop's policy. Iterating
-``stream()`` passes each read its deadline; the transport needs a cancel scope
-only for a read that must wait. ``pump`` keeps **one cancel scope per stream**
-when the transport's reads are cancel-safe: its deadline is set when the scope
-opens and not moved per read; if it passes while the stream is still alive
-(a long stream outlived it, or the consumer held the task up), the scope is
-reopened with the deadline of the read in progress, so a read times out
-exactly ``stall`` seconds after it began.
+Theory of operation:
 
-After ``Done`` the loop reads the few bytes left of the body (vLLM's chunked
-terminator), bounded in time and size, so that the connection goes back to the
-pool for the next request instead of being closed.
+* **Attempts.** Entering sends the first attempt. An attempt that fails (no
+  response, an HTTP error, a broken or stalled read, a terminal ``Error`` from
+  the decoder) does not end the stream at once: it is parked as the stream's
+  *failure*, and the next step of the loop (``_fill`` or ``pump``) hands it to
+  the :class:`~tokstream.core._retry.AttemptLog`, which records it and asks the
+  :class:`~tokstream.RetryPolicy`. A retry releases the response, sleeps the
+  backoff (cancellable, and inside the channel's scope in the nursery form),
+  restarts the decoder and sends the next attempt. A resume does the same with
+  the continuation request (prompt plus the IDs received); the decoder appends
+  its tokens to the same stream. Otherwise :meth:`EventStream._final_error`
+  produces the stream's one terminal ``Error``. Tokens of a failing read are
+  handed out before any backoff starts.
+* **The per-token path is untouched**: retries are decided only when an attempt
+  ends, so a read costs what it did without them.
+* **Deadlines** (``stall``, ``first_token``, ``total``) are the loop's policy.
+  Iterating ``stream()`` passes each read its deadline; the transport needs a
+  cancel scope only for a read that must wait. ``pump`` keeps **one cancel
+  scope per stream** when the transport's reads are cancel-safe: its deadline is
+  set when the scope opens and not moved per read; if it passes while the
+  stream is still alive (a long stream outlived it, or the consumer held the
+  task up), the scope is reopened with the deadline of the read in progress,
+  so a read times out exactly ``stall`` seconds after it began. ``first_token``
+  counts per attempt from when its request was written; ``total`` counts from
+  entering the stream, over every attempt and backoff.
+* After ``Done`` the loop reads the few bytes left of the body (vLLM's chunked
+  terminator), bounded in time and size, so that the connection goes back to
+  the pool for the next request instead of being closed.
 
 A stream gets everything it needs explicitly: its :class:`StreamConfig`, a
 :class:`~tokstream._trio._transport.StreamTransport` (it never imports httpx,
-and never its client) and the client's :class:`StreamCounters`.
+and never its client), the client's :class:`StreamCounters` and its
+:class:`~tokstream.RetryPolicy`.
 
 Runtime failures become the terminal ``Error`` event; cancellation closes the
-response at once (shielded, bounded in time) and propagates. Misuse (iterating
-without ``async with``, entering twice, a closed client) raises.
+response at once (shielded, bounded in time) and propagates, during a backoff
+too. Misuse (iterating without ``async with``, entering twice, a closed
+client) raises.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections import deque
 from typing import Final
 
@@ -41,16 +61,19 @@ import trio
 from .._events import Done, Error, Event, StreamStatistics
 from .._exceptions import (
     FirstTokenTimeout,
+    ProtocolError,
     StallTimeout,
     StreamError,
     TokstreamError,
+    TotalTimeout,
     TransportError,
     UsageError,
 )
-from .._statistics import ClientStatistics
-from ..core._decoder import StreamDecoder, with_timing
-from ..core._http_errors import ERROR_BODY_LIMIT, http_status_error
+from .._statistics import Attempt, ClientStatistics
+from ..core._decoder import StreamDecoder
+from ..core._http_errors import ERROR_BODY_LIMIT, body_preview, http_status_error
 from ..core._request import CompletionRequest
+from ..core._retry import NO_RETRY, AttemptLog, RetryPolicy
 from ._channel import EventChannel
 from ._config import StreamConfig
 from ._transport import StreamRequest, StreamResponse, StreamTransport, close_scope
@@ -73,7 +96,7 @@ _NOT_ENTERED: Final = (
 class StreamCounters:
     """A client's stream counters; its streams update them as they start and end."""
 
-    __slots__ = ("abandoned", "failed", "finished", "open", "tokens")
+    __slots__ = ("abandoned", "failed", "finished", "open", "resumes", "retries", "tokens")
 
     def __init__(self) -> None:
         self.open = 0
@@ -81,6 +104,8 @@ class StreamCounters:
         self.failed = 0
         self.abandoned = 0
         self.tokens = 0
+        self.retries = 0
+        self.resumes = 0
 
     def started(self) -> None:
         """Count a stream that is being opened."""
@@ -99,7 +124,15 @@ class StreamCounters:
 
     def snapshot(self) -> ClientStatistics:
         """Return a frozen copy of the counters."""
-        return ClientStatistics(self.open, self.finished, self.failed, self.abandoned, self.tokens)
+        return ClientStatistics(
+            self.open,
+            self.finished,
+            self.failed,
+            self.abandoned,
+            self.tokens,
+            self.retries,
+            self.resumes,
+        )
 
 
 class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
@@ -108,15 +141,21 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
     ``async with client.stream(...) as events: async for ev in events:`` yields
     ``Token`` events and then exactly one ``Done`` or ``Error``; iteration ends
     after it. Entering sends the request; failures to connect or HTTP errors
-    become that ``Error`` event rather than exceptions. Leaving the block (or
-    cancellation) closes the response at once.
+    become that ``Error`` event rather than exceptions. Transient failures
+    before the first token are retried as the stream's :class:`RetryPolicy`
+    says (while iterating: the backoff is awaited there), and with resume a
+    stream that drops is continued; the caller sees one unbroken sequence of
+    tokens either way. Leaving the block (or cancellation) closes the response
+    at once.
 
     Only ``Client.stream()`` builds one (there is no public constructor).
 
     Attributes:
-        request: The request as sent.
+        request: The request as sent (the first attempt's; a resume sends the
+            prompt plus the IDs received).
         url: The URL it goes to.
         request_id: The request ID sent, or else the server's (once known).
+        retry: The stream's retry policy.
     """
 
     def __init__(
@@ -126,10 +165,12 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         config: StreamConfig,
         transport: StreamTransport,
         counters: StreamCounters,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         self.request = request
         self.url = config.url
         self.request_id = request.request_id
+        self.retry = retry
         self._model = config.model
         self._failed_requests = config.failed_requests
         self._replica_header = config.replica_header
@@ -139,14 +180,18 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self._decoder = StreamDecoder(
             max_event_size=config.max_event_size, url=self.url, request_id=request.request_id
         )
+        self._log = AttemptLog(retry, request)
         self._pending: deque[Event] = deque()
         self._response: StreamResponse | None = None
+        # An attempt's failure, waiting for the policy: (error, whether the body ended cleanly).
+        self._failure: tuple[TokstreamError, bool] | None = None
         self._entered = False
         self._ended = False  # the terminal event was produced
         self._closed = False
         self._drain = False  # ended with Done before the body's end: read it for reuse
         self._t0 = 0.0
         self._t_sent = 0.0
+        self._t_total = math.inf  # the Timeouts.total deadline
         self._t_end: float | None = None
         self._ttft: float | None = None
 
@@ -160,7 +205,8 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
 
         Returns:
             This stream. A failure to get a response, an HTTP error status or
-            a timeout becomes its one ``Error`` event, not an exception.
+            a timeout becomes its one ``Error`` event (after the retries its
+            policy allows, which iterating it runs), not an exception.
 
         Raises:
             UsageError: The stream was entered before.
@@ -173,8 +219,11 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             )
         self._entered = True
         self._counters.started()
+        self._t0 = trio.current_time()
+        if self._timeouts.total is not None:
+            self._t_total = self._t0 + self._timeouts.total
         try:
-            await self._open()
+            self._failure = await self._attempt()
         except BaseException:
             # Cancelled while connecting or reading an error body: release the
             # connection and the open-stream count before trio.Cancelled goes on.
@@ -221,23 +270,32 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         return pending.popleft()
 
     def statistics(self) -> StreamStatistics:
-        """Return a frozen snapshot of this stream's counters."""
+        """Return a frozen snapshot of this stream's counters, attempts included."""
         end = self._t_end if self._t_end is not None else trio.current_time()
         return dataclasses.replace(
             self._decoder.statistics(),
             time_to_first_token=self._ttft,
             elapsed=end - self._t0 if self._entered else 0.0,
+            attempts=self._log.number,
+            retry_wait=self._log.waited,
         )
 
-    # -- internals ----------------------------------------------------------
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        """The attempts that failed so far (a retried stream's history), in order."""
+        return tuple(self._log.records)
+
+    # -- internals: one attempt ---------------------------------------------
 
     def _deadline(self, since: float | None = None) -> float:
-        """The read deadline: ``stall`` after ``since`` (now), capped by ``first_token``."""
+        """The read deadline: ``stall`` from ``since`` (now), capped by first_token and total."""
         timeouts = self._timeouts
-        deadline = math.inf
+        deadline = self._t_total
         if timeouts.stall is not None:
-            deadline = (trio.current_time() if since is None else since) + timeouts.stall
-        if timeouts.first_token is not None and self._decoder.tokens == 0:
+            deadline = min(
+                deadline, (trio.current_time() if since is None else since) + timeouts.stall
+            )
+        if timeouts.first_token is not None and self._decoder.attempt_tokens == 0:
             deadline = min(deadline, self._t_sent + timeouts.first_token)
         return deadline
 
@@ -248,26 +306,31 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             math.inf if timeouts.first_token is None else timeouts.first_token,
         )
 
-    async def _open(self) -> None:
-        self._t0 = trio.current_time()
+    def _request_body(self) -> bytes:
+        """This attempt's body: the request, or its continuation after the IDs received."""
+        if not self._decoder.tokens:
+            return self.request.encode(self._model)
+        return self._log.next_request(self._decoder.received_ids()).encode(self._model)
+
+    async def _attempt(self) -> tuple[TokstreamError, bool] | None:
+        """Send one attempt; return its failure, or ``None`` once a stream's body is open."""
         headers = [("content-type", "application/json")]
         if self.request_id:
             headers.append(("x-request-id", self.request_id))
         if self.request.session_id is not None:
             headers.append(("x-session-id", self.request.session_id))
-        request = StreamRequest(
-            self.url, self.request.encode(self._model), tuple(headers), self.request_id
-        )
+        request = StreamRequest(self.url, self._request_body(), tuple(headers), self.request_id)
         timeout = self._head_timeout()
         try:
-            response = await self._transport.open(request, timeout)
+            with trio.CancelScope(deadline=self._t_total) as scope:
+                response = await self._transport.open(request, timeout)
         except (TransportError, StreamError) as exc:
-            self._terminate(exc)
-            return
+            return exc, False
+        if scope.cancelled_caught:
+            return self._timeout_error("waiting for a connection or the response head"), False
         if response is None:
             self._t_sent = trio.current_time() - timeout
-            self._timed_out(scope_reason="waiting for response headers")
-            return
+            return self._timeout_error("waiting for response headers"), False
         self._t_sent = response.sent_at
         self._response = response
         if self._replica_header is not None:
@@ -276,10 +339,19 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         if server_id and not self.request_id:
             self.request_id = server_id
             self._decoder.request_id = server_id
-        if response.status >= 400:
-            await self._http_error(response)
+        status = response.status
+        content_type = response.headers.get("content-type")
+        self._decoder.response_info = f"HTTP {status}, content-type {content_type or '(none)'}"
+        if status >= 400:
+            return await self._http_error(response), False
+        if status >= 300 or (
+            content_type is not None and "text/event-stream" not in content_type.lower()
+        ):
+            return await self._not_a_stream(response, content_type), False
+        return None
 
-    async def _http_error(self, response: StreamResponse) -> None:
+    async def _read_body(self, response: StreamResponse) -> bytes:
+        """Read a short body (an error's), bounded in size and by the read deadline."""
         body = bytearray()
         deadline = self._deadline()
         try:
@@ -290,43 +362,94 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                 body += data
         except StreamError:
             pass  # report the status with whatever body arrived
-        self._terminate(
-            http_status_error(
-                response.status,
-                bytes(body),
-                url=self.url,
-                request_id=response.headers.get("x-request-id") or self.request_id,
-            )
-        )
         await self._release()
+        return bytes(body)
+
+    async def _http_error(self, response: StreamResponse) -> TokstreamError:
+        headers = response.headers
+        body = await self._read_body(response)
+        return http_status_error(
+            response.status,
+            body,
+            url=self.url,
+            request_id=headers.get("x-request-id") or self.request_id,
+            headers=headers,
+            now=time.time(),
+        )
+
+    async def _not_a_stream(
+        self, response: StreamResponse, content_type: str | None
+    ) -> TokstreamError:
+        """A redirect, or a body that is not an event stream (a JSON completion, an HTML page)."""
+        status = response.status
+        location = response.headers.get("location")
+        body = await self._read_body(response)
+        where = f"{self.url} (request_id={self.request_id})" if self.request_id else self.url
+        preview = body_preview(body, 200)
+        if status >= 300:
+            what = f"a redirect (HTTP {status}) to {location!r}" if location else f"HTTP {status}"
+            hint = (
+                "tokstream does not follow redirects: point base_url at the server's /v1 "
+                "(an http:// URL answered by an https:// one, or a missing or extra path?)"
+            )
+        else:
+            what = f"HTTP {status} with content-type {content_type}, not text/event-stream"
+            hint = (
+                "is base_url a vLLM server's /v1, and did it see stream=true? (a JSON body is "
+                "a non-streamed answer or an error, an HTML page a proxy's or a web server's)"
+            )
+        return ProtocolError(
+            f"the answer from {where} is not a token stream: {what}; body ({len(body)} bytes): "
+            f"{preview!r}; {hint}",
+            url=self.url,
+            request_id=self.request_id,
+        )
+
+    # -- internals: reading -------------------------------------------------
 
     async def _fill(self) -> None:
-        response = self._response
-        assert response is not None  # entered, and not ended: the head arrived
         pending = self._pending
         while not pending and not self._ended:
+            if self._failure is not None:
+                await self._recover()
+                continue
+            response = self._response
+            assert response is not None  # entered, not ended, no failure: a body is open
             try:
                 data = await response.receive_some(self._deadline())
             except StreamError as exc:
-                self._terminate(exc)
-                break
+                pending.extend(self._broken(exc))
+                continue
             if data is None:
-                self._timed_out(scope_reason="waiting for the next bytes")
-                break
+                self._failure = self._timeout_error("waiting for the next bytes"), False
+                continue
             pending.extend(self._events_of(data))
         if self._ended and not self._closed:
             await self._release()
 
     def _events_of(self, data: bytes) -> list[Event]:
-        """Decode one read (``b""``: the end of the body); end the stream at its terminal event."""
+        """Decode one read (``b""``: the end of the body); park an attempt's failure."""
         decoder = self._decoder
         events = decoder.feed(data) if data else decoder.finish()
         if self._ttft is None and decoder.tokens:
             self._ttft = trio.current_time() - self._t_sent
         if decoder.finished:
-            self._drain = bool(data) and isinstance(events[-1], Done)
-            self._finish_events(events)
+            terminal = events[-1]
+            if isinstance(terminal, Error):
+                events.pop()  # the attempt failed; the policy decides what follows
+                self._failure = terminal.error, not data
+            else:
+                self._drain = bool(data)
+                self._finish_events(events)
         return events
+
+    def _broken(self, exc: StreamError) -> list[Event]:
+        """A read raised: the attempt failed, unless the stream had already finished."""
+        if self._decoder.finish_reason is not None:
+            # Every ID arrived (the finish chunk did); only usage or [DONE] was lost.
+            return self._events_of(b"")
+        self._failure = exc, False
+        return []
 
     async def _release(self) -> None:
         response, self._response = self._response, None
@@ -341,17 +464,20 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                 with close_scope():
                     await response.aclose()
 
-    def _timed_out(self, scope_reason: str) -> None:
-        self._terminate(self._timeout_error(scope_reason))
-
     def _timeout_error(self, scope_reason: str) -> TokstreamError:
         timeouts = self._timeouts
         now = trio.current_time()
         waited = now - self._t_sent
         stats = self.statistics().describe()
+        if now >= self._t_total:
+            return TotalTimeout(
+                f"the stream to {self.url} outlived total={timeouts.total}s ({scope_reason}; "
+                f"request_id={self.request_id}); raise Timeouts.total to allow longer streams; "
+                f"diagnostics: {stats}",
+            )
         if (
             timeouts.first_token is not None
-            and self._decoder.tokens == 0
+            and self._decoder.attempt_tokens == 0
             and now >= self._t_sent + timeouts.first_token
         ):
             return FirstTokenTimeout(
@@ -364,46 +490,120 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             f"or the request queued; raise Timeouts.stall to wait longer; diagnostics: {stats}",
         )
 
-    def _terminate(self, exc: TokstreamError) -> None:
-        events: list[Event] = [self._decoder.fail(exc)]
+    # -- internals: after an attempt ----------------------------------------
+
+    async def _recover(self) -> None:
+        """Handle the parked failure: retry or resume as the log decides, else end the stream.
+
+        The decision is the core's (``AttemptLog.failed``); this only releases
+        the response, sleeps the wait and sends the next attempt. Returns with
+        a new attempt's body open, or with the stream ended. Cancellation
+        (during the backoff too) propagates.
+        """
+        decoder = self._decoder
+        while self._failure is not None:
+            exc, body_ended = self._failure
+            self._failure = None
+            decision = self._log.failed(
+                exc,
+                tokens=decoder.attempt_tokens,
+                received=decoder.tokens,
+                empty=body_ended and decoder.attempt_bytes == 0,
+                cut_short=body_ended and decoder.ended_early,
+                time_left=self._t_total - trio.current_time(),
+            )
+            await self._release()
+            if not decision.retry:
+                self._final_error(exc, decision.reason)
+                return
+            await trio.sleep(decision.wait)
+            self._counters.retries += 1
+            if self._log.begin(decision, decoder.tokens):
+                self._counters.resumes += 1
+            decoder.restart()
+            self._failure = await self._attempt()
+
+    def _final_error(self, exc: TokstreamError, reason: str = "") -> None:
+        """End the stream with its one terminal ``Error``: the failure no retry could mend.
+
+        Every way a stream finally fails comes here once, after all attempts:
+        the exception gets every attempt (``exc.attempts``) and its message
+        says them; the ``Error`` event gets them too, with the IDs that
+        arrived, and is queued for the caller.
+        """
+        attempts = self._log.close(exc, reason)
+        error = self._decoder.fail(exc)
+        events: list[Event] = [dataclasses.replace(error, attempts=attempts)]
         self._finish_events(events)
         self._pending.extend(events)
 
     def _finish_events(self, events: list[Event]) -> None:
-        """Time-stamp the terminal event (last of ``events``, in place) and count the end."""
+        """Stamp the terminal event (last of ``events``, in place) and count the end."""
         self._t_end = trio.current_time()
         terminal = events[-1]
         assert isinstance(terminal, (Done, Error))
-        events[-1] = with_timing(terminal, self._t_end - self._t0, self._ttft)
-        if self._failed_requests is not None and isinstance(events[-1], Error):
-            events[-1] = self._save_failed(events[-1])
+        stats = dataclasses.replace(
+            terminal.diagnostics,
+            elapsed=self._t_end - self._t0,
+            time_to_first_token=self._ttft,
+            attempts=self._log.number,
+            retry_wait=self._log.waited,
+        )
+        if isinstance(terminal, Error):
+            terminal.error.diagnostics = stats
+            error = dataclasses.replace(terminal, diagnostics=stats)
+            if self._failed_requests is not None:
+                error = self._save_failed(error)
+            events[-1] = error
+        else:
+            events[-1] = dataclasses.replace(
+                terminal,
+                diagnostics=stats,
+                attempts=self._log.succeeded(self._decoder.attempt_tokens),
+                splices=tuple(self._log.splices),
+            )
         self._ended = True
         self._counters.ended(isinstance(terminal, Done), self._decoder.tokens)
 
     def _save_failed(self, event: Error) -> Error:
         """The failed-request store's hook: save this request, say where on the ``Error``.
 
-        Called once, with the stream's final ``Error`` (issue 10, section 4).
+        Called once, with the stream's final ``Error``: after every retry, with
+        every attempt on it (issue 10, section 4). The body saved is the
+        request as the caller made it (a resume's continuation is derived from
+        it and the IDs, which the record holds too).
         """
         assert self._failed_requests is not None
         return self._failed_requests.record(
             event, request=self.request, model=self._model, url=self.url, request_id=self.request_id
         )
 
+    # -- the nursery form ---------------------------------------------------
+
     async def _run_into(self, channel: EventChannel) -> None:
         """Move this entered stream's events into ``channel``, up to and with its last event."""
-        response = self._response
         last: list[Event] = []
-        if response is not None:
+        while not self._ended:
+            if self._failure is not None:
+                with trio.CancelScope() as scope:
+                    channel.attach(scope)
+                    await self._recover()
+                if channel.closed:
+                    return
+                continue
+            response = self._response
+            assert response is not None
             last = await self._read_into(channel, response)
-        if self._ended and not self._closed:
+            if channel.closed:
+                return
+        if not self._closed:
             await self._release()  # reads vLLM's terminator first: reuse before Done is out
         channel.put(last)
         channel.put(self._pending)
         self._pending.clear()
 
     async def _read_into(self, channel: EventChannel, response: StreamResponse) -> list[Event]:
-        """Read until the stream ends; return the last read's events (held for the release)."""
+        """Read until the attempt ends; return the last read's events if it was ``Done``'s."""
         lazy = response.cancel_safe
         reading_since: float | None = None  # when the read in progress began
         while not self._ended:
@@ -420,22 +620,25 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                             math.inf if lazy else self._deadline(reading_since)
                         )
                     except StreamError as exc:
-                        self._terminate(exc)
-                        return []
-                    reading_since = None
-                    if data is None:
-                        self._timed_out(scope_reason="waiting for the next bytes")
-                        return []
-                    events = self._events_of(data)
-                    if self._decoder.finished:
-                        return events
+                        events = self._broken(exc)
+                    else:
+                        reading_since = None
+                        if data is None:
+                            self._failure = self._timeout_error("waiting for the next bytes"), False
+                            return []
+                        events = self._events_of(data)
+                    if self._decoder.finished and self._failure is None:
+                        return events  # Done's: sent once the connection is released
                     channel.put(events)
+                    if self._failure is not None:
+                        return []
             if channel.closed:
                 return []
             # The scope's deadline passed. Time out only if the read in
             # progress is overdue; else reopen the scope with its deadline.
             if reading_since is not None and trio.current_time() >= self._deadline(reading_since):
-                self._timed_out(scope_reason="waiting for the next bytes")
+                self._failure = self._timeout_error("waiting for the next bytes"), False
+                return []
         return []
 
 

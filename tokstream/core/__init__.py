@@ -12,6 +12,8 @@ h11 can:
   ``Token`` / ``Done`` / ``Error`` events.
 * :class:`CompletionRequest`: the request's fields, validation and JSON body.
 * :func:`http_status_error`: an HTTP error response to the right exception.
+* :class:`RetryPolicy`: which failed attempts a stream retries, after what
+  backoff, and resume after a drop (the decisions; the shell does the waiting).
 * :mod:`tokstream.core.parser`: a reply's tokens to reasoning, content and tool
   calls (:class:`ResponseParser`).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 from ._decoder import StreamDecoder
 from ._http_errors import http_status_error
 from ._request import CompletionRequest, encode_token_ids
+from ._retry import RetryPolicy
 from ._sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder, SSEEvent
 from .parser import ResponseParser, parse_output
 
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "CompletionRequest",
     "ResponseParser",
+    "RetryPolicy",
     "SSEDecoder",
     "SSEEvent",
     "StreamDecoder",

@@ -28,9 +28,11 @@ Memory is bounded by the two limits: only an incomplete size line, an
 incomplete CRLF or the trailer section is ever held between calls.
 
 Errors: malformed framing raises :class:`~tokstream.ProtocolError` (and so does
-every later call). Running out of input before the end is not an error here:
-:attr:`done` stays False, and the caller decides what a closed connection means
-(``RemoteDisconnected``). No I/O.
+every later call); the body bytes of the chunks before it are returned first, by
+the call that reached it, so that nothing that arrived intact is lost. Running
+out of input before the end is not an error here: :attr:`done` stays False, and
+the caller decides what a closed connection means (``RemoteDisconnected``). No
+I/O.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ class ChunkedDecoder:
         trailers: The trailer fields, as ``(lower-case name, value)`` bytes.
         unused: Bytes that followed the body's end (empty for a clean end).
         chunks: Chunks decoded so far (the last, empty chunk excluded).
+        error: The framing error found, if any; every later :meth:`feed`
+            raises it (the call that found it raised it too, unless it had
+            body bytes to return first).
     """
 
     __slots__ = (
-        "_error",
         "_max_line",
         "_max_trailer",
         "_pending",
@@ -79,6 +83,7 @@ class ChunkedDecoder:
         "_trailer_size",
         "chunks",
         "done",
+        "error",
         "trailers",
         "unused",
     )
@@ -95,7 +100,7 @@ class ChunkedDecoder:
         self._remaining = 0  # data bytes left in the current chunk
         self._pending = b""  # an incomplete size line, CRLF or trailer line
         self._trailer_size = 0
-        self._error: ProtocolError | None = None
+        self.error: ProtocolError | None = None  # sticky: every later feed raises it
         self.done = False
         self.trailers: list[tuple[bytes, bytes]] = []
         self.unused = b""
@@ -109,26 +114,33 @@ class ChunkedDecoder:
         Raises:
             ProtocolError: The framing is invalid (this call and every later one).
         """
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if self.done:
             self.unused += data
             return b""
         if self._pending:
             data = self._pending + data
             self._pending = b""
+        out: list[bytes] = []
         try:
-            return self._feed(data)
+            self._feed(data, out)
         except ProtocolError as exc:
-            self._error = exc
-            raise
+            self.error = exc
+            if not out:
+                raise
+            # The chunks before the bad framing are body: hand them out first
+            # (they may carry tokens); the next call raises.
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
 
     def end_of_input(self) -> bool:
         """Declare that the input ended; return whether the body had ended (else truncated)."""
         return self.done
 
-    def _feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
+    def _feed(self, data: bytes, out: list[bytes]) -> None:
+        """Decode ``data``, appending body bytes to ``out`` (kept when this raises)."""
         pos = 0
         n = len(data)
         state = self._state
@@ -196,9 +208,6 @@ class ChunkedDecoder:
                     self.unused = data[pos:]
                 break
         self._state = state
-        if len(out) == 1:
-            return out[0]
-        return b"".join(out)
 
     def _trailer(self, data: bytes, pos: int) -> int:
         """Read trailer lines from ``pos``; return where reading stopped."""

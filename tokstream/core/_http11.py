@@ -214,6 +214,11 @@ class BodyReaderProtocol(Protocol):
         """Bytes that followed the body's end."""
         ...
 
+    @property
+    def error(self) -> ProtocolError | None:
+        """The framing error the next :meth:`feed` raises (its body came out first)."""
+        ...
+
     def feed(self, data: bytes) -> bytes:
         """Push wire bytes; return the body bytes among them."""
         ...
@@ -227,6 +232,8 @@ class LengthReader:
     """A body framed by ``Content-Length``."""
 
     __slots__ = ("done", "remaining", "unused")
+
+    error = None  # a length cannot be malformed once the head was read
 
     def __init__(self, length: int) -> None:
         self.remaining = length
@@ -257,6 +264,7 @@ class CloseReader:
     __slots__ = ("done",)
 
     unused = b""
+    error = None
 
     def __init__(self) -> None:
         self.done = False

@@ -23,7 +23,7 @@ exceptions).
 from __future__ import annotations
 
 import warnings
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "ServerError",
+    "TokenId",
     "WireUsage",
     "FirstChoice",
     "FirstChunk",
@@ -49,6 +50,10 @@ __all__ = [
 
 _NULL = msgspec.Raw(b"null")
 _INT32_MAX = 2**31 - 1
+
+TokenId = Annotated[int, msgspec.Meta(ge=0, le=_INT32_MAX)]
+"""A token ID as the wire may carry it: ``0..2**31-1``, checked by msgspec as it decodes
+(a negative ID or one outside int32 fails the chunk, at no measurable cost)."""
 
 
 class Logprobs(msgspec.Struct, gc=False):
@@ -62,7 +67,7 @@ class Choice(msgspec.Struct, gc=False):
 
     index: int = 0
     text: str | None = ""
-    token_ids: list[int] | None = None
+    token_ids: list[TokenId] | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     logprobs: Logprobs | None = None

@@ -310,6 +310,10 @@ class ResponseParser:
         Nothing is parsed or copied here: the parser iterates ``tokens`` as
         :meth:`next_event` parses, so do not change the collection before then.
 
+        A token whose ID is negative or outside int32 (a stream's never is: the
+        decoder checks them) makes :meth:`next_event` raise ``InvalidRequest``
+        when its segment closes.
+
         Raises:
             RuntimeError: :meth:`end_of_reply` was already called (a bug in
                 the caller, not in the stream).
@@ -329,6 +333,9 @@ class ResponseParser:
         Args:
             ids: Token IDs (ints or an integer array).
             logprobs: Their log-probabilities, aligned with ``ids``, or ``None``.
+
+        An ID that is negative or outside int32 makes :meth:`next_event`
+        raise ``InvalidRequest`` when its segment closes.
 
         Raises:
             InvalidRequest: ``logprobs`` is not the same length as ``ids``.

@@ -20,6 +20,9 @@ from ._events import ReplySegment, SegmentKind
 
 __all__ = ["Item", "OpenSegment", "Scored", "freeze_ids", "id_items", "item_ids"]
 
+_INT32_MAX = 2**31 - 1
+_SMALL = 48
+
 
 class _HasLogprob(Protocol):
     @property
@@ -51,6 +54,9 @@ def id_items(
     Without logprobs the items are the IDs themselves (``by_id``); with them,
     :class:`Scored` pairs.
 
+    IDs are checked (0..2**31-1) when their segment is frozen, not here: a
+    pass over every ID would cost the per-token path.
+
     Raises:
         InvalidRequest: ``logprobs`` is not the same length as ``ids``.
     """
@@ -66,10 +72,26 @@ def id_items(
 
 
 def freeze_ids(ids: list[int]) -> npt.NDArray[np.int32]:
-    """Return ``ids`` as a read-only int32 array."""
-    arr = np.array(ids, dtype=np.int32)
+    """Return ``ids`` as a read-only int32 array.
+
+    Raises:
+        InvalidRequest: An ID is negative or outside int32 (a caller's
+            ``Token``: a stream's IDs are checked as they are decoded).
+    """
+    try:
+        arr = np.array(ids, dtype=np.int32)
+    except OverflowError:
+        raise _out_of_range(ids) from None
+    # A builtin min() is cheaper than numpy's reduction below a few dozen IDs.
+    if ids and (min(ids) if len(ids) <= _SMALL else arr.min()) < 0:
+        raise _out_of_range(ids)
     arr.flags.writeable = False
     return arr
+
+
+def _out_of_range(ids: list[int]) -> InvalidRequest:
+    i, bad = next((i, v) for i, v in enumerate(ids) if not 0 <= v <= _INT32_MAX)
+    return InvalidRequest(f"ids[{i}]", bad, "token IDs must be in 0..2**31-1")
 
 
 def item_ids(items: list[Item]) -> list[int]:
