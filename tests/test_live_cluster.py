@@ -33,6 +33,7 @@ from tokstream.testing import (
     IM_END_ID,
     REPLICA_HEADER,
     VLLMCluster,
+    VLLMRouter,
     VLLMServer,
     forcing_body,
 )
@@ -444,46 +445,124 @@ async def test_priority_passes_through_the_router(cluster: VLLMCluster) -> None:
 # -- 7. a replica dies (last: the cluster keeps one replica) ----------------------------
 
 
-async def test_killing_a_replica_mid_stream(cluster: VLLMCluster) -> None:
-    """Today's behaviour, without client retries (issue 10 adds them on top).
+async def _session_on_router(router: VLLMRouter, model: str, replica: str) -> str:
+    """A session key that ``router`` maps to ``replica`` (found by trying keys)."""
+    for i in range(64):
+        recorder = ReplicaRecorder()
+        key = f"default-cb-{i}"
+        async with tokstream.Client(
+            router.base_url, model=model, session_id=key, timeouts=TIMEOUTS, transport=recorder
+        ) as client:
+            await client.complete(PROMPT, max_tokens=1)
+        if recorder.replicas == [replica]:
+            return key
+    raise AssertionError(f"no session key out of 64 maps to replica {replica}")
 
-    The stream in flight on the killed replica ends with ``RemoteDisconnected``,
-    keeping every ID it delivered. With the kit's ``FAILOVER_ARGS`` the router
-    sends the next request of that session to the live replica: it succeeds, with
-    no HTTP 500 first. So do new sessions.
+
+async def test_killing_a_replica_mid_stream(
+    cluster: VLLMCluster, vllm_home: Path, tmp_path: Path
+) -> None:
+    """A replica dies with two streams on it, then new requests arrive (issue 12, point 3).
+
+    * The stream without resume ends with ``RemoteDisconnected``, keeping every ID
+      it delivered, and says which replica it died on.
+    * The greedy stream with ``resume=True`` continues on the live replica: its IDs
+      are the ones delivered before the drop followed by exactly what the live
+      replica gives for the prompt plus those IDs; ``Done.splices`` and
+      ``Done.attempts`` show the drop and the switch.
+    * Behind the kit's router (``FAILOVER_ARGS``) the next request of that session
+      already succeeds at its first attempt. Behind a router with vllm-router's
+      default circuit breaker, the router answers HTTP 500 first: the client's
+      retries carry the request to the live replica, and ``Done.attempts`` counts
+      them.
+    * New sessions all land on the live replica.
     """
-    session = await session_on(cluster, "1", "doomed")
-    client, recorder = session_client(cluster, session)
-    received: list[int] = []
-    victim = survivor = None
-    async with client:
-        async with client.stream(
-            PROMPT, max_tokens=3000, temperature=0.0, extra_body={"ignore_eos": True}
-        ) as events:
-            async for event in events:
-                if isinstance(event, Token):
-                    received.append(event.id)
-                    if len(received) == 10:
-                        # Kill the replica that is serving this stream, read from its tag:
-                        # the router may have moved the session since the probe (a CI run
-                        # once saw that), and killing the other one would test nothing.
-                        victim = recorder.replicas[-1]
-                        assert victim in ("0", "1"), recorder.replicas
-                        survivor = "0" if victim == "1" else "1"
-                        await trio.to_thread.run_sync(cluster.kill_backend, int(victim))
-                else:
-                    terminal = event
-        assert isinstance(terminal, Error), terminal
-        assert isinstance(terminal.error, tokstream.RemoteDisconnected), repr(terminal.error)
-        assert terminal.token_ids.tolist() == received and len(received) >= 10
-        assert terminal.replica == victim  # the stream knows where it died
-        assert terminal.saved_to is not None, terminal.save_error
-        assert tokstream.FailedRequest.load(terminal.saved_to).replica == victim
+    victim, survivor = "1", "0"  # replica 0 runs one sequence at a time: two streams need 1
+    defaults = VLLMRouter(
+        [b.root_url for b in cluster.backends],
+        home=vllm_home,
+        failover_args=(),
+        log_path=tmp_path / "router-defaults.log",
+    )
+    await trio.to_thread.run_sync(defaults.start)
+    try:
+        default_session = await _session_on_router(defaults, cluster.model, victim)
+        session = await session_on(cluster, victim, "doomed")
+        client, recorder = session_client(cluster, session)
+        ids: dict[str, list[int]] = {"plain": [], "resumed": []}
+        terminals: dict[str, Done | Error] = {}
+        streaming = trio.Event()
+        length = 600
 
-        done = await client.complete(PROMPT, max_tokens=4, temperature=0.0)
-        assert done.token_ids.size == 4
-        assert done.replica == survivor
-    assert recorder.replicas == [victim, survivor]
+        async def run(name: str, **options: Any) -> None:
+            async with client.stream(
+                PROMPT, temperature=0.0, extra_body={"ignore_eos": True}, **options
+            ) as events:
+                async for event in events:
+                    if isinstance(event, Token):
+                        ids[name].append(event.id)
+                        if min(map(len, ids.values())) >= 10:
+                            streaming.set()
+                    else:
+                        terminals[name] = event
+
+        async with client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(run, "plain", max_tokens=3000, resume=False))
+                resumed_run = functools.partial(run, "resumed", max_tokens=length, resume=True)
+                nursery.start_soon(resumed_run)
+                await streaming.wait()
+                assert recorder.replicas == [victim, victim], recorder.replicas
+                await trio.to_thread.run_sync(cluster.kill_backend, int(victim))
+
+            plain = terminals["plain"]
+            assert isinstance(plain, Error), plain
+            assert isinstance(plain.error, tokstream.RemoteDisconnected), repr(plain.error)
+            assert plain.token_ids.tolist() == ids["plain"] and len(ids["plain"]) >= 10
+            assert plain.replica == victim  # the stream knows where it died
+            assert plain.saved_to is not None, plain.save_error
+            assert tokstream.FailedRequest.load(plain.saved_to).replica == victim
+
+            resumed = terminals["resumed"]
+            assert isinstance(resumed, Done), resumed
+            assert resumed.token_ids.tolist() == ids["resumed"]  # what the caller saw, all of it
+            assert resumed.token_ids.size == length
+            (cut,) = resumed.splices
+            assert 10 <= cut < length
+            first, *between, last = resumed.attempts
+            assert (first.error, first.replica, first.tokens) == ("RemoteDisconnected", victim, cut)
+            assert all(a.tokens == 0 for a in between), resumed.attempts  # router 500s, if any
+            assert (last.error, last.replica, last.tokens) == (None, survivor, length - cut)
+            assert resumed.replica == survivor
+            # Exact: the continuation is what the live replica gives for prompt + received.
+            reference = await client.complete(
+                [*PROMPT, *ids["resumed"][:cut]],
+                max_tokens=length - cut,
+                temperature=0.0,
+                extra_body={"ignore_eos": True},
+            )
+            assert reference.token_ids.tolist() == ids["resumed"][cut:]
+
+            done = await client.complete(PROMPT, max_tokens=4, temperature=0.0)
+            assert (done.token_ids.size, done.replica, done.attempts) == (4, survivor, ())
+
+        retrying = tokstream.Client(
+            defaults.base_url,
+            model=cluster.model,
+            session_id=default_session,
+            timeouts=TIMEOUTS,
+            retry=tokstream.RetryPolicy(attempts=6, backoff=0.05),
+        )
+        async with retrying:
+            done = await retrying.complete(PROMPT, max_tokens=4, temperature=0.0)
+        assert done.token_ids.size == 4 and done.replica == survivor
+        *failed, last = done.attempts
+        assert failed, "the default router answered the first request without an error"
+        assert all(a.status == 500 for a in failed), done.attempts
+        assert (last.error, last.replica) == (None, survivor)
+    finally:
+        await trio.to_thread.run_sync(defaults.stop)
+
     for i in range(5):
         other, other_recorder = session_client(cluster, f"after-{i}")
         async with other:

@@ -184,3 +184,46 @@ async def test_done_and_error_name_the_replica(
 def test_a_bad_replica_header_name_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="header name"):
         tokstream.Client("http://127.0.0.1:9/v1", model="m", replica_header="bad header")
+
+
+class _Sequence(httpx.AsyncBaseTransport):
+    """Answers with each ``(status, replica)`` in turn, as a router failing over does."""
+
+    def __init__(self, answers: list[tuple[int, str]]) -> None:
+        self.answers = answers
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        status, replica = self.answers.pop(0)
+        return await _Tagged({"x-tokstream-replica": replica}, status).handle_async_request(request)
+
+
+async def test_each_attempt_names_its_replica(tmp_path: Path) -> None:
+    retry = tokstream.RetryPolicy(attempts=3, backoff=0.0)
+    answers = [(503, "r1"), (503, "r1"), (200, "r2")]
+    async with tokstream.Client(
+        "http://127.0.0.1:9/v1", model="m", transport=_Sequence(answers), retry=retry
+    ) as client:
+        done = await client.complete([1, 2], max_tokens=1)
+    assert [(a.status, a.replica) for a in done.attempts] == [
+        (503, "r1"),
+        (503, "r1"),
+        (None, "r2"),
+    ]
+    assert done.replica == "r2"
+
+    answers = [(503, "r1"), (503, "r2")]
+    retry = tokstream.RetryPolicy(attempts=2, backoff=0.0)
+    async with tokstream.Client(
+        "http://127.0.0.1:9/v1",
+        model="m",
+        transport=_Sequence(answers),
+        retry=retry,
+        failed_requests=tmp_path,
+    ) as client:
+        async with client.stream([1, 2], max_tokens=1) as events:
+            error = [e async for e in events][-1]
+    assert isinstance(error, tokstream.Error)
+    assert [a.replica for a in error.attempts] == ["r1", "r2"] and error.replica == "r2"
+    assert error.saved_to is not None
+    record = tokstream.FailedRequest.load(error.saved_to)
+    assert [a.replica for a in record.attempts] == ["r1", "r2"] and record.replica == "r2"

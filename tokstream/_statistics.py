@@ -35,6 +35,9 @@ class Attempt:
             counts only its own).
         retry_after: Seconds the server asked to wait (``Retry-After``,
             ``retry-after-ms``), if it did.
+        replica: Which replica answered this attempt (the client's
+            ``replica_header``), or ``None``: behind vllm-router, a retry
+            after a replica died shows the switch here.
     """
 
     number: int
@@ -44,6 +47,7 @@ class Attempt:
     waited: float = 0.0
     tokens: int = 0
     retry_after: float | None = None
+    replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

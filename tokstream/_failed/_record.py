@@ -99,6 +99,7 @@ class SavedAttempt:
         waited: Seconds waited before this attempt.
         tokens: Token IDs received in this attempt.
         retry_after: The wait the server asked for after it, if it did.
+        replica: Which replica answered it, if known.
     """
 
     number: int
@@ -108,6 +109,7 @@ class SavedAttempt:
     waited: float = 0.0
     tokens: int = 0
     retry_after: float | None = None
+    replica: str | None = None
 
 
 class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -391,6 +393,7 @@ def _saved_attempts(event: Error, clean: Scrubber) -> tuple[SavedAttempt, ...]:
                 status=status if isinstance(status, int) else None,
                 tokens=int(event.token_ids.size),
                 retry_after=float(retry_after) if isinstance(retry_after, (int, float)) else None,
+                replica=clean.optional(event.replica),
             ),
         )
     return tuple(
@@ -402,6 +405,7 @@ def _saved_attempts(event: Error, clean: Scrubber) -> tuple[SavedAttempt, ...]:
             waited=a.waited,
             tokens=a.tokens,
             retry_after=a.retry_after,
+            replica=clean.optional(a.replica),
         )
         for a in event.attempts
     )

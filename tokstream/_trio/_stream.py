@@ -321,6 +321,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             headers.append(("x-session-id", self.request.session_id))
         request = StreamRequest(self.url, self._request_body(), tuple(headers), self.request_id)
         timeout = self._head_timeout()
+        self._decoder.replica = None  # this attempt's, once its response says
         try:
             with trio.CancelScope(deadline=self._t_total) as scope:
                 response = await self._transport.open(request, timeout)
@@ -511,6 +512,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                 empty=body_ended and decoder.attempt_bytes == 0,
                 cut_short=body_ended and decoder.ended_early,
                 time_left=self._t_total - trio.current_time(),
+                replica=decoder.replica,
             )
             await self._release()
             if not decision.retry:
@@ -559,7 +561,7 @@ class EventStream(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             events[-1] = dataclasses.replace(
                 terminal,
                 diagnostics=stats,
-                attempts=self._log.succeeded(self._decoder.attempt_tokens),
+                attempts=self._log.succeeded(self._decoder.attempt_tokens, self._decoder.replica),
                 splices=tuple(self._log.splices),
             )
         self._ended = True

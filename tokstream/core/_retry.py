@@ -445,6 +445,7 @@ class AttemptLog:
         empty: bool = False,
         cut_short: bool = False,
         time_left: float = math.inf,
+        replica: str | None = None,
     ) -> RetryDecision:
         """Record the current attempt's failure; return what to do next.
 
@@ -456,6 +457,7 @@ class AttemptLog:
             empty: The response was empty (no body byte).
             cut_short: The body ended cleanly before the stream finished.
             time_left: Seconds until ``Timeouts.total`` (``inf``: no bound).
+            replica: Which replica answered the attempt, if known.
 
         Returns:
             The decision; when it says not to retry, its ``reason`` explains
@@ -472,6 +474,7 @@ class AttemptLog:
                 self._next_wait,
                 tokens,
                 asked,
+                replica,
             )
         )
         decision = self.policy.decide(
@@ -519,11 +522,12 @@ class AttemptLog:
         """The request the next attempt sends: the caller's, or its continuation."""
         return continuation(self.request, received) if received.size else self.request
 
-    def succeeded(self, tokens: int) -> tuple[Attempt, ...]:
+    def succeeded(self, tokens: int, replica: str | None = None) -> tuple[Attempt, ...]:
         """The attempts of a stream whose current attempt finished (empty if it was the first)."""
         if self.number == 1:
             return ()
-        return (*self.records, Attempt(self.number, None, "", None, self._next_wait, tokens))
+        last = Attempt(self.number, None, "", None, self._next_wait, tokens, replica=replica)
+        return (*self.records, last)
 
     def close(self, exc: TokstreamError, reason: str = "") -> tuple[Attempt, ...]:
         """Put every attempt on the final ``exc`` and say them in its message; return them.
