@@ -8,6 +8,7 @@ same body.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -187,11 +188,19 @@ async def test_replay_resends_the_saved_body(
 async def test_no_secret_reaches_a_file_or_a_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """API key, URL password and a key header are planted; the server echoes the key back."""
+    """API key, URL password and a key header are planted; the server echoes the key back,
+    and the Basic credential that the URL's userinfo becomes (base64, as sent)."""
     secret = "PLANTED-SECRET-9f3b"
+    basic = base64.b64encode(f"me:pw-{secret}".encode()).decode()
     recordings = tmp_path / "recordings"
     (recordings / "errors").mkdir(parents=True)
-    echo = {"error": {"message": f"invalid key sk-{secret}", "type": "AuthError", "code": 401}}
+    echo = {
+        "error": {
+            "message": f"invalid key sk-{secret}; Authorization: Basic {basic}; user {basic}",
+            "type": "AuthError",
+            "code": 401,
+        }
+    }
     (recordings / "errors" / "echo.body").write_text(json.dumps(echo))
     (recordings / "errors" / "echo_sse.body").write_text(
         f"data: {json.dumps(echo)}\n\ndata: [DONE]\n\n"
@@ -225,9 +234,10 @@ async def test_no_secret_reaches_a_file_or_a_log(
     assert len(written) == 4
     for path in written:
         assert secret.encode() not in path.read_bytes(), path
+        assert basic.encode() not in path.read_bytes(), path
         assert secret not in path.name
     assert any("saved a failed request" in r.getMessage() for r in caplog.records)
-    assert secret not in caplog.text
+    assert secret not in caplog.text and basic not in caplog.text
 
 
 async def test_a_store_that_cannot_write_never_hides_the_error(

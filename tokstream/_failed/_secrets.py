@@ -113,7 +113,7 @@ def client_secrets(
     """Return what a client must never save: its API key, URL credentials, sensitive headers.
 
     A header is sensitive when its name mentions auth, key, token, secret,
-    password, cookie or session.
+    password or cookie.
     """
     found = [api_key] if api_key else []
     if "@" in base_url:
