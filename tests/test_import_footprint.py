@@ -176,3 +176,31 @@ def test_lazy_module_returns_an_imported_module_itself() -> None:
     namespace: dict[str, object] = {}
     assert _lazy.lazy_module("numpy", namespace) is np
     assert _lazy.is_loaded(np)
+
+
+def test_the_parser_alone_finds_the_chat_formats() -> None:
+    # ``import tokstream`` used to import tokstream.chat, which registers the
+    # built-in reply formats; the parser now asks for them on first lookup.
+    out = _run(
+        """
+        import json, sys
+        from tokstream.core.parser import registered_reply_formats
+        from tokstream.core.parser._format import get_reply_format
+        before = "tokstream.chat" in sys.modules
+        print(json.dumps([before, get_reply_format("hermes").name,
+                          "qwen3_coder" in registered_reply_formats()]))
+        """
+    )
+    assert out == [False, "hermes", True]
+
+
+def test_a_public_response_parser_in_a_fresh_process(tiny_model_dir: object) -> None:
+    out = _run(
+        f"""
+        import json, tokstream
+        tok = tokstream.Tokenizer.load({str(tiny_model_dir)!r})
+        parser = tokstream.ResponseParser(tok, tool_format="hermes")  # failed: no formats
+        print(json.dumps(type(parser).__name__))
+        """
+    )
+    assert out == "ResponseParser"
