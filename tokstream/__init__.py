@@ -6,12 +6,14 @@ events on trio.
 
 Layers (``docs/design.md``): a sans-IO core (:mod:`tokstream.core`, the
 context tree :mod:`tokstream.context` and chat formats :mod:`tokstream.chat`)
-that never imports trio or httpx, and a thin trio shell (``tokstream._trio``)
-whose names load on first use. See ``README.md`` for a quickstart.
+that never imports trio or httpx, and a thin trio shell (``tokstream._trio``).
+Every public name but the events, statistics and exceptions loads on first
+use. See ``README.md`` for a quickstart.
 """
 
 from __future__ import annotations
 
+import importlib as _importlib
 import typing as _typing
 
 from ._events import Attempt, Done, Error, Event, Token, Usage
@@ -47,27 +49,18 @@ from ._exceptions import (
     UnprocessableEntityError,
     UsageError,
 )
-from ._failed import FailedRequest, FailedRequestStore, ReplayComparison, SavedAttempt, SavedError
 from ._statistics import ClientStatistics, PoolStatistics, StreamStatistics
-from ._tokenizer import IncrementalDetokenizer, Tokenizer
 from ._version import __version__ as __version__
-from .context import Context, Leaf, Message, ReplyBuilder
-from .core import CompletionRequest, RetryPolicy, SSEDecoder, SSEEvent, StreamDecoder
-from .core.parser import (
-    NEED_TOKENS,
-    ParseEvent,
-    Reply,
-    ReplySegment,
-    ResponseParser,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolCallOpened,
-    ToolCallStatus,
-    parse_output,
-)
 
 if _typing.TYPE_CHECKING:
+    from ._failed import (
+        FailedRequest,
+        FailedRequestStore,
+        ReplayComparison,
+        SavedAttempt,
+        SavedError,
+    )
+    from ._tokenizer import IncrementalDetokenizer, Tokenizer
     from ._trio import (
         Client,
         EventChannel,
@@ -86,43 +79,80 @@ if _typing.TYPE_CHECKING:
         run_turn,
         start_reply,
     )
-
-# The trio shell (and with it trio and httpx) loads on first use of one of its
-# names, so ``import tokstream.core`` works where neither is importable.
-_SHELL = frozenset(
-    (
-        "Client",
-        "EventChannel",
-        "EventStream",
-        "Limits",
-        "ModelInfo",
-        "ReplyHandle",
-        "StreamedReply",
-        "Timeouts",
-        "ToolCallChannel",
-        "ToolResult",
-        "ToolStarted",
-        "Turn",
-        "open_reply",
-        "run_agent",
-        "run_turn",
-        "start_reply",
+    from .context import Context, Leaf, Message, ReplyBuilder
+    from .core import CompletionRequest, RetryPolicy, SSEDecoder, SSEEvent, StreamDecoder
+    from .core.parser import (
+        NEED_TOKENS,
+        ParseEvent,
+        Reply,
+        ReplySegment,
+        ResponseParser,
+        TextDelta,
+        ThinkingDelta,
+        ToolCall,
+        ToolCallOpened,
+        ToolCallStatus,
+        parse_output,
     )
-)
+
+# Every other public name loads on first use, with only the modules it needs:
+# ``import tokstream`` and one idle ``Client`` stay small (no parser, context
+# tree, chat formats or tokenizer), and ``import tokstream.core`` works where
+# trio and httpx are not importable (the trio shell is one of these modules).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ("FailedRequest", "FailedRequestStore", "ReplayComparison", "SavedAttempt", "SavedError"),
+        "_failed",
+    ),
+    **dict.fromkeys(("IncrementalDetokenizer", "Tokenizer"), "_tokenizer"),
+    **dict.fromkeys(("Client", "Limits", "ModelInfo", "Timeouts"), "_trio._client"),
+    "EventChannel": "_trio._channel",
+    "EventStream": "_trio._stream",
+    **dict.fromkeys(
+        ("ReplyHandle", "StreamedReply", "ToolCallChannel", "open_reply", "start_reply"),
+        "_trio._reply",
+    ),
+    **dict.fromkeys(("ToolResult", "ToolStarted", "Turn", "run_agent", "run_turn"), "_trio._turns"),
+    **dict.fromkeys(("Context", "Leaf", "Message", "ReplyBuilder"), "context"),
+    "CompletionRequest": "core._request",
+    "RetryPolicy": "core._retry",
+    **dict.fromkeys(("SSEDecoder", "SSEEvent"), "core._sse"),
+    "StreamDecoder": "core._decoder",
+    **dict.fromkeys(
+        (
+            "NEED_TOKENS",
+            "ParseEvent",
+            "Reply",
+            "ReplySegment",
+            "ResponseParser",
+            "TextDelta",
+            "ThinkingDelta",
+            "ToolCall",
+            "ToolCallOpened",
+            "ToolCallStatus",
+            "parse_output",
+        ),
+        "core.parser",
+    ),
+}
+
+
+_SUBPACKAGES = frozenset(("chat", "context", "core"))
 
 
 def __getattr__(name: str) -> _typing.Any:
-    if name in _SHELL:
-        from . import _trio
-
-        value = getattr(_trio, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tokstream' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        if name in _SUBPACKAGES:  # ``import tokstream`` used to load them
+            return _importlib.import_module(f"{__name__}.{name}")
+        raise AttributeError(f"module 'tokstream' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SHELL)
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -17,19 +17,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from ._exceptions import TokstreamError
+from ._lazy import lazy_module
 from ._statistics import Attempt, StreamStatistics
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy", globals())
 
 __all__ = ["Attempt", "Done", "Error", "Event", "StreamStatistics", "Token", "Usage"]
 
-_EMPTY_IDS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
-_EMPTY_IDS.flags.writeable = False
+_EMPTY_IDS: list[npt.NDArray[np.int32]] = []  # built on first use: numpy loads lazily
+
+
+def _empty_ids() -> npt.NDArray[np.int32]:
+    if not _EMPTY_IDS:
+        empty = np.zeros(0, dtype=np.int32)
+        empty.flags.writeable = False
+        _EMPTY_IDS.append(empty)
+    return _EMPTY_IDS[0]
 
 
 def _brief_repr(self: object) -> str:
@@ -116,7 +128,7 @@ class Done:
 
     finish_reason: str | None
     stop_reason: int | str | None = None
-    token_ids: npt.NDArray[np.int32] = field(default_factory=lambda: _EMPTY_IDS)
+    token_ids: npt.NDArray[np.int32] = field(default_factory=_empty_ids)
     text: str = ""
     prompt_token_ids: npt.NDArray[np.int32] | None = None
     usage: Usage | None = None
@@ -158,7 +170,7 @@ class Error:
     """
 
     error: TokstreamError
-    token_ids: npt.NDArray[np.int32] = field(default_factory=lambda: _EMPTY_IDS)
+    token_ids: npt.NDArray[np.int32] = field(default_factory=_empty_ids)
     text: str = ""
     diagnostics: StreamStatistics = field(default_factory=StreamStatistics)
     logprobs: npt.NDArray[np.float32] | None = None

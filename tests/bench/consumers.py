@@ -370,6 +370,10 @@ class Tokstream(Consumer):
                 options[name] = cls(**options[name])
         self.client = tokstream.Client(self.cfg.base_url, model=self.cfg.model, **options)
         await self.client.__aenter__()
+        # numpy loads on first use (tokstream._lazy), normally with the first request's
+        # prompt: a once-per-process import, paid here, outside the timed span, as every
+        # peer pays its imports before it.
+        tokstream.CompletionRequest(self.cfg.prompt, max_tokens=1)
         self.fields: dict[str, Any] = {"max_tokens": self.cfg.max_tokens, **self.cfg.sampling}
         if self.cfg.extra_body:
             self.fields["extra_body"] = self.cfg.extra_body

@@ -7,8 +7,15 @@ identical prefix and the first differing token. Data only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+from .._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals())
+
 
 __all__ = ["ReplayComparison"]
 

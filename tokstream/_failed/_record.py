@@ -29,19 +29,24 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from .._events import Error
 from .._exceptions import InvalidRecord, TokstreamError
+from .._lazy import lazy_module
 from .._statistics import StreamStatistics
 from .._version import __version__
 from ..core._request import CompletionRequest
 from ._compare import ReplayComparison
 from ._secrets import Scrubber, redact_url
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy", globals())
 
 __all__ = [
     "FORMAT",

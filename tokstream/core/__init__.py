@@ -20,12 +20,33 @@ h11 can:
 
 from __future__ import annotations
 
+import importlib as _importlib
+import typing as _typing
+
 from ._decoder import StreamDecoder
 from ._http_errors import http_status_error
 from ._request import CompletionRequest, encode_token_ids
 from ._retry import RetryPolicy
 from ._sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder, SSEEvent
-from .parser import ResponseParser, parse_output
+
+if _typing.TYPE_CHECKING:
+    from .parser import ResponseParser, parse_output
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # The response parser loads on first use: the stream path never needs it.
+    if name in ("ResponseParser", "parse_output"):
+        value = getattr(_importlib.import_module(f"{__name__}.parser"), name)
+        globals()[name] = value
+        return value
+    if name == "parser":  # ``import tokstream.core`` used to load it
+        return _importlib.import_module(f"{__name__}.parser")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "ResponseParser", "parse_output"})
+
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",

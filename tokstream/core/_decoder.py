@@ -69,10 +69,9 @@ from __future__ import annotations
 import dataclasses
 from array import array
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from .._events import Done, Error, Event, StreamStatistics, Token, Usage
 from .._exceptions import (
@@ -81,6 +80,7 @@ from .._exceptions import (
     RequestAborted,
     TokstreamError,
 )
+from .._lazy import lazy_module
 from ._sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder, SSEEvent
 from ._wire import (
     Chunk,
@@ -90,6 +90,12 @@ from ._wire import (
     decode_first_chunk,
     decode_token_ids,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy", globals())
 
 __all__ = ["StreamDecoder", "with_timing"]
 

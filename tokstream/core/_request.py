@@ -18,13 +18,18 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from .._exceptions import InvalidRequest
+from .._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy", globals())
 
 __all__ = ["CompletionRequest", "encode_token_ids"]
 
@@ -90,11 +95,12 @@ def _id_rows(ids: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
     rows = np.empty((n, width + 1), dtype=np.uint8)
     rows[:, width] = ord(",")
     zb = z.view(np.uint8)
+    ten, ascii_zero = np.uint32(10), np.uint32(ord("0"))  # numpy loads on first use
     for col in range(width - 1, -1, -1):
-        np.floor_divide(x, _TEN, out=q)
-        np.multiply(q, _TEN, out=d)
+        np.floor_divide(x, ten, out=q)
+        np.multiply(q, ten, out=d)
         np.subtract(x, d, out=d)
-        d += _ASCII_ZERO
+        d += ascii_zero
         if col < width - 1:
             # A leading zero (nothing left above this digit) becomes "0" - 16 = " ".
             np.equal(x, 0, out=z)
@@ -127,8 +133,6 @@ def _ids_json_parts(ids: npt.NDArray[np.integer[Any]]) -> tuple[bytes, memoryvie
     return (b"[", rows.data.cast("B")[:-1], b"]")
 
 
-_TEN = np.uint32(10)
-_ASCII_ZERO = np.uint32(ord("0"))
 _SCRATCH_KEEP = 1 << 16
 _local = threading.local()
 

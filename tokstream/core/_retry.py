@@ -84,10 +84,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from .._exceptions import (
     FirstTokenTimeout,
@@ -102,8 +99,15 @@ from .._exceptions import (
     TotalTimeout,
     TransportError,
 )
+from .._lazy import lazy_module
 from .._statistics import Attempt
 from ._request import CompletionRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy", globals())
 
 __all__ = [
     "NO_RETRY",

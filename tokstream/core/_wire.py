@@ -23,11 +23,17 @@ exceptions).
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
+
+from .._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_module("numpy", globals())
 
 __all__ = [
     "Choice",

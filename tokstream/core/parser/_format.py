@@ -53,6 +53,7 @@ which is what ``ResponseParser(tool_format=...)`` looks up.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -305,13 +306,26 @@ def family_reply_format(family: str | None, added_tokens: dict[str, int]) -> str
 
 
 _REGISTERED: dict[str, ReplyFormat] = {}
+_BUILTINS: list[bool] = []  # non-empty once the chat formats were asked to register
+
+
+def _load_builtin_formats() -> None:
+    """Import ``tokstream.chat`` once: its formats register the built-in tables.
+
+    ``import tokstream`` loads it only on first use (an idle client never needs
+    it), so the first lookup here does. Named by string: the chat formats sit a
+    layer above the core, and only their registrations are wanted here.
+    """
+    if not _BUILTINS:
+        _BUILTINS.append(True)
+        importlib.import_module("tokstream.chat")
 
 
 def register_reply_format(fmt: ReplyFormat) -> None:
     """Make ``fmt`` available by name to ``ResponseParser(tool_format=fmt.name)``.
 
     ``tokstream.chat`` registers Qwen's ``"hermes"`` and ``"qwen3_coder"`` when it
-    is imported (which ``import tokstream`` does). Registering a name again
+    is imported (which the first lookup of a format does). Registering a name again
     replaces the earlier format.
     """
     _REGISTERED[fmt.name] = fmt
@@ -319,6 +333,7 @@ def register_reply_format(fmt: ReplyFormat) -> None:
 
 def registered_reply_formats() -> tuple[str, ...]:
     """The names :func:`get_reply_format` knows, sorted."""
+    _load_builtin_formats()
     return tuple(sorted(_REGISTERED))
 
 
@@ -329,6 +344,9 @@ def get_reply_format(name: str) -> ReplyFormat:
         InvalidRequest: No format of that name is registered.
     """
     fmt = _REGISTERED.get(name)
+    if fmt is None:
+        _load_builtin_formats()
+        fmt = _REGISTERED.get(name)
     if fmt is None:
         raise InvalidRequest(
             "tool_format", name, f"registered reply formats are {list(registered_reply_formats())}"
