@@ -133,6 +133,41 @@ async def wait_for_gauge(
     raise AssertionError(f"{name} never read {value} in {reads} reads; last reads {seen[-5:]}")
 
 
+async def wait_for_generation(
+    server: VLLMServer, before: float, http: httpx.AsyncClient, reads: int = 3000
+) -> None:
+    """Poll until the engine's generated-token counter has passed ``before`` + 5.
+
+    The counter (``vllm:generation_tokens_total``) proves the request is being
+    generated; the ``num_requests_running`` gauge once read 0 throughout a running
+    stream on a loaded CI machine, so it is not the premise. Bounded by reads.
+    """
+    for _ in range(reads):
+        if await metric(server, "vllm:generation_tokens_total", http) >= before + 5:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(f"no generation seen on the server in {reads} reads")
+
+
+async def wait_until_generation_stops(
+    server: VLLMServer, http: httpx.AsyncClient, quiet_reads: int = 20, reads: int = 3000
+) -> None:
+    """Poll until the generated-token counter holds still for ``quiet_reads`` reads in a row.
+
+    Engine steps on the tiny model take a few ms, so 20 unchanged reads 10 ms apart
+    mean nothing is being generated any more. Bounded by a number of reads.
+    """
+    last, still = -1.0, 0
+    for _ in range(reads):
+        value = await metric(server, "vllm:generation_tokens_total", http)
+        still = still + 1 if value == last else 0
+        if still >= quiet_reads:
+            return
+        last = value
+        await trio.sleep(0.01)
+    raise AssertionError(f"the server was still generating after {reads} reads")
+
+
 def established_connections(port: int) -> int:
     """ESTABLISHED TCP connections from this process to 127.0.0.1:``port``."""
     inodes = set()
@@ -409,7 +444,7 @@ async def test_cancel_aborts_the_request_on_the_server(
                     async for event in events:
                         received += isinstance(event, Token)
                         if received == 5:
-                            await wait_for_gauge(server, "vllm:num_requests_running", 1, http)
+                            await wait_for_generation(server, generated_before, http)
                             assert established_connections(server.port) == 1
                             scope.cancel()
             assert scope.cancelled_caught
@@ -419,11 +454,12 @@ async def test_cancel_aborts_the_request_on_the_server(
                 async for event in channel:
                     received += isinstance(event, Token)
                     if received == 5:
-                        await wait_for_gauge(server, "vllm:num_requests_running", 1, http)
+                        await wait_for_generation(server, generated_before, http)
                         assert established_connections(server.port) == 1
                         nursery.cancel_scope.cancel()
                         break
         await wait_for_gauge(server, "vllm:num_requests_running", 0, http)
+        await wait_until_generation_stops(server, http)
         # Proof of an abort rather than a natural end, with no clock: the request stopped
         # far short of the 3000 tokens that ignore_eos would otherwise have produced.
         # (How fast the abort lands is measured by `make bench`, not asserted here.)
