@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._exceptions import InvalidRequest
 from ..core.parser import (
@@ -191,7 +191,41 @@ def dsml_call(name: str, arguments: Mapping[str, Any] | str) -> str:
 _RESULTS_CLOSE = (Segment("framing", "</function_results>\n\n"),)
 
 
-class DeepSeekV32Format:
+class _DeepSeekFraming:
+    """What every DeepSeek chat format shares: BOS, the EOS stop, and a marker check.
+
+    Args:
+        tokenizer: The model's tokenizer; it must hold the format's markers.
+
+    Raises:
+        UnknownTokenError: A marker the format needs is not in the vocabulary.
+    """
+
+    __slots__ = ("_eos",)
+    _NAME: ClassVar[str]
+    _MARKERS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        for marker in self._MARKERS:
+            tokenizer.token_id(marker)
+        self._eos = tokenizer.token_id(EOS)
+
+    @property
+    def name(self) -> str:
+        """The format's registered name."""
+        return self._NAME
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """``(<｜end▁of▁sentence｜>,)``."""
+        return (self._eos,)
+
+    def preamble(self) -> Rendering:
+        """``<｜begin▁of▁sentence｜>``."""
+        return Rendering((Segment("framing", BOS),))
+
+
+class DeepSeekV32Format(_DeepSeekFraming):
     """DeepSeek V3.2 framing (see the module docstring for the rules).
 
     Args:
@@ -202,26 +236,9 @@ class DeepSeekV32Format:
         UnknownTokenError: One of those tokens is missing.
     """
 
-    __slots__ = ("_eos",)
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        for name in (BOS, "<｜User｜>", "<｜Assistant｜>"):
-            tokenizer.token_id(name)
-        self._eos = tokenizer.token_id(EOS)
-
-    @property
-    def name(self) -> str:
-        """``"deepseek_v32"``."""
-        return "deepseek_v32"
-
-    @property
-    def stop_token_ids(self) -> tuple[int, ...]:
-        """``(<｜end▁of▁sentence｜>,)``."""
-        return (self._eos,)
-
-    def preamble(self) -> Rendering:
-        """``<｜begin▁of▁sentence｜>``."""
-        return Rendering((Segment("framing", BOS),))
+    __slots__ = ()
+    _NAME = "deepseek_v32"
+    _MARKERS = (BOS, "<｜User｜>", "<｜Assistant｜>")
 
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """The tool block (as the encoder's leading tools-only system message), then content."""
@@ -329,7 +346,7 @@ class DeepSeekV32Format:
 _V31_CALL = "<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{args}<｜tool▁call▁end｜>"
 
 
-class DeepSeekV31Format:
+class DeepSeekV31Format(_DeepSeekFraming):
     """DeepSeek V3.1 framing (see the module docstring for the rules).
 
     Args:
@@ -340,26 +357,9 @@ class DeepSeekV31Format:
         UnknownTokenError: One of those tokens is missing.
     """
 
-    __slots__ = ("_eos",)
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        for name in (BOS, "<｜User｜>", "<｜Assistant｜>", "<｜tool▁output▁begin｜>"):
-            tokenizer.token_id(name)
-        self._eos = tokenizer.token_id(EOS)
-
-    @property
-    def name(self) -> str:
-        """``"deepseek_v31"``."""
-        return "deepseek_v31"
-
-    @property
-    def stop_token_ids(self) -> tuple[int, ...]:
-        """``(<｜end▁of▁sentence｜>,)``."""
-        return (self._eos,)
-
-    def preamble(self) -> Rendering:
-        """``<｜begin▁of▁sentence｜>``."""
-        return Rendering((Segment("framing", BOS),))
+    __slots__ = ()
+    _NAME = "deepseek_v31"
+    _MARKERS = (BOS, "<｜User｜>", "<｜Assistant｜>", "<｜tool▁output▁begin｜>")
 
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """The system prompt, right after the BOS.

@@ -54,10 +54,10 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import InvalidRequest
 from ..core.parser import ReplyFormat
 from ._base import Rendering, Role, Segment
-from ._deepseek import BOS, DEEPSEEK_V4, EOS, dsml_call, to_json
+from ._deepseek import BOS, DEEPSEEK_V4, EOS, _DeepSeekFraming, dsml_call, to_json
 
 if TYPE_CHECKING:
-    from .._tokenizer import Tokenizer
+    pass
 
 __all__ = ["DEEPSEEK_V4_REASONING_EFFORT", "DeepSeekV4Format"]
 
@@ -119,7 +119,7 @@ _TURN_CLOSE = (_ASSISTANT,)
 _RESULT_CLOSE = (Segment("framing", ">"), _ASSISTANT)
 
 
-class DeepSeekV4Format:
+class DeepSeekV4Format(_DeepSeekFraming):
     """DeepSeek V4 framing (see the module docstring for the rules).
 
     Args:
@@ -130,26 +130,9 @@ class DeepSeekV4Format:
         UnknownTokenError: One of those tokens is missing.
     """
 
-    __slots__ = ("_eos",)
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        for name in (BOS, "<｜User｜>", "<｜Assistant｜>", _DSML):
-            tokenizer.token_id(name)
-        self._eos = tokenizer.token_id(EOS)
-
-    @property
-    def name(self) -> str:
-        """``"deepseek_v4"``."""
-        return "deepseek_v4"
-
-    @property
-    def stop_token_ids(self) -> tuple[int, ...]:
-        """``(<｜end▁of▁sentence｜>,)``."""
-        return (self._eos,)
-
-    def preamble(self) -> Rendering:
-        """``<｜begin▁of▁sentence｜>``."""
-        return Rendering((Segment("framing", BOS),))
+    __slots__ = ()
+    _NAME = "deepseek_v4"
+    _MARKERS = (BOS, "<｜User｜>", "<｜Assistant｜>", _DSML)
 
     def system(self, content: str | None, tools: Sequence[Mapping[str, Any]] | None) -> Rendering:
         """The system prompt, then ``\\n\\n`` and the tool definitions."""
